@@ -1,0 +1,167 @@
+"""Manifold MixUp on timm models through forward hooks (SynerMix spec §3, paper Eq. 4)."""
+import difflib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from timm.data.mixup import mixup_target
+
+from .mixup import Mixup
+
+__all__ = ['ManifoldMixup', 'default_manifold_layers', 'INPUT_LAYER']
+
+INPUT_LAYER = 'input'
+
+# The paper's layer sets S (§4.1.2) in timm module names; 'input' mixes the images themselves.
+_DEFAULT_LAYERS = {
+    'ResNet': (INPUT_LAYER, 'layer1', 'layer2'),
+    'MobileNetV3': (INPUT_LAYER, 'bn1', 'blocks.0', 'blocks.1'),
+    'SwinTransformer': (INPUT_LAYER, 'patch_embed.norm', 'layers.0.blocks.1', 'layers.1.blocks.1'),
+}
+
+
+def default_manifold_layers(model: nn.Module) -> Optional[Tuple[str, ...]]:
+    """The spec's Manifold MixUp layer set S for ResNet, MobileNetV3 and Swin; None for other models."""
+    return _DEFAULT_LAYERS.get(type(model).__name__)
+
+
+class ManifoldMixup:
+    """Manifold MixUp (Eq. 4): mix hidden states at a layer drawn once per mini-batch from S.
+
+    Called like `Mixup`: `x, soft_target = manifold(x, target)` draws a layer k from `layers`
+    and λ as timm's Mixup does for `mode` (MixUp only: CutMix boxes have no meaning for hidden
+    states). If k is 'input' the images are mixed at once; otherwise the output of module k is
+    mixed by a forward hook during the model's next forward, then the hook disarms. Sample i is
+    mixed with sample N-1-i, as in timm. With `layers=('input',)` this is MixUp.
+
+    Args:
+        model: The timm model whose modules are hooked.
+        layers: Module names (from `model.named_modules()`) and/or 'input'. Defaults to the
+            paper's S for ResNet, MobileNetV3 and Swin; required for other models.
+        mixup_alpha: Beta(α, α) parameter for λ.
+        mode: 'batch', 'pair' or 'elem', as in timm's Mixup.
+        prob: Probability of mixing a batch (or element).
+        label_smoothing: Smoothing inside the mixed targets.
+        num_classes: Number of classes of the targets.
+
+    Example:
+        ```python
+        manifold = ManifoldMixup(model, mixup_alpha=1.0, num_classes=100)   # ResNet: input, layer1, layer2
+        x, soft_target = manifold(x, target)
+        loss = SoftTargetCrossEntropy()(model(x), soft_target)
+        ```
+    """
+
+    def __init__(
+            self,
+            model: nn.Module,
+            layers: Optional[Sequence[str]] = None,
+            mixup_alpha: float = 1.0,
+            mode: str = 'batch',
+            prob: float = 1.0,
+            label_smoothing: float = 0.0,
+            num_classes: int = 1000,
+    ):
+        if layers is None:
+            layers = default_manifold_layers(model)
+            if layers is None:
+                raise ValueError(
+                    f'{type(model).__name__} has no default Manifold MixUp layers (the paper gives them for '
+                    'ResNet, MobileNetV3 and Swin): pass layers=[...] (--manifold-layers) with module names '
+                    'from model.named_modules(), or "input".')
+        layers = list(layers)
+        if not layers:
+            raise ValueError('layers is empty: give at least one module name or "input".')
+        modules = dict(model.named_modules())
+        for name in layers:
+            if name != INPUT_LAYER and (name not in modules or name == ''):
+                close = difflib.get_close_matches(name, [n for n in modules if n], n=3, cutoff=0.5)
+                hint = f' Did you mean {", ".join(close)}?' if close else ''
+                raise ValueError(
+                    f'Manifold MixUp layer "{name}" is not a module of {type(model).__name__}.{hint} '
+                    'Use names from model.named_modules(), or "input".')
+        if mixup_alpha <= 0:
+            raise ValueError(f'mixup_alpha={mixup_alpha}: Manifold MixUp needs mixup_alpha > 0.')
+        self.layers = layers
+        self.lam_source = Mixup(
+            mixup_alpha=mixup_alpha, cutmix_alpha=0., prob=prob, mode=mode,
+            label_smoothing=label_smoothing, num_classes=num_classes)
+        self.lam = None
+        self.layer = None
+        self._armed: Optional[Tuple[str, torch.Tensor]] = None
+        self._handles = [
+            modules[name].register_forward_hook(self._make_hook(name))
+            for name in dict.fromkeys(layers) if name != INPUT_LAYER
+        ]
+
+    @property
+    def num_classes(self) -> int:
+        return self.lam_source.num_classes
+
+    @property
+    def mixup_enabled(self) -> bool:
+        return self.lam_source.mixup_enabled
+
+    @mixup_enabled.setter
+    def mixup_enabled(self, value: bool) -> None:
+        # timm's train loop switches mixing off after --mixup-off-epoch through this attribute.
+        self.lam_source.mixup_enabled = value
+
+    def _draw_lam(self, batch_size: int) -> np.ndarray:
+        source = self.lam_source
+        if source.mode == 'elem':
+            return source._params_per_elem(batch_size)[0]
+        if source.mode == 'pair':
+            half = source._params_per_elem(batch_size // 2)[0]
+            return np.concatenate([half, np.ones(batch_size % 2, np.float32), half[::-1]])
+        return np.full(batch_size, source._params_per_batch()[0], dtype=np.float32)
+
+    @staticmethod
+    def _mix(h: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        lam = lam.to(device=h.device, dtype=h.dtype).view(-1, *([1] * (h.ndim - 1)))
+        return h * lam + h.flip(0) * (1. - lam)
+
+    def _make_hook(self, name: str):
+        def hook(module, inputs, output):
+            if self._armed is None or self._armed[0] != name:
+                return None
+            lam = self._armed[1]
+            self._armed = None
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(
+                    f'Manifold MixUp layer "{name}" returns {type(output).__name__}, not a tensor: '
+                    'pick a module whose output is a single tensor.')
+            if output.shape[0] != lam.numel():
+                raise RuntimeError(
+                    f'Manifold MixUp drew λ for {lam.numel()} samples but layer "{name}" saw a batch of '
+                    f'{output.shape[0]}: call the model on the batch right after manifold(x, target).')
+            return self._mix(output, lam)
+        return hook
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        self.layer = self.layers[np.random.randint(len(self.layers))]
+        lam = torch.from_numpy(self._draw_lam(len(x)))
+        self.lam = lam.unsqueeze(1)
+        if self.layer == INPUT_LAYER:
+            x = self._mix(x, lam)
+        else:
+            self._armed = (self.layer, lam)
+        soft_target = mixup_target(
+            target, self.num_classes, self.lam.to(x.device), self.lam_source.label_smoothing)
+        return x, soft_target
+
+    def check_applied(self) -> None:
+        """Raise if the drawn layer did not run in the forward that followed the call."""
+        if self._armed is not None:
+            name = self._armed[0]
+            self._armed = None
+            raise RuntimeError(
+                f'Manifold MixUp layer "{name}" did not run in the model\'s forward: choose layers the '
+                'forward pass goes through (--manifold-layers).')
+
+    def remove(self) -> None:
+        """Remove the forward hooks from the model."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []

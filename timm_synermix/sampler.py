@@ -1,0 +1,207 @@
+"""Supplementing batch sampler (SynerMix spec §1, paper §3.1.1).
+
+Every class present in an emitted mini-batch gets at least two images, so the intra-class
+synthesis (Eq. 1) always has something to mix. Supplements are drawn uniformly from the
+class's other training images in O(1) from per-class index tables built once.
+"""
+import math
+from typing import Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+__all__ = ['SupplementedBatchSampler', 'dataset_labels']
+
+
+def dataset_labels(dataset) -> np.ndarray:
+    """Labels of a dataset, read without decoding any image.
+
+    Understands timm's ImageDataset (reader.samples / reader.targets), torchvision datasets
+    (`.targets`, `.labels`, `._labels`, `.samples`), `torch.utils.data.Subset`, wrappers that
+    expose `.dataset` (TwoViewDataset), and a plain sequence of ints.
+    """
+    if isinstance(dataset, np.ndarray) or isinstance(dataset, torch.Tensor):
+        return np.asarray(dataset, dtype=np.int64).reshape(-1)
+    if isinstance(dataset, (list, tuple)) and (len(dataset) == 0 or np.isscalar(dataset[0])):
+        return np.asarray(dataset, dtype=np.int64)
+    if isinstance(dataset, torch.utils.data.Subset):
+        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices)]
+    reader = getattr(dataset, 'reader', None)
+    for source in (reader, dataset):
+        if source is None:
+            continue
+        for name in ('targets', 'labels', '_labels'):
+            values = getattr(source, name, None)
+            if values is not None and not callable(values):
+                return np.asarray(values, dtype=np.int64).reshape(-1)
+        samples = getattr(source, 'samples', None)
+        if samples is not None and len(samples) and isinstance(samples[0], (tuple, list)):
+            return np.asarray([s[1] for s in samples], dtype=np.int64)
+    inner = getattr(dataset, 'dataset', None)
+    if inner is not None:
+        return dataset_labels(inner)
+    raise TypeError(
+        f'Cannot read labels of {type(dataset).__name__} without decoding images. '
+        'Pass the labels as a list of ints, or give the dataset a `targets` attribute.')
+
+
+class SupplementedBatchSampler(torch.utils.data.Sampler):
+    """Batch sampler that gives every class in a batch at least two samples (spec §1).
+
+    Each epoch is a seeded permutation of the training set, sharded disjointly across ranks and
+    cut into batches of `batch_size`. For each class that appears exactly once in a batch, one
+    more image of that class, not already in the batch, is drawn uniformly from the whole
+    training set, so a batch grows from N to at most 2N. The emitted batch is shuffled: timm's
+    Mixup pairs sample i with N-1-i, and supplements must not all sit at the end.
+
+    Everything is a function of (seed, epoch, rank, batch index), so `set_epoch(epoch, start_batch)`
+    resumes the exact batch sequence of an interrupted epoch.
+
+    Args:
+        labels: Class index per training sample, or a dataset (see `dataset_labels`).
+        batch_size: Samples per batch before supplementation (per rank). Must be >= 2.
+        drop_last: Drop the last incomplete batch of each rank's shard.
+        shuffle: Shuffle the epoch (seeded); False keeps dataset order (supplements stay random).
+        seed: Base seed, shared by all ranks.
+        num_replicas: Number of ranks; defaults to the torch.distributed world size.
+        rank: This rank; defaults to the torch.distributed rank.
+        supplement: False emits plain batches (presets without an intra term), same sharding.
+        allow_singleton_classes: Let classes with a single training image pass with one sample
+            (its synthesized feature is then the sample itself) instead of raising.
+        num_classes: When given, labels outside [0, num_classes) raise.
+        class_names: Optional names used in error messages.
+
+    Example:
+        ```python
+        sampler = SupplementedBatchSampler(dataset_labels(train_set), batch_size=32, seed=0)
+        loader = DataLoader(train_set, batch_sampler=sampler)
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            for images, target in loader: ...
+        ```
+    """
+
+    def __init__(
+            self,
+            labels: Union[Sequence[int], np.ndarray, torch.utils.data.Dataset],
+            batch_size: int,
+            drop_last: bool = True,
+            shuffle: bool = True,
+            seed: int = 0,
+            num_replicas: Optional[int] = None,
+            rank: Optional[int] = None,
+            supplement: bool = True,
+            allow_singleton_classes: bool = False,
+            num_classes: Optional[int] = None,
+            class_names: Optional[Sequence[str]] = None,
+    ):
+        labels = dataset_labels(labels)
+        if batch_size < 2:
+            raise ValueError(
+                f'batch_size={batch_size}: SynerMix needs at least 2 samples per batch to mix; use --batch-size 2 or more.')
+        if labels.size == 0:
+            raise ValueError('The training set has no labels (empty dataset); check the data folder and split.')
+        upper = num_classes if num_classes is not None else np.iinfo(np.int64).max
+        out_of_range = (labels < 0) | (labels >= upper)
+        if out_of_range.any():
+            bad = np.unique(labels[out_of_range])[:10].tolist()
+            raise ValueError(
+                f'Labels {bad} are outside [0, {num_classes}): set --num-classes to the number of classes '
+                f'in the data ({int(labels.max()) + 1}) or fix the class map.')
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if rank is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f'rank={rank} is outside [0, num_replicas={num_replicas}).')
+
+        self.labels = labels
+        self.batch_size = int(batch_size)
+        self.drop_last = drop_last
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.supplement = supplement
+        self.epoch = 0
+        self.start_batch = 0
+
+        # Per-class tables: members of class c are order[starts[c]:starts[c] + counts[c]],
+        # and sample i sits at offset position_in_class[i] of that slice.
+        self.order = np.argsort(labels, kind='stable')
+        self.counts = np.bincount(labels)
+        self.starts = np.concatenate(([0], np.cumsum(self.counts)[:-1]))
+        self.position_in_class = np.empty_like(self.order)
+        self.position_in_class[self.order] = np.arange(labels.size) - self.starts[labels[self.order]]
+
+        singletons = np.flatnonzero(self.counts == 1)
+        if supplement and singletons.size and not allow_singleton_classes:
+            names = [class_names[c] if class_names is not None else str(c) for c in singletons[:20]]
+            more = f' (and {singletons.size - 20} more)' if singletons.size > 20 else ''
+            raise ValueError(
+                f'Classes with a single training image cannot be supplemented: {", ".join(names)}{more}. '
+                'Add images to them, or pass allow_singleton_classes=True (--allow-singleton-classes) '
+                'to let them train with one sample.')
+
+        if drop_last:
+            self.num_samples = labels.size // num_replicas
+            self.num_batches = self.num_samples // self.batch_size
+        else:
+            self.num_samples = math.ceil(labels.size / num_replicas)
+            self.num_batches = math.ceil(self.num_samples / self.batch_size)
+        if self.num_batches == 0:
+            raise ValueError(
+                f'{labels.size} training samples over {num_replicas} rank(s) do not fill one batch of '
+                f'{batch_size} with drop_last=True: lower --batch-size.')
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's permutation; `start_batch` skips batches already trained (resume)."""
+        if not 0 <= start_batch <= self.num_batches:
+            raise ValueError(f'start_batch={start_batch} is outside [0, {self.num_batches}].')
+        self.epoch = int(epoch)
+        self.start_batch = int(start_batch)
+
+    def state_dict(self) -> Dict[str, int]:
+        return {'seed': self.seed, 'epoch': self.epoch, 'start_batch': self.start_batch}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.seed = int(state['seed'])
+        self.set_epoch(state['epoch'], state.get('start_batch', 0))
+
+    def __len__(self) -> int:
+        return self.num_batches - self.start_batch
+
+    def _shard(self) -> np.ndarray:
+        n = self.labels.size
+        if self.shuffle:
+            indices = np.random.default_rng([self.seed, self.epoch]).permutation(n)
+        else:
+            indices = np.arange(n)
+        total = self.num_samples * self.num_replicas
+        if total > n:
+            # Pad by wrapping around so every rank gets the same count (as DistributedSampler does).
+            indices = np.concatenate([indices, indices[:total - n]])
+        return indices[self.rank:total:self.num_replicas]
+
+    def _supplements(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        batch_labels = self.labels[batch]
+        classes, first, counts = np.unique(batch_labels, return_index=True, return_counts=True)
+        lonely = first[(counts == 1) & (self.counts[classes[counts == 1]] > 1)]
+        if lonely.size == 0:
+            return lonely
+        members = batch[lonely]
+        cls = self.labels[members]
+        # Uniform over the class's other images: draw among count-1 slots and skip the member's own slot.
+        offset = (rng.random(members.size) * (self.counts[cls] - 1)).astype(np.int64)
+        offset += offset >= self.position_in_class[members]
+        return self.order[self.starts[cls] + offset]
+
+    def __iter__(self) -> Iterator[List[int]]:
+        shard = self._shard()
+        for b in range(self.start_batch, self.num_batches):
+            batch = shard[b * self.batch_size:(b + 1) * self.batch_size]
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, b])
+            if self.supplement:
+                batch = np.concatenate([batch, self._supplements(batch, rng)])
+            yield batch[rng.permutation(batch.size)].tolist()

@@ -1,0 +1,234 @@
+"""SynerMixTask: timm training task with the SynerMix loss (SynerMix spec §4, paper Eq. 5)."""
+import inspect
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.task import ClassificationTask
+
+from .intra import synthesize_class_features
+from .manifold import ManifoldMixup
+from .mixup import Mixup
+from .views import TwoViews
+
+__all__ = ['SynerMixTask']
+
+SOURCES = ('original', 'augmented')
+
+
+class _TwoPassForward(nn.Module):
+    """Both training passes in one `forward`, so DistributedDataParallel sees one forward per backward.
+
+    The augmented pass runs first (a pending Manifold MixUp hook belongs to it), then the
+    originals' pass, in train mode with its own BatchNorm batch statistics (spec: two passes,
+    two sets of batch statistics).
+    """
+
+    def __init__(self, model: nn.Module, inter: Optional[Union[Mixup, ManifoldMixup]]):
+        super().__init__()
+        self.model = model
+        self.inter = inter
+
+    def pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+    def forward(
+            self,
+            augmented: torch.Tensor,
+            original: Optional[torch.Tensor],
+            target: torch.Tensor,
+            with_intra: bool,
+            num_per_class: int,
+    ):
+        classifier = self.model.get_classifier()
+        augmented_features = self.pre_logits(augmented)
+        if isinstance(self.inter, ManifoldMixup):
+            self.inter.check_applied()
+        output = classifier(augmented_features)
+        if not with_intra:
+            return output, None, None
+        features = augmented_features if original is None else self.pre_logits(original)
+        synthesized, synthesized_labels = synthesize_class_features(features, target, num_per_class)
+        return output, classifier(synthesized), synthesized_labels
+
+
+class SynerMixTask(ClassificationTask):
+    """Classification with SynerMix: `L = β·L_intra + (1-β)·L_inter` (Eq. 5).
+
+    `L_inter` is the loss on the augmented view, mixed by `mixup` (MixUp/CutMix, Eq. 3; Manifold
+    MixUp, Eq. 4) or unmixed (Eq. 8). `L_intra` (Eq. 2) is the hard-label cross-entropy of the
+    classifier on features synthesized per class (Eq. 1) from the pre-logit features
+    (`forward_features` → `forward_head(pre_logits=True)`) of the unaugmented originals, or of the
+    augmented view for the w-RA(aug) ablation (Eq. 7). Gradients of both terms reach the backbone.
+
+    Args:
+        model: timm model whose `forward_head` accepts `pre_logits`.
+        beta: β in [0, 1]; 0 trains on L_inter alone (no originals' pass), 1 on L_intra alone.
+        mixup: `Mixup`, `ManifoldMixup`, or None (plain augmented loss).
+        source: 'original' (SynerMix) or 'augmented' (w-RA(aug)) features for the intra term.
+        num_per_class: P, synthesized features per class (§4.4.2).
+        intra_every: Compute the intra term every k-th training step only (cheap mode); the
+            loss is then `(1-β)·L_inter + β·L_intra` on those steps and `(1-β)·L_inter` between.
+        original_scale: Resize the originals by this factor before their pass (cheap mode).
+        criterion: Loss for L_inter; by default timm's soft-target CE with mixup, else CE
+            (with `criterion_kwargs=dict(smoothing=...)` as ClassificationTask).
+        criterion_kwargs, device, dtype, verbose: as `timm.task.ClassificationTask`.
+
+    Example:
+        ```python
+        task = SynerMixTask(model, beta=0.1, mixup=Mixup(mixup_alpha=1.0, num_classes=100))
+        out = task(TwoViews(original, augmented), target)   # or task(augmented, target, original=original)
+        out['loss'].backward()                              # out: loss, output, loss_intra, loss_inter
+        ```
+    """
+
+    def __init__(
+            self,
+            model: nn.Module,
+            beta: float = 0.1,
+            mixup: Optional[Union[Mixup, ManifoldMixup]] = None,
+            source: str = 'original',
+            num_per_class: int = 1,
+            intra_every: int = 1,
+            original_scale: float = 1.0,
+            criterion: Optional[Union[nn.Module, Callable]] = None,
+            criterion_kwargs: Optional[Dict[str, Any]] = None,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+            verbose: bool = True,
+    ):
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(
+                f'beta={beta} is outside [0, 1]: β weighs L_intra against L_inter (--synermix-beta), '
+                'e.g. 0.1 for SynerMix, 0.5 for SynerMix-Intra alone.')
+        if source not in SOURCES:
+            raise ValueError(f'source="{source}" is not one of {SOURCES} (--synermix-source).')
+        if source == 'augmented' and mixup is not None and beta > 0:
+            raise ValueError(
+                'source="augmented" mixes features of the augmented view, which mixup would already have mixed: '
+                'use source="original" with mixup, or no mixup for the w-RA(aug) ablation.')
+        if num_per_class < 1:
+            raise ValueError(f'num_per_class={num_per_class}: need at least 1 (--synermix-num-synth).')
+        if intra_every < 1:
+            raise ValueError(f'intra_every={intra_every}: need an interval of at least 1 step (--synermix-every).')
+        if not 0.0 < original_scale <= 1.0:
+            raise ValueError(f'original_scale={original_scale} must be in (0, 1] (--synermix-orig-scale).')
+        if mixup is not None and not isinstance(mixup, (Mixup, ManifoldMixup)):
+            raise TypeError(
+                f'mixup is a {type(mixup).__name__}: pass timm_synermix.Mixup (odd batches, originals unmixed) '
+                'or timm_synermix.ManifoldMixup.')
+        forward_head = getattr(model, 'forward_head', None)
+        if forward_head is None or 'pre_logits' not in inspect.signature(forward_head).parameters:
+            raise ValueError(
+                f'{type(model).__name__} has no forward_head(x, pre_logits=True): SynerMix needs the features '
+                'fed to the classifier. Use a timm model, or add forward_features/forward_head(pre_logits)/get_classifier.')
+        if original_scale != 1.0 and getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
+            raise ValueError(
+                f'{type(model).__name__} only accepts its configured input size, so original_scale must be 1.0: '
+                'use intra_every (--synermix-every) to save time, or create the model with dynamic_img_size=True.')
+        if criterion is None and criterion_kwargs is None and mixup is not None:
+            criterion_kwargs = dict(soft_targets=True)
+        super().__init__(model, criterion, criterion_kwargs=criterion_kwargs, device=device, dtype=dtype,
+                         verbose=verbose)
+        self.beta = float(beta)
+        self.mixup = mixup
+        self.source = source
+        self.num_per_class = num_per_class
+        self.intra_every = intra_every
+        self.original_scale = original_scale
+        self.num_classes = getattr(model, 'num_classes', None)
+        self.step = 0
+        self.train_forward = _TwoPassForward(model, mixup)
+
+    def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs) -> 'SynerMixTask':
+        """Wrap both passes in one DistributedDataParallel module (one forward, one backward per step)."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        self.train_forward = DDP(self.train_forward, device_ids=device_ids, **ddp_kwargs)
+        return self
+
+    def compile(self, backend: str = 'inductor', mode: Optional[str] = None, **compile_kwargs) -> nn.Module:
+        """Compile the model's feature and head passes (used by both views and by evaluation)."""
+        model = self.trainable_module
+        model.forward_features = torch.compile(model.forward_features, backend=backend, mode=mode, **compile_kwargs)
+        model.forward_head = torch.compile(model.forward_head, backend=backend, mode=mode, **compile_kwargs)
+        self.eval_model = model
+        return model
+
+    def no_sync(self):
+        if hasattr(self.train_forward, 'no_sync'):
+            return self.train_forward.no_sync()
+        return super().no_sync()
+
+    def get_task_state(self, module: Optional[nn.Module] = None, ema: bool = False) -> Dict[str, Any]:
+        return {} if ema else {'step': self.step}
+
+    def load_task_state(self, state, strict: bool = True, module=None, ema: bool = False) -> None:
+        if state and not ema:
+            self.step = int(state['step'])
+
+    def _check_targets(self, target: torch.Tensor) -> None:
+        if target.ndim != 1 or target.is_floating_point():
+            raise ValueError(
+                f'SynerMixTask needs class-index targets [N], got {tuple(target.shape)} {target.dtype}: mix through '
+                'the task\'s `mixup`, not a collate-time mixup (FastCollateMixup) in the loader.')
+        if target.device.type == 'cpu' and self.num_classes and target.numel():
+            low, high = int(target.min()), int(target.max())
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(
+                    f'Target {low if low < 0 else high} is outside [0, {self.num_classes}): the model has '
+                    f'{self.num_classes} outputs; set num_classes (--num-classes) to the number of classes in the data.')
+
+    def forward(
+            self,
+            input: Union[torch.Tensor, TwoViews],
+            target: torch.Tensor,
+            original: Optional[torch.Tensor] = None,
+    ) -> Dict[str, torch.Tensor]:
+        """Compute the SynerMix loss for one (supplemented) batch.
+
+        Args:
+            input: Augmented images [N, C, H, W], or a `TwoViews` batch (original, augmented).
+            target: Class indices [N] (the intra term always uses hard labels).
+            original: Unaugmented originals [N, C, H, W] when `input` is a tensor.
+
+        Returns:
+            Dict with 'loss', 'output' (logits of the augmented view), 'loss_intra', 'loss_inter'.
+        """
+        if isinstance(input, TwoViews):
+            original, augmented = input.original, input.augmented
+        else:
+            augmented = input
+        self._check_targets(target)
+        with_intra = self.training and self.beta > 0 and self.step % self.intra_every == 0
+        if self.training:
+            self.step += 1
+        if with_intra and self.source == 'original':
+            if original is None:
+                raise ValueError(
+                    'The intra term needs the unaugmented originals: pass a TwoViews batch (TwoViewDataset) or '
+                    'original=..., or use source="augmented" / beta=0.')
+            if self.original_scale != 1.0:
+                original = F.interpolate(
+                    original, scale_factor=self.original_scale, mode='bilinear', antialias=True, align_corners=False)
+        else:
+            original = None
+
+        inter_target = target
+        if self.mixup is not None and self.training:
+            augmented, inter_target = self.mixup(augmented, target)
+        output, synthesized_logits, synthesized_labels = self.train_forward(
+            augmented, original, target, with_intra, self.num_per_class)
+
+        if self.mixup is not None and not self.training:
+            loss_inter = F.cross_entropy(output, target)
+        else:
+            loss_inter = self.criterion(output, inter_target)
+        if synthesized_logits is None:
+            loss_intra = loss_inter.new_zeros(())
+            # Steps skipped by intra_every keep the inter term's weight, so only the intra term thins out.
+            loss = (1.0 - self.beta) * loss_inter if self.training else loss_inter
+        else:
+            loss_intra = F.cross_entropy(synthesized_logits.float(), synthesized_labels)
+            loss = self.beta * loss_intra + (1.0 - self.beta) * loss_inter
+        return {'loss': loss, 'output': output, 'loss_intra': loss_intra, 'loss_inter': loss_inter}

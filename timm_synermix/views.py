@@ -1,0 +1,72 @@
+"""Two views of one decoded image: augmented for L_inter, original for L_intra (SynerMix spec §2)."""
+from typing import Any, Callable, NamedTuple, Optional, Tuple
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ['TwoViews', 'TwoViewDataset', 'create_original_transform']
+
+
+class TwoViews(NamedTuple):
+    """A sample's (or batch's) unaugmented original and augmented view.
+
+    The original comes first: timm's prefetcher skips the first split of a stacked batch when it
+    applies random erasing (`re_num_splits=2`), which keeps the originals unerased.
+    """
+    original: Any
+    augmented: Any
+
+
+class TwoViewDataset(Dataset):
+    """Wraps an image dataset so each item yields both views of one decode (spec §2).
+
+    The wrapped dataset must return the decoded image (its own transform is cleared). The
+    augmented view uses `transform`, which timm's `create_loader` assigns like on any dataset;
+    the original view uses `original_transform`, the model's evaluation transform
+    (resize + center crop + normalize; without normalize under timm's prefetcher).
+
+    Args:
+        dataset: Map-style dataset returning (image, target), e.g. timm's ImageDataset.
+        transform: Augmented-view (training) transform.
+        original_transform: Original-view (evaluation) transform; see `create_original_transform`.
+
+    Example:
+        ```python
+        train_set = TwoViewDataset(create_dataset('', root=data_dir, split='train'),
+                                   transform=train_tf, original_transform=eval_tf)
+        (views, target) = train_set[0]     # views.original, views.augmented
+        ```
+    """
+
+    def __init__(
+            self,
+            dataset: Dataset,
+            transform: Optional[Callable] = None,
+            original_transform: Optional[Callable] = None,
+    ):
+        self.dataset = dataset
+        if hasattr(dataset, 'transform'):
+            dataset.transform = None
+        self.transform = transform
+        self.original_transform = original_transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Tuple[TwoViews, Any]:
+        image, target = self.dataset[index]
+        original = self.original_transform(image) if self.original_transform is not None else image
+        augmented = self.transform(image) if self.transform is not None else image
+        return TwoViews(original, augmented), target
+
+    def __getattr__(self, name: str):
+        # Readers, class maps and filenames stay reachable as on the wrapped timm dataset.
+        if name == 'dataset':
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def create_original_transform(data_config: dict, use_prefetcher: bool = False) -> Callable:
+    """The original view's transform: timm's evaluation transform for the model's data config."""
+    from timm.data import create_transform
+    return create_transform(**data_config, is_training=False, use_prefetcher=use_prefetcher)
