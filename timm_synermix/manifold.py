@@ -140,7 +140,8 @@ class ManifoldMixup:
         return hook
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        self.layer = self.layers[np.random.randint(len(self.layers))]
+        # A single-layer S draws nothing, so S = {input} consumes the RNG exactly as MixUp does.
+        self.layer = self.layers[np.random.randint(len(self.layers))] if len(self.layers) > 1 else self.layers[0]
         lam = torch.from_numpy(self._draw_lam(len(x)))
         self.lam = lam.unsqueeze(1)
         if self.layer == INPUT_LAYER:

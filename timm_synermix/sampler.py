@@ -187,7 +187,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
     def _supplements(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         batch_labels = self.labels[batch]
         classes, first, counts = np.unique(batch_labels, return_index=True, return_counts=True)
-        lonely = first[(counts == 1) & (self.counts[classes[counts == 1]] > 1)]
+        lonely = first[(counts == 1) & (self.counts[classes] > 1)]
         if lonely.size == 0:
             return lonely
         members = batch[lonely]

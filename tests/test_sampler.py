@@ -1,0 +1,165 @@
+import numpy as np
+import pytest
+import torch
+
+from timm_synermix import SupplementedBatchSampler, dataset_labels
+
+
+def balanced_labels(num_classes=10, per_class=20):
+    return np.repeat(np.arange(num_classes), per_class)
+
+
+def epoch_batches(sampler, epoch=0):
+    sampler.set_epoch(epoch)
+    return [np.asarray(b) for b in sampler]
+
+
+def test_every_class_in_batch_has_two_samples():
+    labels = balanced_labels(num_classes=50, per_class=6)
+    sampler = SupplementedBatchSampler(labels, batch_size=16, seed=1)
+    batches = epoch_batches(sampler)
+    assert len(batches) == 300 // 16
+    for batch in batches:
+        counts = np.bincount(labels[batch])
+        assert counts[counts > 0].min() >= 2
+        assert 16 <= len(batch) <= 32
+
+
+def test_supplements_are_other_images_of_the_class_never_duplicates():
+    labels = balanced_labels(num_classes=30, per_class=4)
+    sampler = SupplementedBatchSampler(labels, batch_size=12, seed=3)
+    for batch in epoch_batches(sampler):
+        assert len(set(batch.tolist())) == len(batch)
+
+
+def test_only_classes_seen_once_are_supplemented():
+    labels = balanced_labels(num_classes=30, per_class=4)
+    sampler = SupplementedBatchSampler(labels, batch_size=12, seed=3)
+    plain = SupplementedBatchSampler(labels, batch_size=12, seed=3, supplement=False)
+    for batch, base in zip(epoch_batches(sampler), epoch_batches(plain)):
+        assert set(base.tolist()) <= set(batch.tolist())
+        base_counts = np.bincount(labels[base], minlength=30)
+        added = np.bincount(labels[np.setdiff1d(batch, base)], minlength=30)
+        np.testing.assert_array_equal(added, (base_counts == 1).astype(int))
+
+
+def test_supplements_are_drawn_uniformly_from_the_class():
+    labels = np.array([0, 0, 0, 0, 0, 1])   # class 0 has 5 images
+    sampler = SupplementedBatchSampler(labels, batch_size=2, seed=0, allow_singleton_classes=True, shuffle=False)
+    rng = np.random.default_rng(0)
+    draws = np.concatenate([sampler._supplements(np.array([2, 5]), rng) for _ in range(8000)])
+    counts = np.bincount(draws, minlength=6)
+    assert counts[2] == 0 and counts[5] == 0
+    np.testing.assert_allclose(counts[[0, 1, 3, 4]] / 8000, 0.25, atol=0.02)
+
+
+def test_batch_order_is_shuffled_so_supplements_are_not_all_at_the_end():
+    labels = balanced_labels(num_classes=40, per_class=5)
+    sampler = SupplementedBatchSampler(labels, batch_size=10, seed=0)
+    plain = SupplementedBatchSampler(labels, batch_size=10, seed=0, supplement=False)
+    tail_positions = 0
+    for batch, base in zip(epoch_batches(sampler), epoch_batches(plain)):
+        is_supplement = ~np.isin(batch, base)
+        tail_positions += is_supplement[len(base):].all()
+    assert tail_positions < len(epoch_batches(plain)) // 4
+
+
+def test_batches_are_deterministic_from_seed_and_epoch():
+    labels = balanced_labels()
+    a = SupplementedBatchSampler(labels, batch_size=8, seed=5)
+    b = SupplementedBatchSampler(labels, batch_size=8, seed=5)
+    first, again = epoch_batches(a, 2), epoch_batches(b, 2)
+    assert all(np.array_equal(x, y) for x, y in zip(first, again))
+    other_epoch = epoch_batches(a, 3)
+    assert not all(np.array_equal(x, y) for x, y in zip(first, other_epoch))
+
+
+def test_drop_last_controls_the_last_partial_batch():
+    labels = balanced_labels(num_classes=5, per_class=7)   # 35 samples
+    assert len(SupplementedBatchSampler(labels, batch_size=8, drop_last=True)) == 4
+    kept = SupplementedBatchSampler(labels, batch_size=8, drop_last=False)
+    assert len(kept) == 5
+    base_sizes = [len(b) for b in SupplementedBatchSampler(labels, batch_size=8, drop_last=False, supplement=False)]
+    assert base_sizes == [8, 8, 8, 8, 3]
+
+
+@pytest.mark.parametrize('drop_last', [True, False])
+def test_ranks_yield_equal_batch_counts(drop_last):
+    labels = balanced_labels(num_classes=7, per_class=11)   # 77 samples, not divisible by 3 ranks
+    counts = [len(list(SupplementedBatchSampler(labels, batch_size=5, drop_last=drop_last, num_replicas=3, rank=r)))
+              for r in range(3)]
+    assert counts == [counts[0]] * 3
+    assert counts[0] == (77 // 3 // 5 if drop_last else -(-26 // 5))
+
+
+def test_ranks_shard_the_epoch_disjointly():
+    labels = balanced_labels(num_classes=8, per_class=12)   # 96 samples
+    shards = [np.concatenate(epoch_batches(SupplementedBatchSampler(
+        labels, batch_size=6, num_replicas=2, rank=r, supplement=False, seed=4), epoch=1)) for r in range(2)]
+    assert len(np.intersect1d(shards[0], shards[1])) == 0
+    assert sorted(np.concatenate(shards).tolist()) == list(range(96))
+
+
+def test_supplements_come_from_the_whole_training_set():
+    labels = balanced_labels(num_classes=40, per_class=2)
+    sampler = SupplementedBatchSampler(labels, batch_size=8, num_replicas=2, rank=0, seed=0)
+    base = np.concatenate(epoch_batches(SupplementedBatchSampler(
+        labels, batch_size=8, num_replicas=2, rank=0, seed=0, supplement=False)))
+    supplements = np.setdiff1d(np.concatenate(epoch_batches(sampler)), base)
+    assert len(supplements) > 0
+    assert not np.isin(supplements, base).all()
+
+
+def test_resume_at_batch_k_continues_the_same_sequence():
+    labels = balanced_labels()
+    sampler = SupplementedBatchSampler(labels, batch_size=8, seed=9)
+    full = epoch_batches(sampler, epoch=4)
+    resumed = SupplementedBatchSampler(labels, batch_size=8, seed=0)
+    resumed.load_state_dict({'seed': 9, 'epoch': 4, 'start_batch': 10})
+    assert len(resumed) == len(full) - 10
+    tail = [np.asarray(b) for b in resumed]
+    assert all(np.array_equal(x, y) for x, y in zip(full[10:], tail)) and len(tail) == len(full) - 10
+
+
+def test_labels_are_read_without_decoding_images(image_folder, monkeypatch):
+    from PIL import Image
+    from timm.data import create_dataset
+    dataset = create_dataset('', root=str(image_folder))
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError('an image was decoded')
+    monkeypatch.setattr(Image, 'open', no_decoding)
+    np.testing.assert_array_equal(dataset_labels(dataset), np.repeat(np.arange(4), 5))
+
+    class TorchvisionLike(torch.utils.data.Dataset):
+        targets = [2, 0, 1, 2]
+    np.testing.assert_array_equal(dataset_labels(TorchvisionLike()), [2, 0, 1, 2])
+    np.testing.assert_array_equal(dataset_labels(torch.utils.data.Subset(TorchvisionLike(), [3, 1])), [2, 0])
+    np.testing.assert_array_equal(dataset_labels([1, 1, 0]), [1, 1, 0])
+
+
+def test_class_with_a_single_image_is_named_in_the_error():
+    labels = np.array([0, 0, 1, 2, 2, 3])
+    with pytest.raises(ValueError, match=r'single training image.*: 1, 3\..*allow_singleton_classes'):
+        SupplementedBatchSampler(labels, batch_size=2)
+    with pytest.raises(ValueError, match='cat, dog'):
+        SupplementedBatchSampler(labels, batch_size=2, class_names=['ant', 'cat', 'bee', 'dog'])
+
+
+def test_allowed_singleton_classes_pass_with_one_sample():
+    labels = np.array([0, 0, 1, 2, 2, 3])
+    sampler = SupplementedBatchSampler(labels, batch_size=6, allow_singleton_classes=True, drop_last=False)
+    (batch,) = epoch_batches(sampler)
+    assert sorted(np.bincount(labels[batch]).tolist()) == [1, 1, 2, 2]
+
+
+def test_batch_size_below_two_is_rejected():
+    with pytest.raises(ValueError, match='batch_size=1.*2 or more'):
+        SupplementedBatchSampler([0, 0, 1, 1], batch_size=1)
+
+
+def test_labels_outside_num_classes_are_rejected():
+    with pytest.raises(ValueError, match=r'Labels \[5\] are outside \[0, 3\).*--num-classes'):
+        SupplementedBatchSampler([0, 0, 5, 5], batch_size=2, num_classes=3)
+    with pytest.raises(ValueError, match=r'Labels \[-1\]'):
+        SupplementedBatchSampler([0, 0, -1, -1], batch_size=2)
