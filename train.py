@@ -1,0 +1,1396 @@
+#!/usr/bin/env python3
+""" SynerMix training script for PyTorch Image Models (timm).
+
+timm's train.py flags, names, defaults and outputs, with SynerMix (spec: SYNERMIX.md) on top:
+
+    python train.py DATA_DIR --model resnet18 --method synermix --synermix-beta 0.1
+    python train.py -c configs/cifar100_resnet18.yaml --method synermix-intra
+    torchrun --nproc_per_node=2 train.py DATA_DIR --model resnet50 --method synermix
+
+Thin glue over timm's factories (create_model, create_dataset, create_loader, create_optimizer_v2,
+create_scheduler_v2, CheckpointSaver, ModelEmaV3 through the task) and timm_synermix
+(SynerMixTask, SupplementedBatchSampler, create_synermix_loader, Mixup, ManifoldMixup).
+
+Outputs (as timm): <output>/train/<experiment>/{args.yaml, summary.csv, last.pth.tar, checkpoint-N.pth.tar,
+model_best.pth.tar}, plus results.json, features.npz and model_best.safetensors.
+"""
+import argparse
+import difflib
+import json
+import logging
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from contextlib import suppress
+from datetime import datetime
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn as nn
+import yaml
+
+_logger = logging.getLogger('train')
+
+PROG = 'train.py'
+
+
+class UserError(Exception):
+    """Bad input: reported as one line (problem and fix), exit code 2, no traceback unless --debug."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Arguments: timm's names, meanings and defaults; then SynerMix's.
+# ----------------------------------------------------------------------------------------------------------------
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(message)
+
+
+class _ParseKwargs(argparse.Action):
+    """key=value pairs (as timm's ParseKwargs), values parsed as YAML scalars."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        kw = {}
+        for value in values:
+            key, _, val = value.partition('=')
+            kw[key] = yaml.safe_load(val) if val else val
+        setattr(namespace, self.dest, kw)
+
+
+def _build_parsers():
+    config_parser = _ArgumentParser(description='Training Config', add_help=False)
+    config_parser.add_argument('-c', '--config', default='', type=str, metavar='FILE',
+                               help='YAML config file specifying default arguments (keys: argparse dest names)')
+    config_parser.add_argument('--debug', action='store_true', default=False)
+
+    parser = _ArgumentParser(prog=PROG, description='PyTorch Image Models training with SynerMix')
+    parser.add_argument('-c', '--config', default='', type=str, metavar='FILE',
+                        help='YAML config file specifying default arguments (keys: argparse dest names)')
+
+    # Dataset parameters
+    group = parser.add_argument_group('Dataset parameters')
+    parser.add_argument('data', nargs='?', metavar='DIR', const=None,
+                        help='path to dataset (positional is *deprecated*, use --data-dir)')
+    group.add_argument('--data-dir', metavar='DIR', help='path to dataset (root dir)')
+    group.add_argument('--dataset', metavar='NAME', default='',
+                       help='dataset type + name ("<type>/<name>") (default: ImageFolder or ImageTar if empty)')
+    group.add_argument('--train-split', metavar='NAME', default='train', help='dataset train split (default: train)')
+    group.add_argument('--val-split', metavar='NAME', default='validation',
+                       help='dataset validation split (default: validation); empty for no evaluation')
+    group.add_argument('--dataset-download', action='store_true', default=False,
+                       help='Allow download of dataset for torch/ and tfds/ datasets that support it.')
+    group.add_argument('--class-map', default='', type=str, metavar='FILENAME',
+                       help='path to class to idx mapping file (default: "")')
+    group.add_argument('--input-img-mode', default=None, type=str, help='Dataset image conversion mode for input images.')
+
+    # Model parameters
+    group = parser.add_argument_group('Model parameters')
+    group.add_argument('--model', default='resnet50', type=str, metavar='MODEL',
+                       help='Name of model to train (default: "resnet50")')
+    group.add_argument('--pretrained', action='store_true', default=False,
+                       help='Start with pretrained version of specified network (if avail)')
+    group.add_argument('--pretrained-path', default=None, type=str,
+                       help='Load this checkpoint (safetensors, .pth, timm .pth.tar) as the pretrained weights, '
+                            'classifier reset for --num-classes (implies --pretrained, never downloads).')
+    group.add_argument('--initial-checkpoint', default='', type=str, metavar='PATH',
+                       help='Load this checkpoint into model after initialization (default: none)')
+    group.add_argument('--resume', default='', type=str, metavar='PATH',
+                       help='Resume full model and optimizer state from checkpoint (default: none)')
+    group.add_argument('--no-resume-opt', action='store_true', default=False,
+                       help='prevent resume of optimizer state when resuming model')
+    group.add_argument('--num-classes', type=int, default=None, metavar='N',
+                       help='number of label classes (default: the number of classes in the training set)')
+    group.add_argument('--gp', default=None, type=str, metavar='POOL',
+                       help='Global pool type, one of (fast, avg, max, avgmax, avgmaxc). Model default if None.')
+    group.add_argument('--img-size', type=int, default=None, metavar='N',
+                       help='Image size (default: None => model default)')
+    group.add_argument('--in-chans', type=int, default=None, metavar='N',
+                       help='Image input channels (default: None => 3)')
+    group.add_argument('--input-size', default=None, nargs=3, type=int, metavar='N',
+                       help='Input all image dimensions (d h w, e.g. --input-size 3 224 224), uses model default if empty')
+    group.add_argument('--crop-pct', default=None, type=float, metavar='N',
+                       help='Input image center crop percent (for validation only, and the originals view)')
+    group.add_argument('--mean', type=float, nargs='+', default=None, metavar='MEAN',
+                       help='Override mean pixel value of dataset')
+    group.add_argument('--std', type=float, nargs='+', default=None, metavar='STD',
+                       help='Override std deviation of dataset')
+    group.add_argument('--interpolation', default='', type=str, metavar='NAME',
+                       help='Image resize interpolation type (overrides model)')
+    group.add_argument('-b', '--batch-size', type=int, default=128, metavar='N',
+                       help='Input batch size for training, per process, before supplementation (default: 128)')
+    group.add_argument('-vb', '--validation-batch-size', type=int, default=None, metavar='N',
+                       help='Validation batch size override (default: None)')
+    group.add_argument('--channels-last', action='store_true', default=False, help='Use channels_last memory layout')
+    group.add_argument('--grad-accum-steps', type=int, default=1, metavar='N',
+                       help='The number of steps to accumulate gradients (default: 1)')
+    group.add_argument('--grad-checkpointing', action='store_true', default=False,
+                       help='Enable gradient checkpointing through model blocks/stages')
+    group.add_argument('--model-kwargs', nargs='*', default={}, action=_ParseKwargs)
+    group.add_argument('--torchcompile-mode', type=str, default=None, help='torch.compile mode (default: None).')
+    group.add_argument('--torchcompile', nargs='?', type=str, default=None, const='inductor',
+                       help='Enable compilation w/ specified backend (default: inductor).')
+
+    # Device & distributed
+    group = parser.add_argument_group('Device parameters')
+    group.add_argument('--device', default='cuda', type=str, help='Device (accelerator) to use.')
+    group.add_argument('--amp', action='store_true', default=False, help='use AMP for mixed precision training')
+    group.add_argument('--amp-dtype', default='float16', type=str,
+                       help='lower precision AMP dtype (default: float16)')
+    group.add_argument('--no-ddp-bb', action='store_true', default=False,
+                       help='Force broadcast buffers for native DDP to off.')
+    group.add_argument('--local_rank', '--local-rank', default=0, type=int)
+
+    # Optimizer parameters
+    group = parser.add_argument_group('Optimizer parameters')
+    group.add_argument('--opt', default='sgd', type=str, metavar='OPTIMIZER', help='Optimizer (default: "sgd")')
+    group.add_argument('--opt-eps', default=None, type=float, metavar='EPSILON',
+                       help='Optimizer Epsilon (default: None, use opt default)')
+    group.add_argument('--opt-betas', default=None, type=float, nargs='+', metavar='BETA',
+                       help='Optimizer Betas (default: None, use opt default)')
+    group.add_argument('--momentum', type=float, default=0.9, metavar='M', help='Optimizer momentum (default: 0.9)')
+    group.add_argument('--weight-decay', type=float, default=2e-5, help='weight decay (default: 2e-5)')
+    group.add_argument('--clip-grad', type=float, default=None, metavar='NORM',
+                       help='Clip gradient norm (default: None, no clipping)')
+    group.add_argument('--clip-mode', type=str, default='norm',
+                       help='Gradient clipping mode. One of ("norm", "value", "agc")')
+    group.add_argument('--layer-decay', type=float, default=None, help='layer-wise learning rate decay (default: None)')
+    group.add_argument('--opt-kwargs', nargs='*', default={}, action=_ParseKwargs)
+
+    # Learning rate schedule parameters
+    group = parser.add_argument_group('Learning rate schedule parameters')
+    group.add_argument('--sched', type=str, default='cosine', metavar='SCHEDULER',
+                       help='LR scheduler (default: "cosine"')
+    group.add_argument('--sched-on-updates', action='store_true', default=False,
+                       help='Apply LR scheduler step on update instead of epoch end.')
+    group.add_argument('--lr', type=float, default=None, metavar='LR',
+                       help='learning rate, overrides lr-base if set (default: None)')
+    group.add_argument('--lr-base', type=float, default=0.1, metavar='LR',
+                       help='base learning rate: lr = lr_base * global_batch_size / base_size')
+    group.add_argument('--lr-base-size', type=int, default=256, metavar='DIV',
+                       help='base learning rate batch size (divisor, default: 256).')
+    group.add_argument('--lr-base-scale', type=str, default='', metavar='SCALE',
+                       help='base learning rate vs batch_size scaling ("linear", "sqrt", based on opt if empty)')
+    group.add_argument('--lr-noise', type=float, nargs='+', default=None, metavar='pct, pct',
+                       help='learning rate noise on/off epoch percentages')
+    group.add_argument('--lr-noise-pct', type=float, default=0.67, metavar='PERCENT',
+                       help='learning rate noise limit percent (default: 0.67)')
+    group.add_argument('--lr-noise-std', type=float, default=1.0, metavar='STDDEV',
+                       help='learning rate noise std-dev (default: 1.0)')
+    group.add_argument('--lr-cycle-mul', type=float, default=1.0, metavar='MULT',
+                       help='learning rate cycle len multiplier (default: 1.0)')
+    group.add_argument('--lr-cycle-decay', type=float, default=0.5, metavar='MULT',
+                       help='amount to decay each learning rate cycle (default: 0.5)')
+    group.add_argument('--lr-cycle-limit', type=int, default=1, metavar='N',
+                       help='learning rate cycle limit, cycles enabled if > 1')
+    group.add_argument('--lr-k-decay', type=float, default=1.0, help='learning rate k-decay for cosine/poly (default: 1.0)')
+    group.add_argument('--warmup-lr', type=float, default=1e-5, metavar='LR', help='warmup learning rate (default: 1e-5)')
+    group.add_argument('--min-lr', type=float, default=0, metavar='LR',
+                       help='lower lr bound for cyclic schedulers that hit 0 (default: 0)')
+    group.add_argument('--epochs', type=int, default=300, metavar='N', help='number of epochs to train (default: 300)')
+    group.add_argument('--start-epoch', default=None, type=int, metavar='N',
+                       help='manual epoch number (useful on restarts)')
+    group.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES',
+                       help='list of decay epoch indices for multistep lr. must be increasing')
+    group.add_argument('--decay-epochs', type=float, default=90, metavar='N', help='epoch interval to decay LR')
+    group.add_argument('--warmup-epochs', type=int, default=5, metavar='N',
+                       help='epochs to warmup LR, if scheduler supports')
+    group.add_argument('--warmup-prefix', action='store_true', default=False,
+                       help='Exclude warmup period from decay schedule.')
+    group.add_argument('--cooldown-epochs', type=int, default=0, metavar='N',
+                       help='epochs to cooldown LR at min_lr, after cyclic schedule ends')
+    group.add_argument('--patience-epochs', type=int, default=10, metavar='N',
+                       help='patience epochs for Plateau LR scheduler (default: 10)')
+    group.add_argument('--decay-rate', '--dr', type=float, default=0.1, metavar='RATE',
+                       help='LR decay rate (default: 0.1)')
+
+    # Augmentation & regularization parameters
+    group = parser.add_argument_group('Augmentation and regularization parameters')
+    group.add_argument('--no-aug', action='store_true', default=False,
+                       help='Disable all training augmentation, override other train aug args')
+    group.add_argument('--train-crop-mode', type=str, default=None, help='Crop-mode in train ("rrc", "rkrc", "rkrr")')
+    group.add_argument('--scale', type=float, nargs='+', default=[0.08, 1.0], metavar='PCT',
+                       help='Random resize scale (default: 0.08 1.0)')
+    group.add_argument('--ratio', type=float, nargs='+', default=[3. / 4., 4. / 3.], metavar='RATIO',
+                       help='Random resize aspect ratio (default: 0.75 1.33)')
+    group.add_argument('--hflip', type=float, default=0.5, help='Horizontal flip training aug probability')
+    group.add_argument('--vflip', type=float, default=0., help='Vertical flip training aug probability')
+    group.add_argument('--color-jitter', type=float, default=0.4, metavar='PCT',
+                       help='Color jitter factor (default: 0.4)')
+    group.add_argument('--aa', type=str, default=None, metavar='NAME',
+                       help='Use AutoAugment policy. "v0" or "original". (default: None)')
+    group.add_argument('--reprob', type=float, default=0., metavar='PCT', help='Random erase prob (default: 0.)')
+    group.add_argument('--remode', type=str, default='pixel', help='Random erase mode (default: "pixel")')
+    group.add_argument('--recount', type=int, default=1, help='Random erase count (default: 1)')
+    group.add_argument('--mixup', type=float, default=0.0, help='mixup alpha, mixup enabled if > 0. (default: 0.)')
+    group.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha, cutmix enabled if > 0. (default: 0.)')
+    group.add_argument('--cutmix-minmax', type=float, nargs='+', default=None,
+                       help='cutmix min/max ratio, overrides alpha and enables cutmix if set (default: None)')
+    group.add_argument('--mixup-prob', type=float, default=1.0,
+                       help='Probability of performing mixup or cutmix when either/both is enabled')
+    group.add_argument('--mixup-switch-prob', type=float, default=0.5,
+                       help='Probability of switching to cutmix when both mixup and cutmix enabled')
+    group.add_argument('--mixup-mode', type=str, default='batch',
+                       help='How to apply mixup/cutmix params. Per "batch", "pair", or "elem"')
+    group.add_argument('--mixup-off-epoch', default=0, type=int, metavar='N',
+                       help='Turn off mixup after this epoch, disabled if 0 (default: 0)')
+    group.add_argument('--smoothing', type=float, default=0.1, help='Label smoothing (default: 0.1)')
+    group.add_argument('--train-interpolation', type=str, default='random',
+                       help='Training interpolation (random, bilinear, bicubic default: "random")')
+    group.add_argument('--drop', type=float, default=0.0, metavar='PCT', help='Dropout rate (default: 0.)')
+    group.add_argument('--drop-path', type=float, default=None, metavar='PCT', help='Drop path rate (default: None)')
+    group.add_argument('--drop-block', type=float, default=None, metavar='PCT', help='Drop block rate (default: None)')
+
+    # Batch norm parameters
+    group = parser.add_argument_group('Batch norm parameters')
+    group.add_argument('--bn-momentum', type=float, default=None, help='BatchNorm momentum override (if not None)')
+    group.add_argument('--bn-eps', type=float, default=None, help='BatchNorm epsilon override (if not None)')
+    group.add_argument('--sync-bn', action='store_true', help='Enable synchronized BatchNorm.')
+    group.add_argument('--dist-bn', type=str, default='reduce',
+                       help='Distribute BatchNorm stats between nodes after each epoch ("broadcast", "reduce", or "")')
+
+    # Model Exponential Moving Average
+    group = parser.add_argument_group('Model exponential moving average parameters')
+    group.add_argument('--model-ema', action='store_true', default=False,
+                       help='Enable tracking moving average of model weights.')
+    group.add_argument('--model-ema-force-cpu', action='store_true', default=False,
+                       help='Force ema to be tracked on CPU, rank=0 node only. Disables EMA validation.')
+    group.add_argument('--model-ema-decay', type=float, default=0.9998,
+                       help='Decay factor for model weights moving average (default: 0.9998)')
+    group.add_argument('--model-ema-warmup', action='store_true', help='Enable warmup for model EMA decay.')
+
+    # Misc
+    group = parser.add_argument_group('Miscellaneous parameters')
+    group.add_argument('--seed', type=int, default=42, metavar='S', help='random seed (default: 42)')
+    group.add_argument('--worker-seeding', type=str, default='all', help='worker seed mode (default: all)')
+    group.add_argument('--log-interval', type=int, default=50, metavar='N',
+                       help='how many batches to wait before logging training status')
+    group.add_argument('--recovery-interval', type=int, default=0, metavar='N',
+                       help='how many batches to wait before writing recovery checkpoint')
+    group.add_argument('--checkpoint-hist', type=int, default=10, metavar='N',
+                       help='number of checkpoints to keep (default: 10)')
+    group.add_argument('-j', '--workers', type=int, default=4, metavar='N',
+                       help='how many training processes to use (default: 4)')
+    group.add_argument('--pin-mem', action='store_true', default=False,
+                       help='Pin CPU memory in DataLoader for more efficient (sometimes) transfer to GPU.')
+    group.add_argument('--no-prefetcher', action='store_true', default=False, help='disable fast prefetcher')
+    group.add_argument('--output', default='', type=str, metavar='PATH',
+                       help='path to output folder (default: none, current dir)')
+    group.add_argument('--experiment', default='', type=str, metavar='NAME',
+                       help='name of train experiment, name of sub-folder for output')
+    group.add_argument('--eval-metric', default='top1', type=str, metavar='EVAL_METRIC',
+                       help='Best metric (default: "top1"')
+    group.add_argument('--log-wandb', action='store_true', default=False,
+                       help='log training and validation metrics to wandb')
+    group.add_argument('--wandb-project', default=None, type=str, help='wandb project name')
+    group.add_argument('--wandb-tags', default=[], type=str, nargs='+', help='wandb tags')
+    group.add_argument('--debug', action='store_true', default=False,
+                       help='show tracebacks for input errors (default: one-line message, exit code 2)')
+
+    # SynerMix
+    group = parser.add_argument_group('SynerMix parameters')
+    group.add_argument('--method', default=None, type=str, metavar='NAME',
+                       help='paper method preset: baseline, mixup, manifold-mixup, synermix-intra, synermix-intra-aug, '
+                            'synermix, synermix-manifold (sets --synermix, --synermix-source, --mixup 1.0 if unset, '
+                            '--manifold-mixup)')
+    group.add_argument('--synermix', action='store_true', default=False,
+                       help='SynerMix-Intra term: supplemented batches, two views, L = b*L_intra + (1-b)*L_inter')
+    group.add_argument('--synermix-beta', type=float, default=None, metavar='BETA',
+                       help='beta weighing L_intra (default: 0.1 with an inter-class mixup, 0.5 for the intra term '
+                            'alone, 0 without --synermix)')
+    group.add_argument('--synermix-source', type=str, default='original', choices=('original', 'augmented'),
+                       help='features mixed by the intra term: unaugmented originals (SynerMix) or augmented (w-RA(aug))')
+    group.add_argument('--synermix-num-synth', type=int, default=1, metavar='P',
+                       help='synthesized features per class and batch (default: 1)')
+    group.add_argument('--synermix-every', type=int, default=1, metavar='K',
+                       help='cheap mode: compute the intra term every K-th step only (default: 1)')
+    group.add_argument('--synermix-orig-scale', type=float, default=1.0, metavar='S',
+                       help='cheap mode: resize the originals by S before their pass (default: 1.0)')
+    group.add_argument('--allow-singleton-classes', action='store_true', default=False,
+                       help='let classes with one training image train with one sample instead of failing')
+    group.add_argument('--manifold-mixup', action='store_true', default=False,
+                       help='inter component is Manifold MixUp (alpha: --mixup, default 1.0)')
+    group.add_argument('--manifold-layers', type=str, nargs='+', default=None, metavar='NAME',
+                       help='module names (and/or "input") to mix at (default: the paper\'s set for ResNet, '
+                            'MobileNetV3, Swin)')
+    group.add_argument('--report-last-k', type=int, default=10, metavar='K',
+                       help='results.json reports the mean/std eval top-1 of the last K epochs (default: 10)')
+    group.add_argument('--val-holdout', type=float, default=None, metavar='FRACTION',
+                       help='evaluate on a stratified, seeded FRACTION of the training split instead of --val-split '
+                            '(the paper\'s protocol for choosing beta: 0.1)')
+    group.add_argument('--cifar-stem', action='store_true', default=False,
+                       help='ResNet CIFAR stem: 3x3 stride-1 conv1, no max-pool (for 32 px inputs)')
+    group.add_argument('--no-feature-metrics', action='store_true', default=False,
+                       help='skip the feature-space metrics in results.json (features.npz is still written)')
+    return config_parser, parser
+
+
+def _parser_dests(parser):
+    return sorted({a.dest for a in parser._actions if a.dest not in ('help', argparse.SUPPRESS)})
+
+
+def _load_config(path, parser):
+    """Read a timm-style YAML config (argparse dest names); an unknown key is an error naming the closest one."""
+    if not os.path.isfile(path):
+        raise UserError(f'config file {path!r} not found: pass an existing YAML file to -c/--config')
+    with open(path, 'r') as f:
+        try:
+            cfg = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f'config file {path!r} is not valid YAML ({str(e).splitlines()[0]}): fix the syntax')
+    if not isinstance(cfg, dict):
+        raise UserError(f'config file {path!r} must be a mapping of option: value')
+    valid = _parser_dests(parser)
+    for key in cfg:
+        norm = str(key).replace('-', '_')
+        if norm not in valid:
+            close = difflib.get_close_matches(norm, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else '; keys are train.py option names with _ for -'
+            raise UserError(f"config file {path!r}: unknown key '{key}'{hint}")
+    return {str(k).replace('-', '_'): v for k, v in cfg.items()}
+
+
+def parse_args(argv=None):
+    config_parser, parser = _build_parsers()
+    args_config, remaining = config_parser.parse_known_args(argv)
+    if args_config.config:
+        parser.set_defaults(**_load_config(args_config.config, parser))
+    args = parser.parse_args(remaining)
+    args.config = args_config.config
+    args.debug = args.debug or args_config.debug
+    return args, parser
+
+
+def _args_to_yaml(args, parser):
+    """args.yaml: every option by dest name, loadable again through -c/--config."""
+    return yaml.safe_dump({k: getattr(args, k) for k in _parser_dests(parser)}, default_flow_style=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Method presets -> flags
+# ----------------------------------------------------------------------------------------------------------------
+
+def _inter_given(args):
+    return args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+
+
+def derive_method_name(args):
+    """A name for a run given by flags rather than --method (the paper's preset name where one matches)."""
+    if args.manifold_mixup:
+        inter = 'manifold'
+    elif args.mixup > 0 and (args.cutmix > 0 or args.cutmix_minmax is not None):
+        inter = 'mixup-cutmix'
+    elif args.cutmix > 0 or args.cutmix_minmax is not None:
+        inter = 'cutmix'
+    elif args.mixup > 0:
+        inter = 'mixup'
+    else:
+        inter = ''
+    if not args.synermix:
+        return {'': 'baseline', 'manifold': 'manifold-mixup'}.get(inter, inter)
+    if not inter:
+        return 'synermix-intra-aug' if args.synermix_source == 'augmented' else 'synermix-intra'
+    return {'mixup': 'synermix', 'manifold': 'synermix-manifold'}.get(inter, 'synermix-' + inter)
+
+
+def apply_method(args):
+    """Resolve --method into the flags it stands for, check conflicts, resolve --synermix-beta."""
+    from timm_synermix.methods import resolve_method
+    if args.method:
+        try:
+            preset = resolve_method(args.method)
+        except ValueError as e:
+            raise UserError(f'--method: {e}')
+        name = args.method
+        if preset['synermix']:
+            args.synermix = True
+            args.synermix_source = preset['source']
+        elif args.synermix:
+            raise UserError(f'--method {name} has no intra term but --synermix was given: drop --synermix or use '
+                            f'--method synermix-intra / synermix')
+        if preset['manifold_mixup']:
+            if args.cutmix > 0 or args.cutmix_minmax is not None:
+                raise UserError(f'--method {name} mixes hidden states (Manifold MixUp): drop --cutmix/--cutmix-minmax')
+            args.manifold_mixup = True
+            if args.mixup <= 0:
+                args.mixup = 1.0
+        elif preset['mixup']:
+            if args.manifold_mixup:
+                raise UserError(f'--method {name} uses MixUp: drop --manifold-mixup or use --method '
+                                f'{"synermix-manifold" if preset["synermix"] else "manifold-mixup"}')
+            if not _inter_given(args):
+                args.mixup = 1.0  # the paper's alpha
+        elif _inter_given(args) or args.manifold_mixup:
+            raise UserError(f'--method {name} has no inter-class mixing but --mixup/--cutmix/--manifold-mixup was given: '
+                            f'drop them or use --method {"synermix" if preset["synermix"] else "mixup"}')
+    else:
+        if args.manifold_mixup:
+            if args.cutmix > 0 or args.cutmix_minmax is not None:
+                raise UserError('--manifold-mixup mixes hidden states and cannot use CutMix: drop --cutmix/--cutmix-minmax')
+            if args.mixup <= 0:
+                args.mixup = 1.0
+        args.method = derive_method_name(args)
+
+    has_inter = args.manifold_mixup or _inter_given(args)
+    if args.synermix:
+        if args.synermix_beta is None:
+            args.synermix_beta = 0.1 if has_inter else 0.5
+        if not 0.0 <= args.synermix_beta <= 1.0:
+            raise UserError(f'--synermix-beta {args.synermix_beta} is outside [0, 1]: use e.g. 0.1 (SynerMix) or 0.5 '
+                            f'(intra term alone)')
+        if args.synermix_source == 'augmented' and has_inter and args.synermix_beta > 0:
+            raise UserError('--synermix-source augmented mixes features that mixup already mixed: use '
+                            '--synermix-source original with mixup, or drop the mixup (w-RA(aug) ablation)')
+    else:
+        if args.synermix_beta not in (None, 0, 0.0):
+            _logger.warning(f'--synermix-beta {args.synermix_beta} ignored: no intra term (method {args.method}).')
+        args.synermix_beta = 0.0
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files: atomic writes, checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path or '.', os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask_mode():
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def atomic_write(path, write_fn, mode='wb'):
+    """Write through a temp file in the same folder: flush, fsync, os.replace, fsync the folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    os.chmod(tmp, _umask_mode())
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def _plain(obj):
+    """Checkpoint extras as types torch.load(weights_only=True) accepts (no numpy scalars or arrays)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj) if isinstance(obj, tuple) else [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def get_rng_state():
+    np_state = np.random.get_state()
+    state = {
+        'python': random.getstate(),
+        'numpy': {'name': np_state[0], 'keys': torch.from_numpy(np_state[1].astype(np.int64)),
+                  'pos': int(np_state[2]), 'has_gauss': int(np_state[3]), 'cached_gaussian': float(np_state[4])},
+        'torch': torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(tuple(state['python'][:1]) + (tuple(state['python'][1]),) + tuple(state['python'][2:]))
+    n = state['numpy']
+    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
+                         n['cached_gaussian']))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(state['cuda'])
+        except Exception:  # a different GPU count than at save time
+            _logger.warning('CUDA RNG state not restored (GPU count changed).')
+
+
+def _make_saver_class():
+    from timm import utils
+    from timm.utils.model import unwrap_model, get_state_dict
+
+    class AtomicCheckpointSaver(utils.CheckpointSaver):
+        """timm's CheckpointSaver, writing atomically (temp file, fsync, os.replace, fsync folder) and adding the
+        SynerMix resume state (scheduler, sampler, RNG, step, history) from `extra_state_fn`."""
+
+        def __init__(self, *args, extra_state_fn=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.extra_state_fn = extra_state_fn
+
+        def _save(self, save_path, epoch, metric=None):
+            save_state = {
+                'epoch': epoch,
+                'arch': self.args.model if self.args is not None else type(self.model).__name__.lower(),
+                'optimizer': self.optimizer.state_dict(),
+                'version': 2,
+            }
+            if self.args is not None:
+                save_state['args'] = self.args
+            if self.amp_scaler is not None:
+                save_state[self.amp_scaler.state_dict_key] = self.amp_scaler.state_dict()
+            if self.task is not None:
+                save_state.update(self.task.get_checkpoint_state(unwrap_fn=self.unwrap_fn))
+                save_state.update(self.task.get_checkpoint_state(ema=True, unwrap_fn=self.unwrap_fn))
+            else:
+                save_state['state_dict'] = get_state_dict(self.model, self.unwrap_fn)
+            if metric is not None:
+                save_state['metric'] = metric
+            save_state['saver'] = self.state_dict(epoch, metric)
+            if self.extra_state_fn is not None:
+                save_state['synermix'] = _plain(self.extra_state_fn())
+            atomic_write(save_path, lambda f: torch.save(save_state, f))
+
+        def _replace(self, src, dst):
+            os.replace(src, dst)
+            _fsync_dir(os.path.dirname(os.path.abspath(dst)))
+
+        def _duplicate(self, src, dst):
+            super()._duplicate(src, dst)
+            _fsync_dir(os.path.dirname(os.path.abspath(dst)))
+
+    return AtomicCheckpointSaver
+
+
+def _load_checkpoint(path):
+    from timm.models._helpers import _torch_load
+    return _torch_load(path, map_location='cpu', weights_only=True)
+
+
+def export_safetensors(checkpoint_path, out_path, metadata=None):
+    """model_best.safetensors from a timm training checkpoint (EMA weights when the run evaluated EMA)."""
+    from safetensors.torch import save_file
+    ckpt = _load_checkpoint(checkpoint_path)
+    state_dict = ckpt.get('state_dict_ema') or ckpt['state_dict']
+    state_dict = {k[7:] if k.startswith('module.') else k: v.detach().cpu().contiguous().clone()
+                  for k, v in state_dict.items()}
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    folder = os.path.dirname(os.path.abspath(out_path))
+    fd, tmp = tempfile.mkstemp(prefix='.model_best.', suffix='.tmp', dir=folder)
+    os.close(fd)
+    os.chmod(tmp, _umask_mode())
+    try:
+        save_file(state_dict, tmp, metadata=meta)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _fsync_dir(folder)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model and data
+# ----------------------------------------------------------------------------------------------------------------
+
+def apply_cifar_stem(model):
+    """ResNet CIFAR stem as the authors' code: conv1 -> 3x3 stride 1 (padding 1), max-pool removed."""
+    conv1 = getattr(model, 'conv1', None)
+    if not isinstance(conv1, nn.Conv2d) or not hasattr(model, 'maxpool'):
+        raise UserError(f'--cifar-stem needs a timm ResNet with a single conv1 and a maxpool ({type(model).__name__} '
+                        f'has none): use e.g. --model resnet18, or drop --cifar-stem')
+    model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, kernel_size=3, stride=1, padding=1,
+                            bias=conv1.bias is not None)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def _classifier_keys(model):
+    names = model.pretrained_cfg.get('classifier', None) if hasattr(model, 'pretrained_cfg') else None
+    if names is None:
+        return []
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _checkpoint_head_size(path, classifier):
+    """Number of classes of the classifier in a weights file, or None when it cannot be told."""
+    from timm.models import load_state_dict
+    try:
+        sd = load_state_dict(path)
+    except Exception as e:
+        raise UserError(f'--pretrained-path {path!r} could not be read ({type(e).__name__}: {e}): pass a '
+                        f'.safetensors, .pth or timm .pth.tar checkpoint')
+    w = sd.get(classifier + '.weight')
+    return (int(w.shape[0]) if w is not None and w.ndim >= 1 else None), sd
+
+
+def create_model_from_args(args, num_classes):
+    from timm.models import create_model
+    in_chans = args.in_chans if args.in_chans is not None else (args.input_size[0] if args.input_size else 3)
+    kwargs = dict(
+        in_chans=in_chans, num_classes=num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
+        drop_block_rate=args.drop_block, global_pool=args.gp, bn_momentum=args.bn_momentum, bn_eps=args.bn_eps,
+        **args.model_kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k == 'num_classes'}
+    pretrained_sd = None
+    pretrained = args.pretrained
+    if args.pretrained_path:
+        if not os.path.isfile(args.pretrained_path):
+            raise UserError(f'--pretrained-path {args.pretrained_path!r} does not exist: pass a local weights file')
+        pretrained = True
+        from timm.models import get_pretrained_cfg_value
+        classifier = get_pretrained_cfg_value(args.model, 'classifier') or 'fc'
+        if not isinstance(classifier, str):
+            classifier = classifier[0]
+        head, pretrained_sd = _checkpoint_head_size(args.pretrained_path, classifier)
+        if args.cifar_stem:
+            pretrained = False  # load below, after the stem swap, so the 3x3 conv1 weights fit
+        else:
+            kwargs['pretrained_cfg_overlay'] = dict(
+                file=args.pretrained_path, num_classes=head if head is not None else -1)
+    try:
+        model = create_model(args.model, pretrained=pretrained, checkpoint_path=None, **kwargs)
+    except RuntimeError as e:
+        if args.pretrained_path:
+            raise UserError(f'--pretrained-path {args.pretrained_path!r} does not fit --model {args.model} '
+                            f'({str(e).splitlines()[0][:200]}): use the checkpoint\'s architecture (and --cifar-stem '
+                            f'if it was trained with it)')
+        raise
+    if args.cifar_stem:
+        apply_cifar_stem(model)
+        if pretrained_sd is not None:
+            head_keys = set()
+            for c in _classifier_keys(model):
+                head_keys |= {c + '.weight', c + '.bias'}
+            own = model.state_dict()
+            sd = {k: v for k, v in pretrained_sd.items()
+                  if not (k in head_keys and (k not in own or own[k].shape != v.shape))}
+            try:
+                missing, unexpected = model.load_state_dict(sd, strict=False)
+            except RuntimeError as e:
+                raise UserError(f'--pretrained-path {args.pretrained_path!r} does not fit --model {args.model} '
+                                f'--cifar-stem ({str(e).splitlines()[0][:200]})')
+            bad = [k for k in missing if k not in head_keys] + list(unexpected)
+            if bad:
+                raise UserError(f'--pretrained-path {args.pretrained_path!r} does not fit --model {args.model} '
+                                f'--cifar-stem (mismatched keys {bad[:4]}): use the checkpoint\'s architecture')
+            _logger.info(f'Loaded pretrained weights from {args.pretrained_path} (head reset: {sorted(missing)})')
+    if args.initial_checkpoint:
+        from timm.models import load_checkpoint
+        if not os.path.isfile(args.initial_checkpoint):
+            raise UserError(f'--initial-checkpoint {args.initial_checkpoint!r} does not exist')
+        load_checkpoint(model, args.initial_checkpoint)
+    return model
+
+
+class _TransformSubset(torch.utils.data.Subset):
+    """Subset whose `transform` is the wrapped dataset's (timm's loaders assign dataset.transform)."""
+
+    @property
+    def transform(self):
+        return getattr(self.dataset, 'transform', None)
+
+    @transform.setter
+    def transform(self, value):
+        self.dataset.transform = value
+
+
+def _is_folder_dataset(name):
+    return not name or name.lower().startswith(('folder/', 'imagefolder/', 'tar/'))
+
+
+def create_datasets(args):
+    from timm.data import create_dataset
+    from timm_synermix import dataset_labels
+    if args.data and not args.data_dir:
+        args.data_dir = args.data
+    if _is_folder_dataset(args.dataset):
+        if not args.data_dir:
+            raise UserError('no dataset given: pass the ImageFolder root as DIR (or --data-dir), or --dataset torch/<name>')
+        if not os.path.exists(args.data_dir):
+            raise UserError(f'data dir {args.data_dir!r} does not exist: pass the ImageFolder root (with '
+                            f'{args.train_split}/ and {args.val_split or "validation"}/ class folders) as DIR')
+    elif args.dataset.lower().startswith('torch/') and not args.data_dir:
+        args.data_dir = os.path.join('data', args.dataset.split('/', 1)[1])
+    input_img_mode = args.input_img_mode or 'RGB'
+    common = dict(class_map=args.class_map, download=args.dataset_download, batch_size=args.batch_size,
+                  input_img_mode=input_img_mode)
+
+    def make(split, is_training):
+        try:
+            return create_dataset(args.dataset, root=args.data_dir, split=split, is_training=is_training,
+                                  seed=args.seed, **common)
+        except (RuntimeError, FileNotFoundError, AssertionError, ValueError) as e:
+            hint = ' (add --dataset-download to fetch it)' if args.dataset.startswith('torch/') and \
+                not args.dataset_download else ''
+            raise UserError(f'cannot load {split!r} split of {args.dataset or "ImageFolder"} at {args.data_dir!r}: '
+                            f'{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}')
+
+    if _is_folder_dataset(args.dataset) and args.val_split and not args.val_holdout and os.path.isdir(args.data_dir):
+        from timm.data.dataset_factory import _search_split
+        if os.path.abspath(_search_split(args.data_dir, args.val_split)) == os.path.abspath(args.data_dir):
+            raise UserError(f'no {args.val_split!r} folder under {args.data_dir!r}: add one, pass --val-split NAME, '
+                            f'--val-holdout 0.1 to hold out part of the training set, or --val-split "" for no eval')
+    dataset_train = make(args.train_split, True)
+    dataset_eval = None
+    if args.val_holdout:
+        if not 0.0 < args.val_holdout < 1.0:
+            raise UserError(f'--val-holdout {args.val_holdout} must be a fraction in (0, 1), e.g. 0.1')
+        try:
+            from sklearn.model_selection import train_test_split
+        except ImportError:
+            raise UserError('--val-holdout needs scikit-learn: pip install scikit-learn')
+        labels = dataset_labels(dataset_train)
+        try:
+            train_idx, val_idx = train_test_split(
+                np.arange(len(labels)), test_size=args.val_holdout, stratify=labels, random_state=args.seed)
+        except ValueError as e:
+            raise UserError(f'--val-holdout {args.val_holdout}: cannot stratify ({e}); use a larger fraction or '
+                            f'classes with more images')
+        dataset_eval = _TransformSubset(make(args.train_split, False), np.sort(val_idx).tolist())
+        dataset_train = _TransformSubset(dataset_train, np.sort(train_idx).tolist())
+    elif args.val_split:
+        dataset_eval = make(args.val_split, False)
+    return dataset_train, dataset_eval
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------
+
+def _is_primary(args):
+    return args.rank == 0
+
+
+def _reduce(value, args, device):
+    if not args.distributed:
+        return float(value)
+    t = torch.tensor([float(value)], device=device, dtype=torch.float64 if device.type == 'cpu' else torch.float32)
+    torch.distributed.all_reduce(t)
+    return float(t.item()) / args.world_size
+
+
+def _to_device(x, device):
+    from timm_synermix import TwoViews
+    if isinstance(x, TwoViews):
+        return TwoViews(*(v.to(device=device, non_blocking=True) for v in x))
+    return x.to(device=device, non_blocking=True)
+
+
+def _channels_last(x):
+    from timm_synermix import TwoViews
+    if isinstance(x, TwoViews):
+        return TwoViews(*(v.contiguous(memory_format=torch.channels_last) for v in x))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _batch_len(x):
+    return x.augmented.shape[0] if hasattr(x, 'augmented') else x.shape[0]
+
+
+def _scalar(value):
+    if value is None:
+        return 0.0
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
+class _Meter:
+    def __init__(self, state=None):
+        self.sum, self.count, self.val = (state or {}).get('sum', 0.0), (state or {}).get('count', 0), 0.0
+
+    def update(self, val, n=1):
+        self.val = val
+        self.sum += val * n
+        self.count += n
+
+    @property
+    def avg(self):
+        return self.sum / max(self.count, 1)
+
+    def state_dict(self):
+        return {'sum': self.sum, 'count': self.count}
+
+
+def train_one_epoch(epoch, task, loader, sampler, optimizer, args, device, lr_scheduler, saver, amp_autocast,
+                    loss_scaler, progress, start_batch=0, meters_state=None):
+    from timm import utils
+    if args.mixup_off_epoch and epoch >= args.mixup_off_epoch and task.mixup is not None:
+        task.mixup.mixup_enabled = False
+
+    meters = {k: _Meter((meters_state or {}).get(k)) for k in ('loss', 'loss_intra', 'loss_inter', 'batch')}
+    update_time_m = _Meter()
+    data_time_m = _Meter()
+    task.train()
+    task.get_trainable_module().train()
+
+    accum = args.grad_accum_steps
+    num_batches = start_batch + len(loader)  # batches of the whole epoch
+    last_accum_steps = num_batches % accum
+    updates_per_epoch = (num_batches + accum - 1) // accum
+    num_updates = epoch * updates_per_epoch + start_batch // accum
+    last_batch_idx = num_batches - 1
+    last_batch_idx_to_accum = num_batches - last_accum_steps
+    has_no_sync = args.distributed
+
+    data_start_time = update_start_time = time.time()
+    optimizer.zero_grad()
+    update_sample_count = 0
+    for i, (input, target) in enumerate(loader):
+        batch_idx = start_batch + i
+        last_batch = batch_idx == last_batch_idx
+        need_update = last_batch or (batch_idx + 1) % accum == 0
+        update_idx = batch_idx // accum
+        accum_steps = last_accum_steps if batch_idx >= last_batch_idx_to_accum else accum
+        if not args.prefetcher:
+            input, target = _to_device(input, device), target.to(device=device)
+        if args.channels_last:
+            input = _channels_last(input)
+        data_time_m.update(accum_steps * (time.time() - data_start_time))
+        n_batch = _batch_len(input)
+
+        def _forward():
+            with amp_autocast():
+                result = task(input, target)
+            loss = result['loss']
+            if accum_steps > 1:
+                loss = loss / accum_steps
+            return loss, result
+
+        def _backward(loss):
+            clip_parameters = None
+            if args.clip_grad is not None:
+                clip_parameters = task.get_clip_parameters(exclude_head='agc' in args.clip_mode)
+            if loss_scaler is not None:
+                loss_scaler(loss, optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
+                            parameters=clip_parameters, need_update=need_update)
+            else:
+                loss.backward()
+                if need_update:
+                    if args.clip_grad is not None:
+                        utils.dispatch_clip_grad(clip_parameters, value=args.clip_grad, mode=args.clip_mode)
+                    optimizer.step()
+
+        if has_no_sync and not need_update:
+            with task.no_sync():
+                loss, result = _forward()
+                _backward(loss)
+        else:
+            loss, result = _forward()
+            _backward(loss)
+
+        meters['loss'].update(loss.item() * accum_steps, n_batch)
+        meters['loss_intra'].update(_scalar(result.get('loss_intra')), n_batch)
+        inter = result.get('loss_inter')
+        meters['loss_inter'].update(_scalar(inter if inter is not None else result['loss']), n_batch)
+        meters['batch'].update(n_batch)
+        update_sample_count += args.batch_size * args.world_size
+
+        if not need_update:
+            data_start_time = time.time()
+            continue
+
+        num_updates += 1
+        optimizer.zero_grad()
+        task.update_ema(step=num_updates)
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        time_now = time.time()
+        update_time_m.update(time_now - update_start_time)
+        update_start_time = time_now
+
+        if update_idx % args.log_interval == 0 or last_batch:
+            lrl = [g['lr'] for g in optimizer.param_groups]
+            lr = sum(lrl) / len(lrl)
+            loss_now = _reduce(meters['loss'].val, args, device)
+            loss_avg = _reduce(meters['loss'].avg, args, device)
+            intra_avg = _reduce(meters['loss_intra'].avg, args, device)
+            inter_avg = _reduce(meters['loss_inter'].avg, args, device)
+            if _is_primary(args):
+                _logger.info(
+                    f'Train: {epoch} [{update_idx:>4d}/{updates_per_epoch} '
+                    f'({100. * (update_idx + 1) / updates_per_epoch:>3.0f}%)]  '
+                    f'Loss: {loss_now:#.3g} ({loss_avg:#.3g})  '
+                    f'Intra: {meters["loss_intra"].val:#.3g} ({intra_avg:#.3g})  '
+                    f'Inter: {meters["loss_inter"].val:#.3g} ({inter_avg:#.3g})  '
+                    f'Batch: {n_batch} ({meters["batch"].avg:.1f})  '
+                    f'Time: {update_time_m.val:.3f}s, {update_sample_count / max(update_time_m.val, 1e-9):>7.2f}/s  '
+                    f'({update_time_m.avg:.3f}s, {update_sample_count / max(update_time_m.avg, 1e-9):>7.2f}/s)  '
+                    f'LR: {lr:.3e}  '
+                    f'Data: {data_time_m.val:.3f} ({data_time_m.avg:.3f})')
+
+        if args.recovery_interval and (update_idx + 1) % args.recovery_interval == 0 and not last_batch:
+            progress.update(epoch=epoch, next_batch=batch_idx + 1, num_updates=num_updates,
+                            meters={k: m.state_dict() for k, m in meters.items()})
+            if args.distributed:
+                progress['rng_all'] = _gather_rng(args)
+            if saver is not None:
+                saver.save_recovery(epoch, batch_idx=update_idx)
+            progress.update(next_batch=None, meters=None, rng_all=None)
+
+        if lr_scheduler is not None:
+            lr_scheduler.step_update(num_updates=num_updates, metric=meters['loss'].avg)
+
+        update_sample_count = 0
+        data_start_time = time.time()
+
+    if hasattr(optimizer, 'sync_lookahead'):
+        optimizer.sync_lookahead()
+    return OrderedDict([
+        ('loss', _reduce(meters['loss'].avg, args, device)),
+        ('loss_intra', _reduce(meters['loss_intra'].avg, args, device)),
+        ('loss_inter', _reduce(meters['loss_inter'].avg, args, device)),
+    ])
+
+
+def validate(model, loader, args, device, amp_autocast=suppress, log_suffix=''):
+    from timm import utils
+    loss_fn = nn.CrossEntropyLoss().to(device)
+    losses_m, top1_m, top5_m = _Meter(), _Meter(), _Meter()
+    model.eval()
+    last_idx = len(loader) - 1
+    with torch.inference_mode():
+        for batch_idx, (input, target) in enumerate(loader):
+            if not args.prefetcher:
+                input, target = input.to(device), target.to(device)
+            if args.channels_last:
+                input = input.contiguous(memory_format=torch.channels_last)
+            with amp_autocast():
+                output = model(input)
+                if isinstance(output, (tuple, list)):
+                    output = output[0]
+                loss = loss_fn(output, target)
+            acc1, acc5 = utils.accuracy(output, target, topk=(1, 5))
+            if args.distributed:
+                loss = utils.reduce_tensor(loss.data, args.world_size)
+                acc1 = utils.reduce_tensor(acc1, args.world_size)
+                acc5 = utils.reduce_tensor(acc5, args.world_size)
+            n = output.shape[0]
+            losses_m.update(loss.item(), n)
+            top1_m.update(acc1.item(), n)
+            top5_m.update(acc5.item(), n)
+            if _is_primary(args) and (batch_idx == last_idx or batch_idx % args.log_interval == 0):
+                _logger.info(f'Test{log_suffix}: [{batch_idx:>4d}/{last_idx}]  '
+                             f'Loss: {losses_m.val:>7.3f} ({losses_m.avg:>6.3f})  '
+                             f'Acc@1: {top1_m.val:>7.3f} ({top1_m.avg:>7.3f})  '
+                             f'Acc@5: {top5_m.val:>7.3f} ({top5_m.avg:>7.3f})')
+    return OrderedDict([('loss', losses_m.avg), ('top1', top1_m.avg), ('top5', top5_m.avg)])
+
+
+def _gather_rng(args):
+    states = [None] * args.world_size
+    torch.distributed.all_gather_object(states, _plain(get_rng_state()))
+    return states
+
+
+SUMMARY_COLUMNS = ['epoch', 'train_loss', 'train_loss_intra', 'train_loss_inter', 'eval_loss', 'eval_top1',
+                   'eval_top5', 'lr']
+
+
+def write_summary(path, history):
+    """summary.csv from the run's history (rewritten whole, atomically, so a resumed run never duplicates rows)."""
+    import csv
+    import io
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, extrasaction='ignore')
+    writer.writeheader()
+    for row in history:
+        writer.writerow(row)
+    atomic_write(path, lambda f: f.write(buf.getvalue()), mode='w')
+
+
+def summarize_results(history, method, last_k):
+    """results.json core fields from the per-epoch history."""
+    evals = [(row['epoch'], row['eval_top1']) for row in history if row.get('eval_top1') is not None]
+    if not evals:
+        return dict(method=method, best_top1=None, best_epoch=None, last_k=0, last_k_mean_top1=None,
+                    last_k_std_top1=None)
+    best_epoch, best_top1 = max(evals, key=lambda e: (e[1], -e[0]))
+    tail = np.asarray([t for _, t in evals[-last_k:]], dtype=np.float64)
+    return dict(method=method, best_top1=float(best_top1), best_epoch=int(best_epoch), last_k=int(len(tail)),
+                last_k_mean_top1=float(tail.mean()), last_k_std_top1=float(tail.std()))
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = '--debug' in argv
+    try:
+        return _main(argv)
+    except UserError as e:
+        if debug:
+            raise
+        print(f'{PROG}: error: {e}', file=sys.stderr)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        sys.exit(2)
+
+
+def _main(argv):
+    from timm import utils
+    from timm.models import safe_model_name
+    from timm.optim import create_optimizer_v2, optimizer_kwargs
+    from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+    from timm.data import create_loader, resolve_data_config
+    from timm.layers import convert_sync_batchnorm
+    from timm.task import resume_task_checkpoint, load_task_ema_checkpoint
+    import timm_synermix as tsm
+
+    utils.setup_default_logging()
+    args, parser = parse_args(argv)
+    apply_method(args)
+    args_text = _args_to_yaml(args, parser)
+
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    args.prefetcher = not args.no_prefetcher
+    args.grad_accum_steps = max(1, args.grad_accum_steps)
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise UserError(f'--device {args.device} but CUDA is not available: pass --device cpu')
+    device = utils.init_distributed_device(args)
+    if args.distributed:
+        _logger.info(f'Training in distributed mode with multiple processes, 1 device per process. '
+                     f'Process {args.rank}, total {args.world_size}, device {args.device}.')
+    else:
+        _logger.info(f'Training with a single process on 1 device ({args.device}).')
+    if args.sync_bn and args.distributed and device.type == 'cpu':
+        raise UserError('--sync-bn needs a GPU (torch SyncBatchNorm has no CPU kernel): drop --sync-bn on CPU')
+
+    amp_dtype = torch.float16
+    if args.amp:
+        if args.amp_dtype not in ('float16', 'bfloat16'):
+            raise UserError(f'--amp-dtype {args.amp_dtype}: use float16 or bfloat16')
+        amp_dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
+
+    # Output folder: an existing experiment is never overwritten without --resume.
+    exp_name = args.experiment or '-'.join([
+        datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model),
+        str(args.input_size[-1] if args.input_size else (args.img_size or 'default'))])
+    output_dir = os.path.join(args.output if args.output else './output/train', exp_name)
+    if args.resume and not os.path.isfile(args.resume):
+        raise UserError(f'--resume {args.resume!r} does not exist: pass a checkpoint file, e.g. '
+                        f'{os.path.join(output_dir, "last.pth.tar")}')
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not args.resume:
+        raise UserError(f'experiment folder {output_dir!r} exists: pass --resume '
+                        f'{os.path.join(output_dir, "last.pth.tar")} to continue it, or another --experiment')
+    if args.distributed:
+        torch.distributed.barrier()
+
+    utils.random_seed(args.seed, args.rank)
+
+    # Data first: the class count of the training set sizes the head when --num-classes is not given.
+    dataset_train, dataset_eval = create_datasets(args)
+    labels = tsm.dataset_labels(dataset_train)
+    if args.num_classes is None:
+        args.num_classes = int(labels.max()) + 1
+        _logger.info(f'--num-classes not given: {args.num_classes} from the training set.')
+
+    model = create_model_from_args(args, args.num_classes)
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(enable=True)
+    if _is_primary(args):
+        _logger.info(f'Model {safe_model_name(args.model)} created, param count:'
+                     f'{sum(m.numel() for m in model.parameters())}')
+    data_config = resolve_data_config(vars(args), model=model, verbose=_is_primary(args))
+    model.to(device=device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.distributed and args.sync_bn:
+        args.dist_bn = ''
+        model = convert_sync_batchnorm(model)
+
+    amp_autocast = suppress
+    loss_scaler = None
+    if args.amp:
+        amp_autocast = partial(torch.autocast, device_type=device.type, dtype=amp_dtype)
+        if device.type == 'cuda' and amp_dtype == torch.float16:
+            loss_scaler = utils.NativeScaler(device=device.type)
+
+    # Inter component, task.
+    mix = None
+    mixup_args = dict(mixup_alpha=args.mixup, prob=args.mixup_prob, mode=args.mixup_mode,
+                      label_smoothing=args.smoothing, num_classes=args.num_classes)
+    try:
+        if args.manifold_mixup:
+            mix = tsm.ManifoldMixup(model, layers=args.manifold_layers, **mixup_args)
+        elif _inter_given(args):
+            mix = tsm.Mixup(cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                            switch_prob=args.mixup_switch_prob, **mixup_args)
+        task = tsm.SynerMixTask(
+            model, beta=args.synermix_beta, mixup=mix, source=args.synermix_source,
+            num_per_class=args.synermix_num_synth, intra_every=args.synermix_every,
+            original_scale=args.synermix_orig_scale,
+            criterion_kwargs=None if mix is not None else dict(smoothing=args.smoothing),
+            device=device, verbose=_is_primary(args))
+    except ValueError as e:
+        raise UserError(str(e))
+
+    # Training loader: supplementing batch sampler, two views for the originals-sourced intra term.
+    intra = args.synermix and args.synermix_beta > 0
+    two_views = intra and args.synermix_source == 'original'
+    try:
+        sampler = tsm.SupplementedBatchSampler(
+            labels, batch_size=args.batch_size, drop_last=True, shuffle=True, seed=args.seed,
+            supplement=args.synermix, allow_singleton_classes=args.allow_singleton_classes,
+            num_classes=args.num_classes, class_names=_class_names(dataset_train))
+    except ValueError as e:
+        raise UserError(str(e))
+    train_interpolation = args.train_interpolation
+    if args.no_aug or not train_interpolation:
+        train_interpolation = data_config['interpolation']
+    loader_train = tsm.create_synermix_loader(
+        dataset_train, input_size=data_config['input_size'], batch_sampler=sampler, two_views=two_views,
+        original_transform=tsm.create_original_transform(data_config, use_prefetcher=args.prefetcher)
+        if two_views else None,
+        is_training=True, use_prefetcher=args.prefetcher, device=device, num_workers=args.workers,
+        pin_memory=args.pin_mem, persistent_workers=False, worker_seeding=args.worker_seeding,
+        mean=data_config['mean'], std=data_config['std'], re_prob=args.reprob, re_mode=args.remode,
+        re_count=args.recount, interpolation=train_interpolation, crop_pct=data_config['crop_pct'],
+        no_aug=args.no_aug, train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio,
+        hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa)
+    if args.lr is None:
+        global_batch_size = args.batch_size * args.world_size * args.grad_accum_steps
+        batch_ratio = global_batch_size / args.lr_base_size
+        if not args.lr_base_scale:
+            on = args.opt.lower()
+            args.lr_base_scale = 'sqrt' if any(o in on for o in ('ada', 'lamb')) else 'linear'
+        if args.lr_base_scale == 'sqrt':
+            batch_ratio = batch_ratio ** 0.5
+        args.lr = args.lr_base * batch_ratio
+        if _is_primary(args):
+            _logger.info(f'Learning rate ({args.lr}) calculated from base learning rate ({args.lr_base}) and '
+                         f'effective global batch size ({global_batch_size}) with {args.lr_base_scale} scaling.')
+    optimizer = create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
+
+    loader_eval = None
+    if dataset_eval is not None:
+        loader_eval = create_loader(
+            dataset_eval, input_size=data_config['input_size'],
+            batch_size=args.validation_batch_size or args.batch_size, is_training=False,
+            interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
+            num_workers=args.workers, distributed=args.distributed, crop_pct=data_config['crop_pct'],
+            pin_memory=args.pin_mem, device=device, use_prefetcher=args.prefetcher)
+
+    # Resume: model, optimizer, AMP scaler, task step (timm), then EMA, scheduler, sampler, RNG, history.
+    resume_epoch = None
+    resume_state = {}
+    if args.resume:
+        try:
+            resume_epoch = resume_task_checkpoint(
+                task, args.resume, optimizer=None if args.no_resume_opt else optimizer,
+                loss_scaler=None if args.no_resume_opt else loss_scaler, log_info=_is_primary(args))
+        except RuntimeError as e:
+            raise UserError(f'--resume {args.resume!r} does not fit this run ({str(e).splitlines()[0][:200]}): '
+                            f'use the same --model/--num-classes as the checkpoint')
+        resume_ckpt = _load_checkpoint(args.resume)
+        resume_state = resume_ckpt.get('synermix') or {}
+        saver_state = resume_ckpt.get('saver')
+        del resume_ckpt
+        if resume_state.get('next_batch') is not None:
+            resume_epoch = resume_state['epoch']  # recovery checkpoint: finish the interrupted epoch
+
+    if args.model_ema:
+        task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+                       device='cpu' if args.model_ema_force_cpu else None)
+        if args.resume:
+            load_task_ema_checkpoint(task, args.resume)
+
+    if args.torchcompile:
+        task.compile(backend=args.torchcompile, mode=args.torchcompile_mode)
+        if task.has_ema():
+            task.compile_ema(backend=args.torchcompile, mode=args.torchcompile_mode)
+
+    if args.distributed:
+        task.prepare_distributed(device_ids=[device] if device.type == 'cuda' else None,
+                                 broadcast_buffers=not args.no_ddp_bb)
+
+    # Scheduler.
+    eval_metric = args.eval_metric if loader_eval is not None else 'loss'
+    decreasing_metric = eval_metric == 'loss'
+    updates_per_epoch = (sampler.num_batches + args.grad_accum_steps - 1) // args.grad_accum_steps
+    lr_scheduler, num_epochs = create_scheduler_v2(
+        optimizer, **scheduler_kwargs(args, decreasing_metric=decreasing_metric), updates_per_epoch=updates_per_epoch)
+    start_epoch = 0
+    if args.start_epoch is not None:
+        start_epoch = args.start_epoch
+    elif resume_epoch is not None:
+        start_epoch = resume_epoch
+    if lr_scheduler is not None and resume_state.get('scheduler') is not None and not args.no_resume_opt:
+        lr_scheduler.load_state_dict(resume_state['scheduler'])
+    if lr_scheduler is not None and start_epoch > 0:
+        if args.sched_on_updates:
+            lr_scheduler.step_update(start_epoch * updates_per_epoch)
+        else:
+            lr_scheduler.step(start_epoch)
+    start_batch = resume_state.get('next_batch') or 0
+    if resume_state.get('rng_all') and len(resume_state['rng_all']) == args.world_size:
+        set_rng_state(resume_state['rng_all'][args.rank])
+    elif resume_state.get('rng_all'):
+        _logger.warning('RNG state not restored: the world size changed since the checkpoint.')
+
+    # Outputs, checkpoint saver (rank 0).
+    history = list(resume_state.get('history') or [])
+    history = [row for row in history if row['epoch'] < start_epoch]
+    progress = {'epoch': start_epoch, 'next_batch': None, 'num_updates': 0, 'meters': None, 'rng_all': None}
+
+    def extra_state():
+        return {
+            'history': history,
+            'scheduler': lr_scheduler.state_dict() if lr_scheduler is not None else None,
+            'sampler': sampler.state_dict(),
+            'epoch': progress['epoch'], 'next_batch': progress['next_batch'],
+            'num_updates': progress['num_updates'], 'meters': progress['meters'],
+            'rng_all': progress['rng_all'] or [get_rng_state()],
+            'method': args.method,
+        }
+
+    saver = None
+    if _is_primary(args):
+        os.makedirs(output_dir, exist_ok=True)
+        saver = _make_saver_class()(
+            model=model, optimizer=optimizer, args=args, amp_scaler=loss_scaler, checkpoint_dir=output_dir,
+            recovery_dir=output_dir, decreasing=decreasing_metric, max_history=args.checkpoint_hist, task=task,
+            extra_state_fn=extra_state)
+        if args.resume and saver_state and os.path.abspath(os.path.dirname(args.resume)) == os.path.abspath(output_dir):
+            saver.load_state_dict(saver_state)
+        atomic_write(os.path.join(output_dir, 'args.yaml'), lambda f: f.write(args_text), mode='w')
+        if history:
+            write_summary(os.path.join(output_dir, 'summary.csv'), history)
+        if args.log_wandb:
+            try:
+                import wandb
+                wandb.init(project=args.wandb_project, name=exp_name, config=args, tags=args.wandb_tags)
+            except ImportError:
+                _logger.warning("You've requested to log metrics to wandb but package not found.")
+                args.log_wandb = False
+        _logger.info(f'Method {args.method}: synermix={args.synermix} beta={args.synermix_beta} '
+                     f'source={args.synermix_source} inter={type(mix).__name__ if mix else None} '
+                     f'supplemented batches={args.synermix} two views={two_views}')
+        _logger.info(f'Scheduled epochs: {num_epochs}. LR stepped per '
+                     f'{"epoch" if lr_scheduler.t_in_epochs else "update"}.')
+
+    best_metric, best_epoch = (saver.best_metric, saver.best_epoch) if saver is not None else (None, None)
+    try:
+        for epoch in range(start_epoch, num_epochs):
+            sampler.set_epoch(epoch, start_batch=start_batch if epoch == start_epoch else 0)
+            train_metrics = train_one_epoch(
+                epoch, task, loader_train, sampler, optimizer, args, device, lr_scheduler, saver, amp_autocast,
+                loss_scaler, progress, start_batch=start_batch if epoch == start_epoch else 0,
+                meters_state=resume_state.get('meters') if epoch == start_epoch else None)
+            sampler.set_epoch(epoch + 1)
+
+            if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
+                utils.distribute_bn(model, args.world_size, args.dist_bn == 'reduce')
+
+            eval_metrics = None
+            if loader_eval is not None:
+                eval_metrics = validate(task.get_eval_model(), loader_eval, args, device, amp_autocast)
+                ema_model = task.get_trainable_module(ema=True)
+                if ema_model is not None and not args.model_ema_force_cpu:
+                    if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
+                        utils.distribute_bn(ema_model, args.world_size, args.dist_bn == 'reduce')
+                    eval_metrics = validate(task.get_eval_model(ema=True), loader_eval, args, device, amp_autocast,
+                                            log_suffix=' (EMA)')
+
+            lrs = [g['lr'] for g in optimizer.param_groups]
+            row = OrderedDict(epoch=epoch)
+            row.update(('train_' + k, v) for k, v in train_metrics.items())
+            row.update(('eval_' + k, (eval_metrics or {}).get(k)) for k in ('loss', 'top1', 'top5'))
+            row['lr'] = sum(lrs) / len(lrs)
+            history.append(dict(row))
+            latest_metric = eval_metrics[eval_metric] if eval_metrics is not None else train_metrics[eval_metric]
+
+            if lr_scheduler is not None:
+                lr_scheduler.step(epoch + 1, latest_metric)
+            progress.update(epoch=epoch, next_batch=None, meters=None,
+                            num_updates=(epoch + 1) * updates_per_epoch)
+            progress['rng_all'] = _gather_rng(args) if args.distributed else None
+            if saver is not None:
+                write_summary(os.path.join(output_dir, 'summary.csv'), history)
+                if args.log_wandb:
+                    import wandb
+                    wandb.log(dict(row))
+                best_metric, best_epoch = saver.save_checkpoint(epoch, metric=latest_metric)
+            start_batch = 0
+    except KeyboardInterrupt:
+        pass
+
+    if args.distributed:
+        torch.distributed.barrier()
+    if best_metric is not None:
+        _logger.info(f'*** Best metric: {best_metric} (epoch {best_epoch})')
+
+    if _is_primary(args):
+        _finish(args, task, dataset_eval, data_config, device, output_dir, history, loader_eval)
+    if args.distributed:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def _class_names(dataset):
+    reader = getattr(getattr(dataset, 'dataset', dataset), 'reader', None)
+    class_to_idx = getattr(reader, 'class_to_idx', None) or getattr(getattr(dataset, 'dataset', dataset),
+                                                                   'class_to_idx', None)
+    if not class_to_idx:
+        return None
+    names = [None] * (max(class_to_idx.values()) + 1)
+    for name, idx in class_to_idx.items():
+        names[idx] = str(name)
+    return names
+
+
+def _finish(args, task, dataset_eval, data_config, device, output_dir, history, loader_eval):
+    """results.json, features.npz (eval set's pre-logit features) and model_best.safetensors."""
+    from timm.data import create_loader
+    results = summarize_results(history, args.method, args.report_last_k)
+    metrics = None
+    if dataset_eval is not None:
+        from timm_synermix.metrics import extract_features, compute_feature_metrics
+        loader = loader_eval
+        if args.distributed:  # the distributed eval loader pads and shards: a full, ordered pass on rank 0
+            loader = create_loader(
+                dataset_eval, input_size=data_config['input_size'],
+                batch_size=args.validation_batch_size or args.batch_size, is_training=False,
+                interpolation=data_config['interpolation'], mean=data_config['mean'], std=data_config['std'],
+                num_workers=args.workers, distributed=False, crop_pct=data_config['crop_pct'],
+                device=device, use_prefetcher=args.prefetcher)
+        from timm.utils.model import unwrap_model
+        eval_model = unwrap_model(task.get_trainable_module(ema=True) or task.get_trainable_module())
+        eval_model = getattr(eval_model, 'module', eval_model)  # ModelEmaV3 keeps the copy in .module
+        features, labels, logits = extract_features(eval_model, loader, device=device)
+        atomic_write(os.path.join(output_dir, 'features.npz'),
+                     lambda f: np.savez(f, features=features.astype(np.float32), labels=labels.astype(np.int64)))
+        if not args.no_feature_metrics:
+            metrics = compute_feature_metrics(features, labels, logits.argmax(1))
+    results['metrics'] = _plain(metrics) if metrics is not None else {}
+    atomic_write(os.path.join(output_dir, 'results.json'),
+                 lambda f: f.write(json.dumps(results, indent=2, default=float)), mode='w')
+    best = os.path.join(output_dir, 'model_best.pth.tar')
+    if not os.path.exists(best):
+        best = os.path.join(output_dir, 'last.pth.tar')
+    if os.path.exists(best):
+        export_safetensors(best, os.path.join(output_dir, 'model_best.safetensors'), metadata=dict(
+            arch=args.model, num_classes=args.num_classes, cifar_stem=int(args.cifar_stem), method=args.method))
+    _logger.info(f'Results: {json.dumps({k: v for k, v in results.items() if k != "metrics"})}')
+
+
+if __name__ == '__main__':
+    main()
