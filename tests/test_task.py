@@ -1,0 +1,244 @@
+import inspect
+import os
+import sys
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from timm.task import ClassificationTask
+
+from timm_synermix import METHODS, ManifoldMixup, Mixup, SynerMixTask, TwoViews, synthesize_class_features
+
+NUM_CLASSES = 4
+
+
+def tiny_model(name='test_resnet', **kwargs):
+    torch.manual_seed(0)
+    return timm.create_model(name, num_classes=NUM_CLASSES, **kwargs)
+
+
+def batch(size=7, image=32):
+    generator = torch.Generator().manual_seed(1)
+    original = torch.randn(size, 3, image, image, generator=generator)
+    augmented = original.flip(-1) + 0.1 * torch.randn(size, 3, image, image, generator=generator)
+    target = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 0, 1][:size])
+    return original, augmented, target
+
+
+def pre_logits(model, x):
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def test_loss_is_beta_weighted_sum_of_intra_and_inter():
+    original, augmented, target = batch()
+    task = SynerMixTask(tiny_model(), beta=0.3)
+    out = task(TwoViews(original, augmented), target)
+    assert set(out) == {'loss', 'output', 'loss_intra', 'loss_inter'}
+    torch.testing.assert_close(out['loss'], 0.3 * out['loss_intra'] + 0.7 * out['loss_inter'])
+    assert out['output'].shape == (7, NUM_CLASSES)
+
+
+def test_intra_loss_is_ce_of_classifier_on_synthesized_original_features():
+    original, augmented, target = batch()
+    model = tiny_model()
+    task = SynerMixTask(model, beta=0.5)
+    torch.manual_seed(5)
+    out = task(augmented.clone(), target, original=original)
+    torch.manual_seed(5)
+    pre_logits(model, augmented)   # same BatchNorm state sequence as the task: augmented pass first
+    synthesized, labels = synthesize_class_features(pre_logits(model, original), target)
+    expected = F.cross_entropy(model.get_classifier()(synthesized), labels)
+    torch.testing.assert_close(out['loss_intra'], expected)
+    torch.testing.assert_close(out['loss_inter'], F.cross_entropy(model(augmented), target), rtol=1e-4, atol=1e-4)
+
+
+def test_beta_zero_is_plain_timm_training_without_originals_pass():
+    original, augmented, target = batch()
+    model = tiny_model()
+    calls = []
+    model.conv1.register_forward_hook(lambda m, i, o: calls.append('stem'))
+    out = SynerMixTask(model, beta=0.0)(augmented, target)
+    assert calls.count('stem') == 1
+    reference = ClassificationTask(tiny_model())(augmented, target)
+    torch.testing.assert_close(out['loss'], reference['loss'])
+    assert out['loss_intra'].item() == 0
+
+
+def test_gradients_reach_the_backbone_through_the_originals_pass():
+    original, augmented, target = batch()
+    model = tiny_model()
+    task = SynerMixTask(model, beta=1.0)
+    out = task(TwoViews(original, augmented), target)
+    out['loss'].backward()
+    first_conv = next(p for n, p in model.named_parameters() if p.ndim == 4)
+    assert first_conv.grad.abs().sum() > 0
+    torch.testing.assert_close(out['loss'], out['loss_intra'])
+
+
+def test_originals_are_never_mixed():
+    original, augmented, target = batch()
+    model = tiny_model()
+    seen = []
+    model.conv1.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+    kept = original.clone()
+    mixup = Mixup(mixup_alpha=1.0, mode='elem', label_smoothing=0.0, num_classes=NUM_CLASSES)
+    SynerMixTask(model, beta=0.1, mixup=mixup)(TwoViews(original, augmented.clone()), target)
+    assert len(seen) == 2
+    torch.testing.assert_close(original, kept)
+    torch.testing.assert_close(seen[1], kept)
+    assert not torch.allclose(seen[0], augmented)
+
+
+def test_augmented_source_mixes_the_augmented_features_in_one_pass():
+    original, augmented, target = batch()
+    model = tiny_model()
+    stem_calls = []
+    model.conv1.register_forward_hook(lambda m, i, o: stem_calls.append(1))
+    torch.manual_seed(2)
+    out = SynerMixTask(model, beta=0.4, source='augmented')(augmented, target)
+    assert len(stem_calls) == 1
+    torch.manual_seed(2)
+    synthesized, labels = synthesize_class_features(pre_logits(model, augmented), target)
+    torch.testing.assert_close(out['loss_intra'], F.cross_entropy(model.get_classifier()(synthesized), labels))
+
+
+def test_p_synthesized_features_per_class_average_the_loss():
+    original, augmented, target = batch()
+    model = tiny_model()
+    torch.manual_seed(3)
+    out = SynerMixTask(model, beta=0.5, num_per_class=3)(TwoViews(original, augmented), target)
+    torch.manual_seed(3)
+    pre_logits(model, augmented)
+    synthesized, labels = synthesize_class_features(pre_logits(model, original), target, num_per_class=3)
+    assert synthesized.shape[0] == 12
+    torch.testing.assert_close(out['loss_intra'], F.cross_entropy(model.get_classifier()(synthesized), labels))
+
+
+def build_method(name, model):
+    preset = METHODS[name]
+    inter = None
+    if preset['mixup']:
+        inter = Mixup(mixup_alpha=1.0, mode='elem', label_smoothing=0.0, num_classes=NUM_CLASSES)
+    if preset['manifold_mixup']:
+        inter = ManifoldMixup(model, mixup_alpha=1.0, num_classes=NUM_CLASSES)
+    return SynerMixTask(model, beta=0.1 if preset['synermix'] else 0.0, mixup=inter, source=preset['source'])
+
+
+@pytest.mark.parametrize('name', list(METHODS))
+def test_every_paper_method_is_expressible_and_trains(name):
+    original, augmented, target = batch()
+    model = tiny_model('resnet10t')
+    task = build_method(name, model)
+    before = [p.detach().clone() for p in model.parameters()]
+    out = task(TwoViews(original, augmented), target)
+    out['loss'].backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert torch.isfinite(out['loss'])
+    assert (out['loss_intra'] > 0) == METHODS[name]['synermix']
+    assert sum((p - b).abs().sum() for p, b in zip(model.parameters(), before)) > 0
+
+
+@pytest.mark.parametrize('name', timm.list_models('test_*'))
+def test_synermix_task_trains_every_timm_test_model(name):
+    model = tiny_model(name)
+    if 'pre_logits' not in inspect.signature(model.forward_head).parameters:
+        pytest.skip(f'{name} has no forward_head(pre_logits=True)')
+    size = model.pretrained_cfg['input_size'][-1] if 'vit' in name or 'max' in name or 'coat' in name else 64
+    original, augmented, target = batch(size=6, image=size)
+    model.eval()
+    with torch.no_grad():   # the task's logits path must equal the model's own head
+        torch.testing.assert_close(model.get_classifier()(pre_logits(model, original)), model(original),
+                                   rtol=1e-4, atol=1e-4)
+    model.train()
+    out = SynerMixTask(model, beta=0.2)(TwoViews(original, augmented), target)
+    out['loss'].backward()
+    assert torch.isfinite(out['loss']) and out['loss_intra'] > 0
+    assert sum(p.grad.abs().sum() for p in model.parameters() if p.grad is not None) > 0
+
+
+def test_intra_every_k_steps_skips_the_originals_pass_between():
+    original, augmented, target = batch()
+    model = tiny_model()
+    stem_calls = []
+    model.conv1.register_forward_hook(lambda m, i, o: stem_calls.append(1))
+    task = SynerMixTask(model, beta=0.2, intra_every=3)
+    losses = [task(TwoViews(original, augmented), target) for _ in range(6)]
+    assert len(stem_calls) == 6 + 2
+    assert [out['loss_intra'].item() > 0 for out in losses] == [True, False, False, True, False, False]
+    torch.testing.assert_close(losses[1]['loss'], 0.8 * losses[1]['loss_inter'])
+    assert task.get_task_state() == {'step': 6}
+    task.load_task_state({'step': 2})
+    assert task(TwoViews(original, augmented), target)['loss_intra'].item() == 0
+
+
+def test_original_scale_shrinks_the_originals_pass():
+    original, augmented, target = batch(image=64)
+    model = tiny_model()
+    sizes = []
+    model.conv1.register_forward_hook(lambda m, i, o: sizes.append(i[0].shape[-1]))
+    SynerMixTask(model, beta=0.2, original_scale=0.5)(TwoViews(original, augmented), target)
+    assert sizes == [64, 32]
+
+
+def test_eval_mode_loss_is_plain_cross_entropy():
+    original, augmented, target = batch()
+    model = tiny_model().eval()
+    out = SynerMixTask(model, beta=0.3, mixup=Mixup(num_classes=NUM_CLASSES)).eval()(augmented, target)
+    torch.testing.assert_close(out['loss'], F.cross_entropy(model(augmented), target))
+
+
+@pytest.mark.parametrize('beta', [-0.1, 1.5])
+def test_beta_outside_unit_interval_is_rejected(beta):
+    with pytest.raises(ValueError, match=rf'beta={beta} is outside \[0, 1\].*--synermix-beta'):
+        SynerMixTask(tiny_model(), beta=beta)
+
+
+def test_model_without_pre_logits_is_rejected():
+    class Plain(torch.nn.Module):
+        def forward_head(self, x):
+            return x
+    with pytest.raises(ValueError, match=r'Plain has no forward_head\(x, pre_logits=True\)'):
+        SynerMixTask(Plain(), beta=0.1)
+
+
+def test_targets_outside_num_classes_are_rejected():
+    original, augmented, _ = batch()
+    with pytest.raises(ValueError, match=r'Target 9 is outside \[0, 4\).*--num-classes'):
+        SynerMixTask(tiny_model(), beta=0.1)(TwoViews(original, augmented), torch.tensor([0, 0, 1, 1, 9, 9, 2]))
+
+
+def test_missing_originals_are_named():
+    _, augmented, target = batch()
+    with pytest.raises(ValueError, match='needs the unaugmented originals.*TwoViewDataset'):
+        SynerMixTask(tiny_model(), beta=0.1)(augmented, target)
+
+
+def _ddp_worker(rank, world_size, init_file, result_file, shards):
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world_size)
+    torch.manual_seed(0)
+    model = timm.create_model('test_resnet', num_classes=NUM_CLASSES)
+    task = SynerMixTask(model, beta=0.3).prepare_distributed()
+    original, augmented, target = shards[rank]
+    torch.manual_seed(100 + rank)
+    task(TwoViews(original, augmented), target)['loss'].backward()
+    if rank == 0:
+        torch.save({n: p.grad for n, p in model.named_parameters()}, result_file)
+    dist.destroy_process_group()
+
+
+def test_ddp_gradients_match_a_single_process_run(tmp_path):
+    original, augmented, target = batch(size=8)
+    shards = [(original[:4], augmented[:4], target[:4]), (original[4:], augmented[4:], target[4:])]
+    torch.multiprocessing.spawn(
+        _ddp_worker, args=(2, str(tmp_path / 'init'), str(tmp_path / 'grads.pt'), shards), nprocs=2)
+    ddp_grads = torch.load(tmp_path / 'grads.pt')
+
+    model = tiny_model()
+    task = SynerMixTask(model, beta=0.3)
+    for rank, (o, a, t) in enumerate(shards):   # DDP averages the ranks' gradients
+        torch.manual_seed(100 + rank)
+        (task(TwoViews(o, a), t)['loss'] / 2).backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(ddp_grads[name], param.grad, rtol=1e-4, atol=1e-5)
