@@ -720,7 +720,7 @@ def _is_folder_dataset(name):
 def create_datasets(args):
     from timm.data import create_dataset
     from timm_synermix import dataset_labels
-    if args.data and not args.data_dir:
+    if args.data:  # the positional DIR, given on the command line, beats a config file's data_dir
         args.data_dir = args.data
     if _is_folder_dataset(args.dataset):
         if not args.data_dir:
@@ -830,7 +830,7 @@ class _Meter:
 
 
 def train_one_epoch(epoch, task, loader, sampler, optimizer, args, device, lr_scheduler, saver, amp_autocast,
-                    loss_scaler, progress, start_batch=0, meters_state=None):
+                    loss_scaler, progress, start_batch=0, meters_state=None, rng_state=None):
     from timm import utils
     if args.mixup_off_epoch and epoch >= args.mixup_off_epoch and task.mixup is not None:
         task.mixup.mixup_enabled = False
@@ -853,7 +853,11 @@ def train_one_epoch(epoch, task, loader, sampler, optimizer, args, device, lr_sc
     data_start_time = update_start_time = time.time()
     optimizer.zero_grad()
     update_sample_count = 0
-    for i, (input, target) in enumerate(loader):
+    iterator = iter(loader)
+    if rng_state is not None:
+        # mid-epoch resume: RNG as it was after the last trained batch, the loader's seed draw already made
+        set_rng_state(rng_state)
+    for i, (input, target) in enumerate(iterator):
         batch_idx = start_batch + i
         last_batch = batch_idx == last_batch_idx
         need_update = last_batch or (batch_idx + 1) % accum == 0
@@ -1240,8 +1244,12 @@ def _main(argv):
         else:
             lr_scheduler.step(start_epoch)
     start_batch = resume_state.get('next_batch') or 0
+    resume_rng = None
     if resume_state.get('rng_all') and len(resume_state['rng_all']) == args.world_size:
-        set_rng_state(resume_state['rng_all'][args.rank])
+        resume_rng = resume_state['rng_all'][args.rank]
+        if not start_batch:
+            set_rng_state(resume_rng)
+            resume_rng = None
     elif resume_state.get('rng_all'):
         _logger.warning('RNG state not restored: the world size changed since the checkpoint.')
 
@@ -1293,7 +1301,8 @@ def _main(argv):
             train_metrics = train_one_epoch(
                 epoch, task, loader_train, sampler, optimizer, args, device, lr_scheduler, saver, amp_autocast,
                 loss_scaler, progress, start_batch=start_batch if epoch == start_epoch else 0,
-                meters_state=resume_state.get('meters') if epoch == start_epoch else None)
+                meters_state=resume_state.get('meters') if epoch == start_epoch else None,
+                rng_state=resume_rng if epoch == start_epoch else None)
             sampler.set_epoch(epoch + 1)
 
             if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
