@@ -222,6 +222,12 @@ def _build_parsers():
     group.add_argument('--vflip', type=float, default=0., help='Vertical flip training aug probability')
     group.add_argument('--color-jitter', type=float, default=0.4, metavar='PCT',
                        help='Color jitter factor (default: 0.4)')
+    group.add_argument('--color-jitter-prob', type=float, default=None, metavar='PCT',
+                       help='Probability of applying any color jitter.')
+    group.add_argument('--grayscale-prob', type=float, default=None, metavar='PCT',
+                       help='Probability of applying random grayscale conversion.')
+    group.add_argument('--gaussian-blur-prob', type=float, default=None, metavar='PCT',
+                       help='Probability of applying gaussian blur.')
     group.add_argument('--aa', type=str, default=None, metavar='NAME',
                        help='Use AutoAugment policy. "v0" or "original". (default: None)')
     group.add_argument('--reprob', type=float, default=0., metavar='PCT', help='Random erase prob (default: 0.)')
@@ -630,6 +636,14 @@ def _classifier_keys(model):
     return [names] if isinstance(names, str) else list(names)
 
 
+def _first_line(exc, prefer=('size mismatch', 'Missing key', 'Unexpected key')):
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(prefer):
+            return line[:240]
+    return (lines[0] if lines else type(exc).__name__)[:240]
+
+
 def _checkpoint_head_size(path, classifier):
     """Number of classes of the classifier in a weights file, or None when it cannot be told."""
     from timm.models import load_state_dict
@@ -671,7 +685,7 @@ def create_model_from_args(args, num_classes):
     except RuntimeError as e:
         if args.pretrained_path:
             raise UserError(f'--pretrained-path {args.pretrained_path!r} does not fit --model {args.model} '
-                            f'({str(e).splitlines()[0][:200]}): use the checkpoint\'s architecture (and --cifar-stem '
+                            f'({_first_line(e)}): use the checkpoint\'s architecture (and --cifar-stem '
                             f'if it was trained with it)')
         raise
     if args.cifar_stem:
@@ -687,7 +701,7 @@ def create_model_from_args(args, num_classes):
                 missing, unexpected = model.load_state_dict(sd, strict=False)
             except RuntimeError as e:
                 raise UserError(f'--pretrained-path {args.pretrained_path!r} does not fit --model {args.model} '
-                                f'--cifar-stem ({str(e).splitlines()[0][:200]})')
+                                f'--cifar-stem ({_first_line(e)})')
             bad = [k for k in missing if k not in head_keys] + list(unexpected)
             if bad:
                 raise UserError(f'--pretrained-path {args.pretrained_path!r} does not fit --model {args.model} '
@@ -703,6 +717,10 @@ def create_model_from_args(args, num_classes):
 
 class _TransformSubset(torch.utils.data.Subset):
     """Subset whose `transform` is the wrapped dataset's (timm's loaders assign dataset.transform)."""
+
+    # No batched fetch: TwoViewDataset forwards unknown attributes to the dataset it wraps, and torch's fetcher
+    # would call Subset.__getitems__ through it, bypassing the two views.
+    __getitems__ = None
 
     @property
     def transform(self):
@@ -1168,7 +1186,9 @@ def _main(argv):
         mean=data_config['mean'], std=data_config['std'], re_prob=args.reprob, re_mode=args.remode,
         re_count=args.recount, interpolation=train_interpolation, crop_pct=data_config['crop_pct'],
         no_aug=args.no_aug, train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio,
-        hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa)
+        hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
+        grayscale_prob=args.grayscale_prob or 0., gaussian_blur_prob=args.gaussian_blur_prob or 0.,
+        auto_augment=args.aa)
     if args.lr is None:
         global_batch_size = args.batch_size * args.world_size * args.grad_accum_steps
         batch_ratio = global_batch_size / args.lr_base_size
@@ -1201,7 +1221,7 @@ def _main(argv):
                 task, args.resume, optimizer=None if args.no_resume_opt else optimizer,
                 loss_scaler=None if args.no_resume_opt else loss_scaler, log_info=_is_primary(args))
         except RuntimeError as e:
-            raise UserError(f'--resume {args.resume!r} does not fit this run ({str(e).splitlines()[0][:200]}): '
+            raise UserError(f'--resume {args.resume!r} does not fit this run ({_first_line(e)}): '
                             f'use the same --model/--num-classes as the checkpoint')
         resume_ckpt = _load_checkpoint(args.resume)
         resume_state = resume_ckpt.get('synermix') or {}

@@ -214,6 +214,25 @@ def test_bad_inputs_one_line_exit_2(tiny_imagefolder, out_root, tmp_path):
     assert os.path.getmtime(os.path.join(out, 'last.pth.tar')) == before
 
 
+def test_val_holdout_is_stratified_split_of_train(tiny_imagefolder, out_root):
+    out = method_run('synermix-intra', tiny_imagefolder, out_root, ('--val-holdout', '0.3333'))
+    feats = np.load(os.path.join(out, 'features.npz'))
+    assert np.bincount(feats['labels']).tolist() == [2, 2, 2]  # 1/3 of 6 train images per class
+    ckpt = load_ckpt(os.path.join(out, 'last.pth.tar'))
+    assert ckpt['task_state']['step'] == 3  # 12 remaining train images // batch 4
+
+
+def test_cifar_stem():
+    import timm
+    train = _load_train_module()
+    model = train.apply_cifar_stem(timm.create_model('resnet18', num_classes=10))
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    assert isinstance(model.maxpool, torch.nn.Identity)
+    assert model.forward_features(torch.randn(2, 3, 32, 32)).shape[-1] == 4  # 32 / 8: no stem downsampling
+    with pytest.raises(train.UserError):
+        train.apply_cifar_stem(timm.create_model('test_resnet'))  # deep stem: not a single conv1
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # weights: model_best.safetensors through timm, fine-tuning from --pretrained-path
 # ---------------------------------------------------------------------------------------------------------------
