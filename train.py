@@ -919,7 +919,8 @@ def train_one_epoch(epoch, task, loader, sampler, optimizer, args, device, lr_sc
             _backward(loss)
 
         meters['loss'].update(loss.item() * accum_steps, n_batch)
-        meters['loss_intra'].update(_scalar(result.get('loss_intra')), n_batch)
+        if args.synermix_beta > 0 and (getattr(task, 'step', 1) - 1) % args.synermix_every == 0:
+            meters['loss_intra'].update(_scalar(result.get('loss_intra')), n_batch)  # steps that computed it
         inter = result.get('loss_inter')
         meters['loss_inter'].update(_scalar(inter if inter is not None else result['loss']), n_batch)
         meters['batch'].update(n_batch)

@@ -329,6 +329,7 @@ def test_torchrun_two_procs_matches_single_process(tiny_imagefolder, out_root):
     _, ddp = read_summary(os.path.join(out_root, 'ddp'))
     assert len(single) == len(ddp) == 1
     s, d = single[0], ddp[0]
+    print('single', s, '\nddp', d)
     # same global batches (the sampler shards each global batch across ranks); BatchNorm normalises per rank,
     # supplements are drawn per rank, so the numbers agree within a tolerance, not exactly
     assert float(d['train_loss']) == pytest.approx(float(s['train_loss']), abs=0.15)
@@ -392,6 +393,19 @@ def test_atomic_write_replaces_whole_file(tmp_path):
         train.atomic_write(str(path), fail)
     assert path.read_bytes() == b'one'
     assert os.listdir(tmp_path) == ['f.bin']  # no temp file left behind
+
+
+def test_cifar_config_runs_end_to_end(tiny_imagefolder, out_root):
+    # the shipped CIFAR-100 file on the tiny ImageFolder: CIFAR stem, cutout-like erasing, elem mixup
+    run_train('-c', os.path.join(ROOT, 'configs', 'cifar100_resnet18.yaml'), tiny_imagefolder, '--dataset', '',
+              '--val-split', 'validation', '--num-classes', '3', '--epochs', '1', '-b', '4', '-j', '0',
+              '--device', 'cpu', '--method', 'synermix', '--no-feature-metrics', '--output', out_root,
+              '--experiment', 'cifar-config')
+    with open(os.path.join(out_root, 'cifar-config', 'args.yaml')) as f:
+        args = yaml.safe_load(f)
+    assert args['cifar_stem'] and args['reprob'] == 1.0 and args['mixup_mode'] == 'elem' and args['mixup'] == 1.0
+    sd = load_ckpt(os.path.join(out_root, 'cifar-config', 'last.pth.tar'))['state_dict']
+    assert sd['conv1.weight'].shape[-1] == 3
 
 
 def test_shipped_configs_parse():
