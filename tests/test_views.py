@@ -96,3 +96,13 @@ def test_random_erasing_never_touches_the_originals(image_folder, use_prefetcher
     # 'const' erasing writes exact zeros (in normalized space), which random pixels almost never hit.
     assert zero_fraction(erased, 'augmented') > 0.05 > 0.005 > zero_fraction(clean, 'augmented')
     assert zero_fraction(erased, 'original') < 0.005
+
+
+def test_two_views_survive_a_subset_and_random_interpolation(image_folder):
+    dataset = torch.utils.data.Subset(create_dataset('', root=str(image_folder)), list(range(12)))
+    dataset.transform = None
+    sampler = SupplementedBatchSampler([i // 3 for i in range(12)], batch_size=4, seed=0)
+    loader = create_synermix_loader(dataset, (3, 32, 32), sampler, two_views=True, use_prefetcher=True,
+                                    device=torch.device('cpu'), num_workers=0, interpolation='random')
+    views, target = next(iter(loader))
+    assert isinstance(views, TwoViews) and views.original.shape == (len(target), 3, 32, 32)

@@ -88,9 +88,11 @@ def create_synermix_loader(
         interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, **transform_kwargs)
     if two_views:
         if original_transform is None:
+            # 'random' is a training-only interpolation; the eval transform needs a fixed one.
             original_transform = create_transform(
                 input_size, is_training=False, use_prefetcher=use_prefetcher, mean=mean, std=std,
-                interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode)
+                interpolation='bilinear' if interpolation == 'random' else interpolation,
+                crop_pct=crop_pct, crop_mode=crop_mode)
         if not isinstance(dataset, TwoViewDataset):
             dataset = TwoViewDataset(dataset)
         dataset.original_transform = original_transform

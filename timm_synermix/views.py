@@ -61,7 +61,9 @@ class TwoViewDataset(Dataset):
 
     def __getattr__(self, name: str):
         # Readers, class maps and filenames stay reachable as on the wrapped timm dataset.
-        if name == 'dataset':
+        # Dunders stay unforwarded: torch's fetcher would otherwise find the wrapped dataset's
+        # `__getitems__` (e.g. Subset's) and batch-fetch past both views.
+        if name == 'dataset' or name.startswith('__'):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
