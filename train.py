@@ -15,18 +15,15 @@ Outputs (as timm): <output>/train/<experiment>/{args.yaml, summary.csv, last.pth
 model_best.pth.tar}, plus results.json, features.npz and model_best.safetensors.
 """
 import argparse
-import difflib
 import json
 import logging
 import math
 import os
-import random
 import sys
-import tempfile
 import time
 from collections import OrderedDict
 from contextlib import suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 import numpy as np
@@ -34,13 +31,18 @@ import torch
 import torch.nn as nn
 import yaml
 
+from timm_synermix.checkpoint import (
+    AtomicCheckpointSaver, atomic_write, export_safetensors, get_rng_state, load_training_checkpoint, set_rng_state,
+    to_weights_only)
+from timm_synermix.config import apply_method, args_to_yaml, load_config, parser_dests
+from timm_synermix.errors import InputError as UserError
+from timm_synermix.models import create_train_model
+from timm_synermix.results import summarize_results, write_summary
+from timm_synermix.splits import holdout_split
+
 _logger = logging.getLogger('train')
 
 PROG = 'train.py'
-
-
-class UserError(Exception):
-    """Bad input: reported as one line (problem and fix), exit code 2, no traceback unless --debug."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -145,6 +147,8 @@ def _build_parsers():
     group.add_argument('--no-ddp-bb', action='store_true', default=False,
                        help='Force broadcast buffers for native DDP to off.')
     group.add_argument('--local_rank', '--local-rank', default=0, type=int)
+    group.add_argument('--dist-timeout', type=float, default=600, metavar='SECONDS',
+                       help='a collective that waits longer (e.g. for a rank that died) fails the run (default: 600)')
 
     # Optimizer parameters
     group = parser.add_argument_group('Optimizer parameters')
@@ -336,305 +340,20 @@ def _build_parsers():
     return config_parser, parser
 
 
-def _parser_dests(parser):
-    return sorted({a.dest for a in parser._actions if a.dest not in ('help', argparse.SUPPRESS)})
-
-
-def _load_config(path, parser):
-    """Read a timm-style YAML config (argparse dest names); an unknown key is an error naming the closest one."""
-    if not os.path.isfile(path):
-        raise UserError(f'config file {path!r} not found: pass an existing YAML file to -c/--config')
-    with open(path, 'r') as f:
-        try:
-            cfg = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f'config file {path!r} is not valid YAML ({str(e).splitlines()[0]}): fix the syntax')
-    if not isinstance(cfg, dict):
-        raise UserError(f'config file {path!r} must be a mapping of option: value')
-    valid = _parser_dests(parser)
-    for key in cfg:
-        norm = str(key).replace('-', '_')
-        if norm not in valid:
-            close = difflib.get_close_matches(norm, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else '; keys are train.py option names with _ for -'
-            raise UserError(f"config file {path!r}: unknown key '{key}'{hint}")
-    return {str(k).replace('-', '_'): v for k, v in cfg.items()}
-
-
 def parse_args(argv=None):
     config_parser, parser = _build_parsers()
     args_config, remaining = config_parser.parse_known_args(argv)
     if args_config.config:
-        parser.set_defaults(**_load_config(args_config.config, parser))
+        parser.set_defaults(**load_config(args_config.config, parser_dests(parser)))
     args = parser.parse_args(remaining)
     args.config = args_config.config
     args.debug = args.debug or args_config.debug
     return args, parser
 
 
-def _args_to_yaml(args, parser):
-    """args.yaml: every option by dest name, loadable again through -c/--config."""
-    return yaml.safe_dump({k: getattr(args, k) for k in _parser_dests(parser)}, default_flow_style=False)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Method presets -> flags
-# ----------------------------------------------------------------------------------------------------------------
-
-def _inter_given(args):
-    return args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
-
-
-def derive_method_name(args):
-    """A name for a run given by flags rather than --method (the paper's preset name where one matches)."""
-    if args.manifold_mixup:
-        inter = 'manifold'
-    elif args.mixup > 0 and (args.cutmix > 0 or args.cutmix_minmax is not None):
-        inter = 'mixup-cutmix'
-    elif args.cutmix > 0 or args.cutmix_minmax is not None:
-        inter = 'cutmix'
-    elif args.mixup > 0:
-        inter = 'mixup'
-    else:
-        inter = ''
-    if not args.synermix:
-        return {'': 'baseline', 'manifold': 'manifold-mixup'}.get(inter, inter)
-    if not inter:
-        return 'synermix-intra-aug' if args.synermix_source == 'augmented' else 'synermix-intra'
-    return {'mixup': 'synermix', 'manifold': 'synermix-manifold'}.get(inter, 'synermix-' + inter)
-
-
-def apply_method(args):
-    """Resolve --method into the flags it stands for, check conflicts, resolve --synermix-beta."""
-    from timm_synermix.methods import resolve_method
-    if args.method:
-        try:
-            preset = resolve_method(args.method)
-        except ValueError as e:
-            raise UserError(f'--method: {e}')
-        name = args.method
-        if preset['synermix']:
-            args.synermix = True
-            args.synermix_source = preset['source']
-        elif args.synermix:
-            raise UserError(f'--method {name} has no intra term but --synermix was given: drop --synermix or use '
-                            f'--method synermix-intra / synermix')
-        if preset['manifold_mixup']:
-            if args.cutmix > 0 or args.cutmix_minmax is not None:
-                raise UserError(f'--method {name} mixes hidden states (Manifold MixUp): drop --cutmix/--cutmix-minmax')
-            args.manifold_mixup = True
-            if args.mixup <= 0:
-                args.mixup = 1.0
-        elif preset['mixup']:
-            if args.manifold_mixup:
-                raise UserError(f'--method {name} uses MixUp: drop --manifold-mixup or use --method '
-                                f'{"synermix-manifold" if preset["synermix"] else "manifold-mixup"}')
-            if not _inter_given(args):
-                args.mixup = 1.0  # the paper's alpha
-        elif _inter_given(args) or args.manifold_mixup:
-            raise UserError(f'--method {name} has no inter-class mixing but --mixup/--cutmix/--manifold-mixup was given: '
-                            f'drop them or use --method {"synermix" if preset["synermix"] else "mixup"}')
-    else:
-        if args.manifold_mixup:
-            if args.cutmix > 0 or args.cutmix_minmax is not None:
-                raise UserError('--manifold-mixup mixes hidden states and cannot use CutMix: drop --cutmix/--cutmix-minmax')
-            if args.mixup <= 0:
-                args.mixup = 1.0
-        args.method = derive_method_name(args)
-
-    has_inter = args.manifold_mixup or _inter_given(args)
-    if args.synermix:
-        if args.synermix_beta is None:
-            args.synermix_beta = 0.1 if has_inter else 0.5
-        if not 0.0 <= args.synermix_beta <= 1.0:
-            raise UserError(f'--synermix-beta {args.synermix_beta} is outside [0, 1]: use e.g. 0.1 (SynerMix) or 0.5 '
-                            f'(intra term alone)')
-        if args.synermix_source == 'augmented' and has_inter and args.synermix_beta > 0:
-            raise UserError('--synermix-source augmented mixes features that mixup already mixed: use '
-                            '--synermix-source original with mixup, or drop the mixup (w-RA(aug) ablation)')
-    else:
-        if args.synermix_beta not in (None, 0, 0.0):
-            _logger.warning(f'--synermix-beta {args.synermix_beta} ignored: no intra term (method {args.method}).')
-        args.synermix_beta = 0.0
-    return args
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Files: atomic writes, checkpoints
-# ----------------------------------------------------------------------------------------------------------------
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path or '.', os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask_mode():
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write(path, write_fn, mode='wb'):
-    """Write through a temp file in the same folder: flush, fsync, os.replace, fsync the folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    os.chmod(tmp, _umask_mode())
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(folder)
-
-
-def _plain(obj):
-    """Checkpoint extras as types torch.load(weights_only=True) accepts (no numpy scalars or arrays)."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_plain(v) for v in obj) if isinstance(obj, tuple) else [_plain(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def get_rng_state():
-    np_state = np.random.get_state()
-    state = {
-        'python': random.getstate(),
-        'numpy': {'name': np_state[0], 'keys': torch.from_numpy(np_state[1].astype(np.int64)),
-                  'pos': int(np_state[2]), 'has_gauss': int(np_state[3]), 'cached_gaussian': float(np_state[4])},
-        'torch': torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state):
-    random.setstate(tuple(state['python'][:1]) + (tuple(state['python'][1]),) + tuple(state['python'][2:]))
-    n = state['numpy']
-    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
-                         n['cached_gaussian']))
-    torch.set_rng_state(state['torch'])
-    if 'cuda' in state and torch.cuda.is_available():
-        try:
-            torch.cuda.set_rng_state_all(state['cuda'])
-        except Exception:  # a different GPU count than at save time
-            _logger.warning('CUDA RNG state not restored (GPU count changed).')
-
-
-def _make_saver_class():
-    from timm import utils
-    from timm.utils.model import unwrap_model, get_state_dict
-
-    class AtomicCheckpointSaver(utils.CheckpointSaver):
-        """timm's CheckpointSaver, writing atomically (temp file, fsync, os.replace, fsync folder) and adding the
-        SynerMix resume state (scheduler, sampler, RNG, step, history) from `extra_state_fn`."""
-
-        def __init__(self, *args, extra_state_fn=None, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.extra_state_fn = extra_state_fn
-
-        def _save(self, save_path, epoch, metric=None):
-            save_state = {
-                'epoch': epoch,
-                'arch': self.args.model if self.args is not None else type(self.model).__name__.lower(),
-                'optimizer': self.optimizer.state_dict(),
-                'version': 2,
-            }
-            if self.args is not None:
-                save_state['args'] = self.args
-            if self.amp_scaler is not None:
-                save_state[self.amp_scaler.state_dict_key] = self.amp_scaler.state_dict()
-            if self.task is not None:
-                save_state.update(self.task.get_checkpoint_state(unwrap_fn=self.unwrap_fn))
-                save_state.update(self.task.get_checkpoint_state(ema=True, unwrap_fn=self.unwrap_fn))
-            else:
-                save_state['state_dict'] = get_state_dict(self.model, self.unwrap_fn)
-            if metric is not None:
-                save_state['metric'] = metric
-            save_state['saver'] = self.state_dict(epoch, metric)
-            if self.extra_state_fn is not None:
-                save_state['synermix'] = _plain(self.extra_state_fn())
-            atomic_write(save_path, lambda f: torch.save(save_state, f))
-
-        def _replace(self, src, dst):
-            os.replace(src, dst)
-            _fsync_dir(os.path.dirname(os.path.abspath(dst)))
-
-        def _duplicate(self, src, dst):
-            super()._duplicate(src, dst)
-            _fsync_dir(os.path.dirname(os.path.abspath(dst)))
-
-    return AtomicCheckpointSaver
-
-
-def _load_checkpoint(path):
-    from timm.models._helpers import _torch_load
-    return _torch_load(path, map_location='cpu', weights_only=True)
-
-
-def export_safetensors(checkpoint_path, out_path, metadata=None):
-    """model_best.safetensors from a timm training checkpoint (EMA weights when the run evaluated EMA)."""
-    from safetensors.torch import save_file
-    ckpt = _load_checkpoint(checkpoint_path)
-    state_dict = ckpt.get('state_dict_ema') or ckpt['state_dict']
-    state_dict = {k[7:] if k.startswith('module.') else k: v.detach().cpu().contiguous().clone()
-                  for k, v in state_dict.items()}
-    meta = {k: str(v) for k, v in (metadata or {}).items()}
-    folder = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp = tempfile.mkstemp(prefix='.model_best.', suffix='.tmp', dir=folder)
-    os.close(fd)
-    os.chmod(tmp, _umask_mode())
-    try:
-        save_file(state_dict, tmp, metadata=meta)
-        with open(tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync_dir(folder)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Model and data
 # ----------------------------------------------------------------------------------------------------------------
-
-def apply_cifar_stem(model):
-    """ResNet CIFAR stem as the authors' code: conv1 -> 3x3 stride 1 (padding 1), max-pool removed."""
-    conv1 = getattr(model, 'conv1', None)
-    if not isinstance(conv1, nn.Conv2d) or not hasattr(model, 'maxpool'):
-        raise UserError(f'--cifar-stem needs a timm ResNet with a single conv1 and a maxpool ({type(model).__name__} '
-                        f'has none): use e.g. --model resnet18, or drop --cifar-stem')
-    model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, kernel_size=3, stride=1, padding=1,
-                            bias=conv1.bias is not None)
-    model.maxpool = nn.Identity()
-    return model
-
-
-def _classifier_keys(model):
-    names = model.pretrained_cfg.get('classifier', None) if hasattr(model, 'pretrained_cfg') else None
-    if names is None:
-        return []
-    return [names] if isinstance(names, str) else list(names)
-
 
 def _first_line(exc, prefer=('size mismatch', 'Missing key', 'Unexpected key')):
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -644,91 +363,15 @@ def _first_line(exc, prefer=('size mismatch', 'Missing key', 'Unexpected key')):
     return (lines[0] if lines else type(exc).__name__)[:240]
 
 
-def _checkpoint_head_size(path, classifier):
-    """Number of classes of the classifier in a weights file, or None when it cannot be told."""
-    from timm.models import load_state_dict
-    try:
-        sd = load_state_dict(path)
-    except Exception as e:
-        raise UserError(f'--pretrained-path {path!r} could not be read ({type(e).__name__}: {e}): pass a '
-                        f'.safetensors, .pth or timm .pth.tar checkpoint')
-    w = sd.get(classifier + '.weight')
-    return (int(w.shape[0]) if w is not None and w.ndim >= 1 else None), sd
-
-
 def create_model_from_args(args, num_classes):
-    from timm.models import create_model
     in_chans = args.in_chans if args.in_chans is not None else (args.input_size[0] if args.input_size else 3)
     kwargs = dict(
-        in_chans=in_chans, num_classes=num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
-        drop_block_rate=args.drop_block, global_pool=args.gp, bn_momentum=args.bn_momentum, bn_eps=args.bn_eps,
-        **args.model_kwargs)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None or k == 'num_classes'}
-    pretrained_sd = None
-    pretrained = args.pretrained
-    if args.pretrained_path:
-        if not os.path.isfile(args.pretrained_path):
-            raise UserError(f'--pretrained-path {args.pretrained_path!r} does not exist: pass a local weights file')
-        pretrained = True
-        from timm.models import get_pretrained_cfg_value
-        classifier = get_pretrained_cfg_value(args.model, 'classifier') or 'fc'
-        if not isinstance(classifier, str):
-            classifier = classifier[0]
-        head, pretrained_sd = _checkpoint_head_size(args.pretrained_path, classifier)
-        if args.cifar_stem:
-            pretrained = False  # load below, after the stem swap, so the 3x3 conv1 weights fit
-        else:
-            kwargs['pretrained_cfg_overlay'] = dict(
-                file=args.pretrained_path, num_classes=head if head is not None else -1)
-    try:
-        model = create_model(args.model, pretrained=pretrained, checkpoint_path=None, **kwargs)
-    except RuntimeError as e:
-        if args.pretrained_path:
-            raise UserError(f'--pretrained-path {args.pretrained_path!r} does not fit --model {args.model} '
-                            f'({_first_line(e)}): use the checkpoint\'s architecture (and --cifar-stem '
-                            f'if it was trained with it)')
-        raise
-    if args.cifar_stem:
-        apply_cifar_stem(model)
-        if pretrained_sd is not None:
-            head_keys = set()
-            for c in _classifier_keys(model):
-                head_keys |= {c + '.weight', c + '.bias'}
-            own = model.state_dict()
-            sd = {k: v for k, v in pretrained_sd.items()
-                  if not (k in head_keys and (k not in own or own[k].shape != v.shape))}
-            try:
-                missing, unexpected = model.load_state_dict(sd, strict=False)
-            except RuntimeError as e:
-                raise UserError(f'--pretrained-path {args.pretrained_path!r} does not fit --model {args.model} '
-                                f'--cifar-stem ({_first_line(e)})')
-            bad = [k for k in missing if k not in head_keys] + list(unexpected)
-            if bad:
-                raise UserError(f'--pretrained-path {args.pretrained_path!r} does not fit --model {args.model} '
-                                f'--cifar-stem (mismatched keys {bad[:4]}): use the checkpoint\'s architecture')
-            _logger.info(f'Loaded pretrained weights from {args.pretrained_path} (head reset: {sorted(missing)})')
-    if args.initial_checkpoint:
-        from timm.models import load_checkpoint
-        if not os.path.isfile(args.initial_checkpoint):
-            raise UserError(f'--initial-checkpoint {args.initial_checkpoint!r} does not exist')
-        load_checkpoint(model, args.initial_checkpoint)
-    return model
-
-
-class _TransformSubset(torch.utils.data.Subset):
-    """Subset whose `transform` is the wrapped dataset's (timm's loaders assign dataset.transform)."""
-
-    # No batched fetch: TwoViewDataset forwards unknown attributes to the dataset it wraps, and torch's fetcher
-    # would call Subset.__getitems__ through it, bypassing the two views.
-    __getitems__ = None
-
-    @property
-    def transform(self):
-        return getattr(self.dataset, 'transform', None)
-
-    @transform.setter
-    def transform(self, value):
-        self.dataset.transform = value
+        in_chans=in_chans, drop_rate=args.drop, drop_path_rate=args.drop_path, drop_block_rate=args.drop_block,
+        global_pool=args.gp, bn_momentum=args.bn_momentum, bn_eps=args.bn_eps, **args.model_kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return create_train_model(
+        args.model, num_classes=num_classes, pretrained=args.pretrained, pretrained_path=args.pretrained_path,
+        cifar_stem=args.cifar_stem, initial_checkpoint=args.initial_checkpoint, **kwargs)
 
 
 def _is_folder_dataset(name):
@@ -737,7 +380,6 @@ def _is_folder_dataset(name):
 
 def create_datasets(args):
     from timm.data import create_dataset
-    from timm_synermix import dataset_labels
     if args.data:  # the positional DIR, given on the command line, beats a config file's data_dir
         args.data_dir = args.data
     if _is_folder_dataset(args.dataset):
@@ -746,6 +388,9 @@ def create_datasets(args):
         if not os.path.exists(args.data_dir):
             raise UserError(f'data dir {args.data_dir!r} does not exist: pass the ImageFolder root (with '
                             f'{args.train_split}/ and {args.val_split or "validation"}/ class folders) as DIR')
+        if os.path.isdir(args.data_dir) and not os.listdir(args.data_dir):
+            raise UserError(f'data dir {args.data_dir!r} is empty: put the images in {args.train_split}/<class>/ '
+                            f'(and {args.val_split or "validation"}/<class>/) under it, or pass another DIR')
     elif args.dataset.lower().startswith('torch/') and not args.data_dir:
         args.data_dir = os.path.join('data', args.dataset.split('/', 1)[1])
     input_img_mode = args.input_img_mode or 'RGB'
@@ -754,13 +399,17 @@ def create_datasets(args):
 
     def make(split, is_training):
         try:
-            return create_dataset(args.dataset, root=args.data_dir, split=split, is_training=is_training,
-                                  seed=args.seed, **common)
+            dataset = create_dataset(args.dataset, root=args.data_dir, split=split, is_training=is_training,
+                                     seed=args.seed, **common)
         except (RuntimeError, FileNotFoundError, AssertionError, ValueError) as e:
             hint = ' (add --dataset-download to fetch it)' if args.dataset.startswith('torch/') and \
                 not args.dataset_download else ''
             raise UserError(f'cannot load {split!r} split of {args.dataset or "ImageFolder"} at {args.data_dir!r}: '
                             f'{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}')
+        if len(dataset) == 0:
+            raise UserError(f'the {split!r} split at {args.data_dir!r} has no images: put them in '
+                            f'{split}/<class>/ folders, or pass another DIR')
+        return dataset
 
     if _is_folder_dataset(args.dataset) and args.val_split and not args.val_holdout and os.path.isdir(args.data_dir):
         from timm.data.dataset_factory import _search_split
@@ -772,19 +421,8 @@ def create_datasets(args):
     if args.val_holdout:
         if not 0.0 < args.val_holdout < 1.0:
             raise UserError(f'--val-holdout {args.val_holdout} must be a fraction in (0, 1), e.g. 0.1')
-        try:
-            from sklearn.model_selection import train_test_split
-        except ImportError:
-            raise UserError('--val-holdout needs scikit-learn: pip install scikit-learn')
-        labels = dataset_labels(dataset_train)
-        try:
-            train_idx, val_idx = train_test_split(
-                np.arange(len(labels)), test_size=args.val_holdout, stratify=labels, random_state=args.seed)
-        except ValueError as e:
-            raise UserError(f'--val-holdout {args.val_holdout}: cannot stratify ({e}); use a larger fraction or '
-                            f'classes with more images')
-        dataset_eval = _TransformSubset(make(args.train_split, False), np.sort(val_idx).tolist())
-        dataset_train = _TransformSubset(dataset_train, np.sort(train_idx).tolist())
+        dataset_train, dataset_eval = holdout_split(
+            dataset_train, make(args.train_split, False), args.val_holdout, seed=args.seed)
     elif args.val_split:
         dataset_eval = make(args.val_split, False)
     return dataset_train, dataset_eval
@@ -910,15 +548,27 @@ def train_one_epoch(epoch, task, loader, sampler, optimizer, args, device, lr_sc
                         utils.dispatch_clip_grad(clip_parameters, value=args.clip_grad, mode=args.clip_mode)
                     optimizer.step()
 
+        def _check_finite(loss):
+            value = loss.item()
+            if not math.isfinite(value):
+                last = os.path.join(saver.checkpoint_dir, 'last.pth.tar') if saver is not None else ''
+                keep = f'the last good checkpoint, {last!r}, is kept' if os.path.isfile(last) else \
+                    'no checkpoint was written yet'
+                raise UserError(f'loss is {value} at epoch {epoch}, step {batch_idx} (update {update_idx}); training '
+                                f'stopped and {keep}: lower --lr or set --clip-grad, then --resume')
+            return value
+
         if has_no_sync and not need_update:
             with task.no_sync():
                 loss, result = _forward()
+                loss_value = _check_finite(loss)
                 _backward(loss)
         else:
             loss, result = _forward()
+            loss_value = _check_finite(loss)
             _backward(loss)
 
-        meters['loss'].update(loss.item() * accum_steps, n_batch)
+        meters['loss'].update(loss_value * accum_steps, n_batch)
         if args.synermix_beta > 0 and (getattr(task, 'step', 1) - 1) % args.synermix_every == 0:
             meters['loss_intra'].update(_scalar(result.get('loss_intra')), n_batch)  # steps that computed it
         inter = result.get('loss_inter')
@@ -1019,36 +669,29 @@ def validate(model, loader, args, device, amp_autocast=suppress, log_suffix=''):
 
 def _gather_rng(args):
     states = [None] * args.world_size
-    torch.distributed.all_gather_object(states, _plain(get_rng_state()))
+    torch.distributed.all_gather_object(states, to_weights_only(get_rng_state()))
     return states
 
 
-SUMMARY_COLUMNS = ['epoch', 'train_loss', 'train_loss_intra', 'train_loss_inter', 'eval_loss', 'eval_top1',
-                   'eval_top5', 'lr']
-
-
-def write_summary(path, history):
-    """summary.csv from the run's history (rewritten whole, atomically, so a resumed run never duplicates rows)."""
-    import csv
-    import io
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, extrasaction='ignore')
-    writer.writeheader()
-    for row in history:
-        writer.writerow(row)
-    atomic_write(path, lambda f: f.write(buf.getvalue()), mode='w')
-
-
-def summarize_results(history, method, last_k):
-    """results.json core fields from the per-epoch history."""
-    evals = [(row['epoch'], row['eval_top1']) for row in history if row.get('eval_top1') is not None]
-    if not evals:
-        return dict(method=method, best_top1=None, best_epoch=None, last_k=0, last_k_mean_top1=None,
-                    last_k_std_top1=None)
-    best_epoch, best_top1 = max(evals, key=lambda e: (e[1], -e[0]))
-    tail = np.asarray([t for _, t in evals[-last_k:]], dtype=np.float64)
-    return dict(method=method, best_top1=float(best_top1), best_epoch=int(best_epoch), last_k=int(len(tail)),
-                last_k_mean_top1=float(tail.mean()), last_k_std_top1=float(tail.std()))
+def init_distributed_device(args):
+    """timm's init_distributed_device, with a timeout on every collective: when a rank dies, the others fail
+    within --dist-timeout seconds instead of hanging (NCCL: with async error handling, torch's default)."""
+    from timm.utils.distributed import is_distributed_env, world_info_from_env
+    device_type, *device_idx = args.device.split(':', maxsplit=1)
+    args.distributed, args.world_size, args.rank, args.local_rank = False, 1, 0, 0
+    if is_distributed_env():
+        args.local_rank, args.rank, args.world_size = world_info_from_env()
+        backend = {'xpu': 'ccl', 'hpu': 'hccl', 'cuda': 'nccl', 'npu': 'hccl'}.get(device_type, 'gloo')
+        os.environ.update(LOCAL_RANK=str(args.local_rank), RANK=str(args.rank), WORLD_SIZE=str(args.world_size))
+        torch.distributed.init_process_group(
+            backend=backend, init_method='env://', world_size=args.world_size, rank=args.rank,
+            timeout=timedelta(seconds=args.dist_timeout))
+        args.distributed = True
+        if device_type != 'cpu':
+            args.device = f'{device_type}:{args.local_rank}'
+    if args.device.startswith('cuda:'):
+        torch.cuda.set_device(args.device)
+    return torch.device(args.device)
 
 
 def main(argv=None):
@@ -1078,7 +721,7 @@ def _main(argv):
     utils.setup_default_logging()
     args, parser = parse_args(argv)
     apply_method(args)
-    args_text = _args_to_yaml(args, parser)
+    args_text = args_to_yaml(args, parser_dests(parser))
 
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -1087,7 +730,7 @@ def _main(argv):
     args.grad_accum_steps = max(1, args.grad_accum_steps)
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise UserError(f'--device {args.device} but CUDA is not available: pass --device cpu')
-    device = utils.init_distributed_device(args)
+    device = init_distributed_device(args)
     if args.distributed:
         _logger.info(f'Training in distributed mode with multiple processes, 1 device per process. '
                      f'Process {args.rank}, total {args.world_size}, device {args.device}.')
@@ -1107,9 +750,7 @@ def _main(argv):
         datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model),
         str(args.input_size[-1] if args.input_size else (args.img_size or 'default'))])
     output_dir = os.path.join(args.output if args.output else './output/train', exp_name)
-    if args.resume and not os.path.isfile(args.resume):
-        raise UserError(f'--resume {args.resume!r} does not exist: pass a checkpoint file, e.g. '
-                        f'{os.path.join(output_dir, "last.pth.tar")}')
+    resume_ckpt = load_training_checkpoint(args.resume) if args.resume else None
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not args.resume:
         raise UserError(f'experiment folder {output_dir!r} exists: pass --resume '
                         f'{os.path.join(output_dir, "last.pth.tar")} to continue it, or another --experiment')
@@ -1153,7 +794,7 @@ def _main(argv):
     try:
         if args.manifold_mixup:
             mix = tsm.ManifoldMixup(model, layers=args.manifold_layers, **mixup_args)
-        elif _inter_given(args):
+        elif args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None:
             mix = tsm.Mixup(cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
                             switch_prob=args.mixup_switch_prob, **mixup_args)
         task = tsm.SynerMixTask(
@@ -1224,10 +865,9 @@ def _main(argv):
         except RuntimeError as e:
             raise UserError(f'--resume {args.resume!r} does not fit this run ({_first_line(e)}): '
                             f'use the same --model/--num-classes as the checkpoint')
-        resume_ckpt = _load_checkpoint(args.resume)
         resume_state = resume_ckpt.get('synermix') or {}
         saver_state = resume_ckpt.get('saver')
-        del resume_ckpt
+        resume_ckpt = None  # free the tensors before training
         if resume_state.get('next_batch') is not None:
             resume_epoch = resume_state['epoch']  # recovery checkpoint: finish the interrupted epoch
 
@@ -1293,15 +933,14 @@ def _main(argv):
     saver = None
     if _is_primary(args):
         os.makedirs(output_dir, exist_ok=True)
-        saver = _make_saver_class()(
+        saver = AtomicCheckpointSaver(
             model=model, optimizer=optimizer, args=args, amp_scaler=loss_scaler, checkpoint_dir=output_dir,
             recovery_dir=output_dir, decreasing=decreasing_metric, max_history=args.checkpoint_hist, task=task,
             extra_state_fn=extra_state)
         if args.resume and saver_state and os.path.abspath(os.path.dirname(args.resume)) == os.path.abspath(output_dir):
             saver.load_state_dict(saver_state)
-        atomic_write(os.path.join(output_dir, 'args.yaml'), lambda f: f.write(args_text), mode='w')
-        if history:
-            write_summary(os.path.join(output_dir, 'summary.csv'), history)
+        if not args.resume:  # a resumed run rewrites args.yaml with its first checkpoint, not before
+            atomic_write(os.path.join(output_dir, 'args.yaml'), lambda f: f.write(args_text), mode='w')
         if args.log_wandb:
             try:
                 import wandb
@@ -1353,6 +992,8 @@ def _main(argv):
                             num_updates=(epoch + 1) * updates_per_epoch)
             progress['rng_all'] = _gather_rng(args) if args.distributed else None
             if saver is not None:
+                if args.resume and epoch == start_epoch:
+                    atomic_write(os.path.join(output_dir, 'args.yaml'), lambda f: f.write(args_text), mode='w')
                 write_summary(os.path.join(output_dir, 'summary.csv'), history)
                 if args.log_wandb:
                     import wandb
@@ -1410,7 +1051,7 @@ def _finish(args, task, dataset_eval, data_config, device, output_dir, history, 
                      lambda f: np.savez(f, features=features.astype(np.float32), labels=labels.astype(np.int64)))
         if not args.no_feature_metrics:
             metrics = compute_feature_metrics(features, labels, logits.argmax(1))
-    results['metrics'] = _plain(metrics) if metrics is not None else {}
+    results['metrics'] = to_weights_only(metrics) if metrics is not None else {}
     atomic_write(os.path.join(output_dir, 'results.json'),
                  lambda f: f.write(json.dumps(results, indent=2, default=float)), mode='w')
     best = os.path.join(output_dir, 'model_best.pth.tar')

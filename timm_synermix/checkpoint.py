@@ -1,0 +1,289 @@
+"""Crash-safe training checkpoints: atomic writes, exact-resume state, safe loading, safetensors export.
+
+timm's CheckpointSaver writes `tmp.pth.tar`, unlinks `last.pth.tar` and renames, and never
+fsyncs (timm issue #2407): a crash at the wrong moment leaves no `last.pth.tar`, or a file whose
+blocks never reached the disk. Here every file is written to a unique temp file in the same
+folder, flushed and fsynced, moved over the target with `os.replace` and the folder fsynced, so
+at every moment the target is either the old complete file or the new complete file.
+"""
+import glob
+import os
+import random
+import shutil
+import tempfile
+import time
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import torch
+from timm.utils import CheckpointSaver
+
+from .errors import InputError
+
+__all__ = ['fsync_dir', 'atomic_write', 'to_weights_only', 'get_rng_state', 'set_rng_state',
+           'AtomicCheckpointSaver', 'load_training_checkpoint', 'newest_good_checkpoint', 'export_safetensors']
+
+# Seconds to sleep between writing a temp file and moving it into place. Only for crash tests,
+# which kill the process while a checkpoint is being written.
+SAVE_DELAY_ENV = 'TIMM_SYNERMIX_SAVE_DELAY'
+
+TRAINING_KEYS = ('state_dict', 'optimizer', 'epoch')
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a folder so a rename inside it survives a power loss (no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path or '.', os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask_mode() -> int:
+    # mkstemp creates 0600 files; give the final file the mode a plain open() would.
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _temp_path(path: str):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    os.chmod(tmp, _umask_mode())
+    return folder, fd, tmp
+
+
+def _move_into_place(tmp: str, path: str, folder: str) -> None:
+    delay = float(os.environ.get(SAVE_DELAY_ENV) or 0)
+    if delay:
+        time.sleep(delay)
+    os.replace(tmp, path)
+    fsync_dir(folder)
+
+
+def atomic_write(path: str, write_fn: Callable, mode: str = 'wb') -> None:
+    """Write a file so that it is, at every moment, either the old complete file or the new one.
+
+    Writes through a unique temp file in the same folder: flush, fsync, `os.replace`, fsync the folder.
+    A failing `write_fn` leaves the old file and no temp file.
+
+    Args:
+        path: Target file.
+        write_fn: Called with the open temp file, e.g. `lambda f: torch.save(state, f)`.
+        mode: 'wb' or 'w'.
+
+    Example:
+        ```python
+        atomic_write('out/results.json', lambda f: f.write(json.dumps(results)), mode='w')
+        ```
+    """
+    folder, fd, tmp = _temp_path(path)
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        _move_into_place(tmp, path, folder)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_link(src: str, dst: str) -> None:
+    """dst becomes a hard link to (or, where links fail, a copy of) src, atomically replacing dst."""
+    folder = os.path.dirname(os.path.abspath(dst))
+    tmp = os.path.join(folder, f'.{os.path.basename(dst)}.{os.getpid()}.link.tmp')
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    try:
+        os.link(src, tmp)
+    except (OSError, NotImplementedError):
+        shutil.copy2(src, tmp)
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, dst)
+    fsync_dir(folder)
+
+
+def to_weights_only(obj: Any) -> Any:
+    """Checkpoint extras as types `torch.load(weights_only=True)` accepts (numpy values become tensors/scalars)."""
+    if isinstance(obj, dict):
+        return {str(k): to_weights_only(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(to_weights_only(v) for v in obj)
+    if isinstance(obj, list):
+        return [to_weights_only(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def get_rng_state() -> Dict[str, Any]:
+    """Python, numpy, torch (and initialized CUDA) RNG states, storable with weights_only=True."""
+    np_state = np.random.get_state()
+    state = {
+        'python': random.getstate(),
+        'numpy': {'name': np_state[0], 'keys': torch.from_numpy(np_state[1].astype(np.int64)),
+                  'pos': int(np_state[2]), 'has_gauss': int(np_state[3]), 'cached_gaussian': float(np_state[4])},
+        'torch': torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore the states of `get_rng_state` (CUDA only when the GPU count matches)."""
+    version, internal, gauss = state['python']  # a checkpoint turns the state tuple's inner tuple into a list
+    random.setstate((version, tuple(internal), gauss))
+    n = state['numpy']
+    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
+                         n['cached_gaussian']))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available() and len(state['cuda']) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """timm's CheckpointSaver with atomic, fsynced files and extra resume state.
+
+    `last.pth.tar`, `checkpoint-N`, `model_best` and `recovery-E-B` are never missing or partial:
+    each is written by `atomic_write` or linked into place with `os.replace`. The dict returned by
+    `extra_state_fn` (scheduler, sampler, RNG, history, ...) is stored under 'synermix'.
+
+    Args:
+        *args, **kwargs: as `timm.utils.CheckpointSaver`.
+        extra_state_fn: Returns the extra resume state at save time.
+
+    Example:
+        ```python
+        saver = AtomicCheckpointSaver(model=model, optimizer=optimizer, args=args, task=task,
+                                      checkpoint_dir=out, recovery_dir=out,
+                                      extra_state_fn=lambda: {'sampler': sampler.state_dict()})
+        saver.save_checkpoint(epoch, metric=top1)
+        ```
+    """
+
+    def __init__(self, *args, extra_state_fn: Optional[Callable[[], Dict]] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.extra_state_fn = extra_state_fn
+
+    def _save(self, save_path, epoch, metric=None):
+        from timm.utils.model import get_state_dict
+        save_state = {
+            'epoch': epoch,
+            'arch': self.args.model if self.args is not None else type(self.model).__name__.lower(),
+            'optimizer': self.optimizer.state_dict(),
+            'version': 2,
+        }
+        if self.args is not None:
+            save_state['args'] = self.args
+        if self.amp_scaler is not None:
+            save_state[self.amp_scaler.state_dict_key] = self.amp_scaler.state_dict()
+        if self.task is not None:
+            save_state.update(self.task.get_checkpoint_state(unwrap_fn=self.unwrap_fn))
+            save_state.update(self.task.get_checkpoint_state(ema=True, unwrap_fn=self.unwrap_fn))
+        else:
+            save_state['state_dict'] = get_state_dict(self.model, self.unwrap_fn)
+        if metric is not None:
+            save_state['metric'] = metric
+        save_state['saver'] = self.state_dict(epoch, metric)
+        if self.extra_state_fn is not None:
+            save_state['synermix'] = to_weights_only(self.extra_state_fn())
+        atomic_write(save_path, lambda f: torch.save(save_state, f))
+
+    def _replace(self, src, dst):
+        os.replace(src, dst)
+        fsync_dir(os.path.dirname(os.path.abspath(dst)))
+
+    def _duplicate(self, src, dst):
+        _atomic_link(src, dst)
+
+
+def _read(path: str):
+    from timm.models._helpers import _torch_load
+    return _torch_load(path, map_location='cpu', weights_only=True)
+
+
+def _is_training_checkpoint(ckpt) -> bool:
+    return isinstance(ckpt, dict) and all(k in ckpt for k in TRAINING_KEYS)
+
+
+def newest_good_checkpoint(folder: str, exclude: Optional[str] = None) -> Optional[str]:
+    """Newest *.pth.tar in `folder` (by modification time) that loads as a training checkpoint, or None."""
+    files = sorted(glob.glob(os.path.join(folder, '*.pth.tar')), key=os.path.getmtime, reverse=True)
+    for path in files:
+        if exclude is not None and os.path.abspath(path) == os.path.abspath(exclude):
+            continue
+        try:
+            if _is_training_checkpoint(_read(path)):
+                return path
+        except Exception:
+            continue
+    return None
+
+
+def load_training_checkpoint(path: str, flag: str = '--resume') -> Dict[str, Any]:
+    """Load a training checkpoint with `weights_only=True`, or fail naming the file and the newest good one.
+
+    Args:
+        path: Checkpoint written by train.py (or timm's train.py).
+        flag: Option name used in the error message.
+
+    Returns:
+        The checkpoint dict.
+
+    Raises:
+        InputError: the file is missing, truncated or not a torch file, or lacks the training keys.
+    """
+    if not os.path.isfile(path):
+        raise InputError(f'{flag} {path!r} does not exist: pass a checkpoint file, e.g. <experiment>/last.pth.tar')
+    try:
+        ckpt = _read(path)
+        problem = None if _is_training_checkpoint(ckpt) else \
+            f'is not a training checkpoint (no {"/".join(TRAINING_KEYS)})'
+    except Exception as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        problem = f'is truncated or unreadable ({type(e).__name__}: {(lines[0] if lines else "")[:120]})'
+    if problem is None:
+        return ckpt
+    good = newest_good_checkpoint(os.path.dirname(os.path.abspath(path)), exclude=path)
+    fix = f'resume from the newest good one, {good!r}' if good else 'no good checkpoint is next to it; start afresh'
+    raise InputError(f'{flag} {path!r} {problem}: {fix}')
+
+
+def export_safetensors(checkpoint_path: str, out_path: str, metadata: Optional[Dict] = None) -> None:
+    """Export a training checkpoint's weights (EMA when present) as safetensors, atomically.
+
+    The file loads through `timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=...))`.
+
+    Args:
+        checkpoint_path: train.py checkpoint (e.g. model_best.pth.tar).
+        out_path: .safetensors file to write.
+        metadata: Stored as strings in the safetensors header.
+    """
+    from safetensors.torch import save_file
+    ckpt = _read(checkpoint_path)
+    state_dict = ckpt.get('state_dict_ema') or ckpt['state_dict']
+    state_dict = {k[7:] if k.startswith('module.') else k: v.detach().cpu().contiguous().clone()
+                  for k, v in state_dict.items()}
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    folder, fd, tmp = _temp_path(out_path)
+    os.close(fd)
+    try:
+        save_file(state_dict, tmp, metadata=meta)
+        os.chmod(tmp, _umask_mode())  # safetensors recreates the file with its own mode
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        _move_into_place(tmp, out_path, folder)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,168 @@
+"""Training configuration: YAML config files (timm style) and the paper's method presets as flags."""
+import argparse
+import difflib
+import logging
+import os
+from typing import Dict, Iterable, List
+
+import yaml
+
+from .errors import InputError
+from .methods import resolve_method
+
+__all__ = ['parser_dests', 'load_config', 'args_to_yaml', 'derive_method_name', 'apply_method']
+
+_logger = logging.getLogger(__name__)
+
+
+def parser_dests(parser: argparse.ArgumentParser) -> List[str]:
+    """The option names (argparse dest names) a config file may set."""
+    return sorted({a.dest for a in parser._actions if a.dest not in ('help', argparse.SUPPRESS)})
+
+
+def load_config(path: str, valid_keys: Iterable[str]) -> Dict:
+    """Read a timm-style YAML config file of option: value pairs.
+
+    Keys are argparse dest names ('-' is accepted for '_'). An unknown key is an error that names
+    the closest valid key, so a typo never silently falls back to a default.
+
+    Args:
+        path: YAML file.
+        valid_keys: Option names the file may set, e.g. `parser_dests(parser)`.
+
+    Returns:
+        The mapping with '_' keys, ready for `parser.set_defaults(**cfg)`.
+
+    Example:
+        ```python
+        parser.set_defaults(**load_config('configs/cifar100_resnet18.yaml', parser_dests(parser)))
+        ```
+    """
+    if not os.path.isfile(path):
+        raise InputError(f'config file {path!r} not found: pass an existing YAML file to -c/--config')
+    with open(path, 'r') as f:
+        try:
+            cfg = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f'config file {path!r} is not valid YAML ({str(e).splitlines()[0]}): fix the syntax')
+    if not isinstance(cfg, dict):
+        raise InputError(f'config file {path!r} must be a mapping of option: value')
+    valid = sorted(valid_keys)
+    for key in cfg:
+        norm = str(key).replace('-', '_')
+        if norm not in valid:
+            close = difflib.get_close_matches(norm, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else '; keys are train.py option names with _ for -'
+            raise InputError(f"config file {path!r}: unknown key '{key}'{hint}")
+    return {str(k).replace('-', '_'): v for k, v in cfg.items()}
+
+
+def args_to_yaml(args: argparse.Namespace, keys: Iterable[str]) -> str:
+    """args.yaml text: every option by dest name, loadable again through `load_config`."""
+    return yaml.safe_dump({k: getattr(args, k) for k in keys}, default_flow_style=False)
+
+
+def _inter_given(args) -> bool:
+    return args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+
+
+def derive_method_name(args: argparse.Namespace) -> str:
+    """Name of a run configured by flags rather than --method: the paper preset's name where one matches.
+
+    Args:
+        args: Namespace with synermix, synermix_source, mixup, cutmix, cutmix_minmax, manifold_mixup.
+
+    Example:
+        ```python
+        derive_method_name(Namespace(synermix=True, synermix_source='original', mixup=1.0, cutmix=0.0,
+                                     cutmix_minmax=None, manifold_mixup=False))  # 'synermix'
+        ```
+    """
+    if args.manifold_mixup:
+        inter = 'manifold'
+    elif args.mixup > 0 and (args.cutmix > 0 or args.cutmix_minmax is not None):
+        inter = 'mixup-cutmix'
+    elif args.cutmix > 0 or args.cutmix_minmax is not None:
+        inter = 'cutmix'
+    elif args.mixup > 0:
+        inter = 'mixup'
+    else:
+        inter = ''
+    if not args.synermix:
+        return {'': 'baseline', 'manifold': 'manifold-mixup'}.get(inter, inter)
+    if not inter:
+        return 'synermix-intra-aug' if args.synermix_source == 'augmented' else 'synermix-intra'
+    return {'mixup': 'synermix', 'manifold': 'synermix-manifold'}.get(inter, 'synermix-' + inter)
+
+
+def apply_method(args: argparse.Namespace) -> argparse.Namespace:
+    """Resolve --method into the flags it stands for, reject conflicting flags, resolve the β default.
+
+    A preset sets synermix / synermix_source / manifold_mixup and, when no inter-class alpha was
+    given, the paper's mixup alpha 1.0. Without --method the flags are kept and `args.method` is
+    derived from them. β defaults to 0.1 with an inter-class mixup and 0.5 for the intra term
+    alone, and must lie in [0, 1].
+
+    Args:
+        args: Parsed train.py namespace (modified in place).
+
+    Returns:
+        `args`, resolved.
+
+    Example:
+        ```python
+        args = apply_method(parser.parse_args(['data', '--method', 'synermix']))
+        assert args.synermix and args.mixup == 1.0 and args.synermix_beta == 0.1
+        ```
+    """
+    if args.method:
+        try:
+            preset = resolve_method(args.method)
+        except ValueError as e:
+            raise InputError(f'--method: {e}')
+        name = args.method
+        if preset['synermix']:
+            args.synermix = True
+            args.synermix_source = preset['source']
+        elif args.synermix:
+            raise InputError(f'--method {name} has no intra term but --synermix was given: drop --synermix or use '
+                             f'--method synermix-intra / synermix')
+        if preset['manifold_mixup']:
+            if args.cutmix > 0 or args.cutmix_minmax is not None:
+                raise InputError(f'--method {name} mixes hidden states (Manifold MixUp): drop --cutmix/--cutmix-minmax')
+            args.manifold_mixup = True
+            if args.mixup <= 0:
+                args.mixup = 1.0
+        elif preset['mixup']:
+            if args.manifold_mixup:
+                raise InputError(f'--method {name} uses MixUp: drop --manifold-mixup or use --method '
+                                 f'{"synermix-manifold" if preset["synermix"] else "manifold-mixup"}')
+            if not _inter_given(args):
+                args.mixup = 1.0  # the paper's alpha
+        elif _inter_given(args) or args.manifold_mixup:
+            raise InputError(f'--method {name} has no inter-class mixing but --mixup/--cutmix/--manifold-mixup was '
+                             f'given: drop them or use --method {"synermix" if preset["synermix"] else "mixup"}')
+    else:
+        if args.manifold_mixup:
+            if args.cutmix > 0 or args.cutmix_minmax is not None:
+                raise InputError('--manifold-mixup mixes hidden states and cannot use CutMix: drop '
+                                 '--cutmix/--cutmix-minmax')
+            if args.mixup <= 0:
+                args.mixup = 1.0
+        args.method = derive_method_name(args)
+
+    has_inter = args.manifold_mixup or _inter_given(args)
+    if args.synermix:
+        if args.synermix_beta is None:
+            args.synermix_beta = 0.1 if has_inter else 0.5
+        if not 0.0 <= args.synermix_beta <= 1.0:
+            raise InputError(f'--synermix-beta {args.synermix_beta} is outside [0, 1]: use e.g. 0.1 (SynerMix) or 0.5 '
+                             f'(intra term alone)')
+        if args.synermix_source == 'augmented' and has_inter and args.synermix_beta > 0:
+            raise InputError('--synermix-source augmented mixes features that mixup already mixed: use '
+                             '--synermix-source original with mixup, or drop the mixup (w-RA(aug) ablation)')
+    else:
+        if args.synermix_beta not in (None, 0, 0.0):
+            _logger.warning(f'--synermix-beta {args.synermix_beta} ignored: no intra term (method {args.method}).')
+        args.synermix_beta = 0.0
+    return args

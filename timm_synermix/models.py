@@ -1,0 +1,152 @@
+"""Model set-up for training: the ResNet CIFAR stem and fine-tuning from a local weights file."""
+import logging
+import os
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+from .errors import InputError
+
+__all__ = ['apply_cifar_stem', 'mismatched_keys', 'create_train_model']
+
+_logger = logging.getLogger(__name__)
+
+
+def apply_cifar_stem(model: nn.Module) -> nn.Module:
+    """ResNet CIFAR stem, as the authors' code: conv1 becomes 3x3 stride 1 (padding 1), max-pool removed.
+
+    Args:
+        model: timm ResNet with a single `conv1` and a `maxpool` (modified in place).
+
+    Example:
+        ```python
+        model = apply_cifar_stem(timm.create_model('resnet18', num_classes=100))
+        ```
+    """
+    conv1 = getattr(model, 'conv1', None)
+    if not isinstance(conv1, nn.Conv2d) or not hasattr(model, 'maxpool'):
+        raise InputError(f'--cifar-stem needs a timm ResNet with a single conv1 and a maxpool ({type(model).__name__} '
+                         f'has none): use e.g. --model resnet18, or drop --cifar-stem')
+    model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, kernel_size=3, stride=1, padding=1,
+                            bias=conv1.bias is not None)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def _classifier_keys(model: nn.Module) -> List[str]:
+    names = getattr(model, 'pretrained_cfg', {}).get('classifier')
+    if names is None:
+        return []
+    names = [names] if isinstance(names, str) else list(names)
+    return [n + suffix for n in names for suffix in ('.weight', '.bias')]
+
+
+def mismatched_keys(model: nn.Module, state_dict: Dict[str, torch.Tensor], ignore=()) -> List[str]:
+    """Keys of `state_dict` that do not fit `model`: missing, unexpected, or of another shape.
+
+    Args:
+        model: Target model.
+        state_dict: Weights to load.
+        ignore: Keys to leave out (e.g. the classifier, which fine-tuning resets).
+
+    Returns:
+        Descriptions such as 'conv1.weight: file (64, 3, 7, 7) vs model (64, 3, 3, 3)'; empty when all fit.
+    """
+    own = model.state_dict()
+    out = []
+    for k, v in own.items():
+        if k in ignore:
+            continue
+        if k not in state_dict:
+            out.append(f'{k}: missing in file')
+        elif tuple(state_dict[k].shape) != tuple(v.shape):
+            out.append(f'{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}')
+    out += [f'{k}: not in model' for k in state_dict if k not in own and k not in ignore]
+    return out
+
+
+def _read_weights(path: str) -> Dict[str, torch.Tensor]:
+    from timm.models import load_state_dict
+    try:
+        return load_state_dict(path)
+    except Exception as e:
+        raise InputError(f'--pretrained-path {path!r} could not be read ({type(e).__name__}: '
+                         f'{str(e).splitlines()[0] if str(e) else ""}): pass a .safetensors, .pth or timm .pth.tar')
+
+
+def _fit_error(path: str, model_name: str, bad: List[str]) -> InputError:
+    more = f' (and {len(bad) - 4} more)' if len(bad) > 4 else ''
+    return InputError(f'--pretrained-path {path!r} does not fit --model {model_name}: mismatched keys '
+                      f'{"; ".join(bad[:4])}{more}. Use the checkpoint\'s architecture (and --cifar-stem if it '
+                      f'was trained with it)')
+
+
+def create_train_model(
+        model_name: str,
+        num_classes: int,
+        pretrained: bool = False,
+        pretrained_path: Optional[str] = None,
+        cifar_stem: bool = False,
+        initial_checkpoint: str = '',
+        **kwargs,
+) -> nn.Module:
+    """`timm.create_model` for training, with the CIFAR stem and fine-tuning from a local file.
+
+    With `pretrained_path` the file's weights are loaded through timm's pretrained path (its
+    filters and input-channel adaptation apply) and the classifier is reset when its class count
+    differs from `num_classes`; nothing is downloaded. Weights that do not fit the model raise an
+    `InputError` naming the mismatched keys.
+
+    Args:
+        model_name: timm model name.
+        num_classes: Classifier size.
+        pretrained: Download/load timm's pretrained weights.
+        pretrained_path: Local .safetensors / .pth / timm .pth.tar to fine-tune from.
+        cifar_stem: Apply `apply_cifar_stem` (pretrained weights are loaded after the swap).
+        initial_checkpoint: Checkpoint loaded into the finished model (timm's --initial-checkpoint).
+        **kwargs: Passed to `timm.create_model`.
+
+    Example:
+        ```python
+        model = create_train_model('resnet18', 10, pretrained_path='run/model_best.safetensors')
+        ```
+    """
+    from timm.models import create_model, load_checkpoint
+    kwargs['num_classes'] = num_classes
+    if not pretrained_path:
+        model = create_model(model_name, pretrained=pretrained, **kwargs)
+        if cifar_stem:
+            apply_cifar_stem(model)
+    else:
+        if not os.path.isfile(pretrained_path):
+            raise InputError(f'--pretrained-path {pretrained_path!r} does not exist: pass a local weights file')
+        pretrained_sd = _read_weights(pretrained_path)
+        model = create_model(model_name, **kwargs)
+        if cifar_stem:
+            apply_cifar_stem(model)
+        own = model.state_dict()
+        reset = [k for k in _classifier_keys(model)
+                 if k in pretrained_sd and k in own and pretrained_sd[k].shape != own[k].shape]
+        if cifar_stem:
+            bad = mismatched_keys(model, pretrained_sd, ignore=reset)
+            if bad:
+                raise _fit_error(pretrained_path, model_name, bad)
+            model.load_state_dict({k: v for k, v in pretrained_sd.items() if k not in reset}, strict=False)
+        else:
+            # timm's pretrained loader, so model-specific filters (e.g. position embedding resizing)
+            # and input-channel adaptation apply as they do for hub weights.
+            weights = [k for k in _classifier_keys(model) if k.endswith('.weight') and k in pretrained_sd]
+            head = pretrained_sd[weights[0]].shape[0] if weights else -1
+            try:
+                model = create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(
+                    file=pretrained_path, num_classes=head), **kwargs)
+            except RuntimeError as e:
+                bad = mismatched_keys(model, pretrained_sd, ignore=reset) or [str(e).splitlines()[0][:200]]
+                raise _fit_error(pretrained_path, model_name, bad)
+        _logger.info(f'Loaded pretrained weights from {pretrained_path} (classifier reset: {reset or "no"})')
+    if initial_checkpoint:
+        if not os.path.isfile(initial_checkpoint):
+            raise InputError(f'--initial-checkpoint {initial_checkpoint!r} does not exist: pass a checkpoint file')
+        load_checkpoint(model, initial_checkpoint)
+    return model
