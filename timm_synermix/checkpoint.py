@@ -219,7 +219,9 @@ def _is_training_checkpoint(ckpt) -> bool:
 
 def newest_good_checkpoint(folder: str, exclude: Optional[str] = None) -> Optional[str]:
     """Newest *.pth.tar in `folder` (by modification time) that loads as a training checkpoint, or None."""
-    files = sorted(glob.glob(os.path.join(folder, '*.pth.tar')), key=os.path.getmtime, reverse=True)
+    # Hard links share a modification time: among equals, last.pth.tar is the name to resume from.
+    files = sorted(glob.glob(os.path.join(folder, '*.pth.tar')),
+                   key=lambda f: (os.path.getmtime(f), os.path.basename(f) == 'last.pth.tar'), reverse=True)
     for path in files:
         if exclude is not None and os.path.abspath(path) == os.path.abspath(exclude):
             continue
@@ -252,7 +254,8 @@ def load_training_checkpoint(path: str, flag: str = '--resume') -> Dict[str, Any
             f'is not a training checkpoint (no {"/".join(TRAINING_KEYS)})'
     except Exception as e:
         lines = [line for line in str(e).splitlines() if line.strip()]
-        problem = f'is truncated or unreadable ({type(e).__name__}: {(lines[0] if lines else "")[:120]})'
+        first = (lines[0] if lines else '').split('. ')[0][:120]
+        problem = f'is truncated or unreadable ({type(e).__name__}: {first})'
     if problem is None:
         return ckpt
     good = newest_good_checkpoint(os.path.dirname(os.path.abspath(path)), exclude=path)

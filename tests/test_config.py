@@ -1,0 +1,103 @@
+"""Config files (unknown keys fail) and --method presets resolved into flags."""
+import argparse
+import importlib.util
+import os
+
+import pytest
+import yaml
+
+from timm_synermix.config import apply_method, args_to_yaml, derive_method_name, load_config, parser_dests
+from timm_synermix.errors import InputError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def parser():
+    spec = importlib.util.spec_from_file_location('synermix_train_script_cfg', os.path.join(ROOT, 'train.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._build_parsers()[1]
+
+
+def _args(**kw):
+    base = dict(method=None, synermix=False, synermix_source='original', synermix_beta=None, mixup=0.0, cutmix=0.0,
+                cutmix_minmax=None, manifold_mixup=False)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_derive_method_name():
+    assert derive_method_name(_args()) == 'baseline'
+    assert derive_method_name(_args(mixup=0.2)) == 'mixup'
+    assert derive_method_name(_args(cutmix=1.0)) == 'cutmix'
+    assert derive_method_name(_args(mixup=1.0, cutmix=1.0)) == 'mixup-cutmix'
+    assert derive_method_name(_args(manifold_mixup=True)) == 'manifold-mixup'
+    assert derive_method_name(_args(synermix=True)) == 'synermix-intra'
+    assert derive_method_name(_args(synermix=True, synermix_source='augmented')) == 'synermix-intra-aug'
+    assert derive_method_name(_args(synermix=True, mixup=1.0)) == 'synermix'
+    assert derive_method_name(_args(synermix=True, manifold_mixup=True)) == 'synermix-manifold'
+    assert derive_method_name(_args(synermix=True, cutmix=1.0)) == 'synermix-cutmix'
+
+
+def test_apply_method_presets_and_beta_defaults():
+    a = apply_method(_args(method='synermix'))
+    assert a.synermix and a.mixup == 1.0 and a.synermix_beta == 0.1
+    a = apply_method(_args(method='synermix', mixup=0.05))
+    assert a.mixup == 0.05  # an explicit alpha is kept
+    a = apply_method(_args(method='synermix-manifold'))
+    assert a.manifold_mixup and a.mixup == 1.0 and a.synermix_beta == 0.1
+    a = apply_method(_args(method='synermix-intra-aug'))
+    assert a.synermix_source == 'augmented' and a.synermix_beta == 0.5 and a.mixup == 0.0
+    a = apply_method(_args(synermix=True, mixup=1.0))
+    assert a.method == 'synermix' and a.synermix_beta == 0.1
+    a = apply_method(_args(method='mixup', synermix_beta=0.3))
+    assert a.synermix_beta == 0.0  # no intra term: beta is ignored (with a warning)
+
+
+@pytest.mark.parametrize('kw, needle', [
+    (dict(method='synermx'), 'synermix'),
+    (dict(method='baseline', mixup=1.0), 'no inter-class mixing'),
+    (dict(method='mixup', synermix=True), '--synermix'),
+    (dict(method='mixup', manifold_mixup=True), '--manifold-mixup'),
+    (dict(method='manifold-mixup', cutmix=1.0), '--cutmix'),
+    (dict(method='synermix', synermix_beta=1.5), 'outside [0, 1]'),
+    (dict(method='synermix', synermix_beta=-0.1), 'outside [0, 1]'),
+    (dict(synermix=True, synermix_source='augmented', mixup=1.0), 'augmented'),
+])
+def test_apply_method_rejects_conflicts(kw, needle):
+    with pytest.raises(InputError, match=None) as e:
+        apply_method(_args(**kw))
+    assert needle in str(e.value) and '\n' not in str(e.value)
+
+
+def test_load_config_unknown_key_names_closest(tmp_path, parser):
+    path = tmp_path / 'typo.yaml'
+    path.write_text(yaml.safe_dump({'model': 'resnet18', 'smothing': 0.0}))
+    with pytest.raises(InputError) as e:
+        load_config(str(path), parser_dests(parser))
+    assert "'smothing'" in str(e.value) and "'smoothing'" in str(e.value)
+
+
+def test_load_config_dashes_missing_and_malformed(tmp_path, parser):
+    path = tmp_path / 'ok.yaml'
+    path.write_text('model: resnet18\nsynermix-beta: 0.2\n')
+    assert load_config(str(path), parser_dests(parser)) == {'model': 'resnet18', 'synermix_beta': 0.2}
+    with pytest.raises(InputError, match='not found'):
+        load_config(str(tmp_path / 'nope.yaml'), parser_dests(parser))
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('model: [resnet18\n')
+    with pytest.raises(InputError, match='not valid YAML'):
+        load_config(str(bad), parser_dests(parser))
+    listy = tmp_path / 'list.yaml'
+    listy.write_text('- model\n')
+    with pytest.raises(InputError, match='mapping'):
+        load_config(str(listy), parser_dests(parser))
+
+
+def test_args_yaml_round_trips(tmp_path, parser):
+    args = parser.parse_args(['data', '--model', 'test_resnet', '--synermix-beta', '0.3'])
+    path = tmp_path / 'args.yaml'
+    path.write_text(args_to_yaml(args, parser_dests(parser)))
+    cfg = load_config(str(path), parser_dests(parser))
+    assert cfg['model'] == 'test_resnet' and cfg['synermix_beta'] == 0.3
