@@ -2,109 +2,26 @@
 
 A tiny ImageFolder of random PNGs (3 classes x 6 train / 2 validation images, 40 px) is written once per
 session; every run trains test_resnet at 32 px on CPU for one epoch of 4 steps. Runs are cached per session
-so tests that need the output of a method's run (safetensors, fine-tuning, resume) reuse it.
+so tests that need the output of a method's run (safetensors, fine-tuning) reuse it. Resume, crashes and bad
+input: test_reliability.py.
 """
-import csv
 import glob
-import importlib.util
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, 'train.py')
-PYTHON = sys.executable
-TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')
+from train_helpers import (COMMON, ROOT, RUNS, TORCHRUN, load_ckpt, load_train_module, method_run, out_root,  # noqa: F401
+                           read_summary, run_train, tiny_imagefolder)
 
 METHODS = ['baseline', 'mixup', 'manifold-mixup', 'synermix-intra', 'synermix-intra-aug', 'synermix',
            'synermix-manifold']
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'train_loss_intra', 'train_loss_inter', 'eval_loss', 'eval_top1',
                    'eval_top5', 'lr']
 RESULT_KEYS = {'method', 'best_top1', 'best_epoch', 'last_k', 'last_k_mean_top1', 'last_k_std_top1', 'metrics'}
-COMMON = ['--model', 'test_resnet', '--img-size', '32', '-b', '4', '--epochs', '1', '--device', 'cpu', '-j', '0',
-          '--sched', 'step', '--decay-epochs', '100', '--warmup-epochs', '0', '--lr', '0.05', '--smoothing', '0',
-          '--log-interval', '1', '--seed', '7']
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# helpers (conftest_train)
-# ---------------------------------------------------------------------------------------------------------------
-
-def _env(threads=1):  # one thread per process: on a shared 2-core box more threads are 10x slower
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE='1', PYTHONUNBUFFERED='1')
-    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
-    return env
-
-
-def run_train(*args, check=True, cwd=None, torchrun=0):
-    cmd = [TORCHRUN, '--standalone', f'--nproc_per_node={torchrun}', TRAIN] if torchrun else [PYTHON, TRAIN]
-    proc = subprocess.run(cmd + [str(a) for a in args], cwd=cwd or ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'train.py failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
-    return proc
-
-
-def read_summary(path):
-    with open(os.path.join(path, 'summary.csv')) as f:
-        reader = csv.DictReader(f)
-        return reader.fieldnames, list(reader)
-
-
-def load_ckpt(path):
-    from timm.models._helpers import _torch_load
-    return _torch_load(path, weights_only=True)
-
-
-@pytest.fixture(scope='session')
-def tiny_imagefolder(tmp_path_factory):
-    from PIL import Image
-    root = tmp_path_factory.mktemp('tiny_imagefolder')
-    rng = np.random.default_rng(0)
-    for split, n in (('train', 6), ('validation', 2)):
-        for c in range(3):
-            folder = root / split / f'class{c}'
-            folder.mkdir(parents=True)
-            for i in range(n):
-                pixels = (rng.random((40, 40, 3)) * 80 + c * 80).astype(np.uint8)  # learnable: class = brightness
-                Image.fromarray(pixels).save(folder / f'{i}.png')
-    return str(root)
-
-
-@pytest.fixture(scope='session')
-def out_root(tmp_path_factory):
-    return str(tmp_path_factory.mktemp('train_output'))
-
-
-_RUNS = {}
-
-
-def method_run(method, data, out_root, extra=()):
-    """Output folder of a one-epoch run of `method` (run once per session)."""
-    key = (method, tuple(extra))
-    if key not in _RUNS:
-        exp = method + ('-' + '-'.join(a.strip('-') for a in extra) if extra else '')
-        # feature metrics (sklearn) cost a few seconds: computed for the SynerMix run only
-        metrics = () if method == 'synermix' else ('--no-feature-metrics',)
-        proc = run_train(data, *COMMON, '--method', method, '--output', out_root, '--experiment', exp, *extra,
-                         *metrics)
-        _RUNS[key] = (os.path.join(out_root, exp), proc)
-    return _RUNS[key][0]
-
-
-def _load_train_module():
-    spec = importlib.util.spec_from_file_location('synermix_train_script', TRAIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -160,7 +77,7 @@ def test_method_one_epoch_writes_outputs(method, tiny_imagefolder, out_root):
 
 def test_log_shows_loss_terms_and_supplemented_batch(tiny_imagefolder, out_root):
     method_run('synermix', tiny_imagefolder, out_root)
-    proc = _RUNS[('synermix', ())][1]
+    proc = RUNS[('synermix', ())][1]
     log = proc.stdout + proc.stderr
     train_lines = [line for line in log.splitlines() if line.startswith('Train: 0')]
     assert len(train_lines) == 4
@@ -169,18 +86,8 @@ def test_log_shows_loss_terms_and_supplemented_batch(tiny_imagefolder, out_root)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# config files and bad input
+# config files and holdout (bad input: test_reliability.py)
 # ---------------------------------------------------------------------------------------------------------------
-
-def test_config_typo_fails_naming_key(tiny_imagefolder, tmp_path):
-    cfg = tmp_path / 'typo.yaml'
-    cfg.write_text(yaml.safe_dump({'model': 'test_resnet', 'smothing': 0.0}))
-    proc = run_train('-c', cfg, tiny_imagefolder, '--device', 'cpu', '--output', tmp_path, check=False)
-    assert proc.returncode == 2
-    assert "'smothing'" in proc.stderr and "'smoothing'" in proc.stderr
-    assert 'Traceback' not in proc.stderr
-    assert not os.listdir(tmp_path / 'train') if (tmp_path / 'train').exists() else True
-
 
 def test_config_keys_become_defaults(tiny_imagefolder, tmp_path):
     cfg = tmp_path / 'ok.yaml'
@@ -195,42 +102,12 @@ def test_config_keys_become_defaults(tiny_imagefolder, tmp_path):
     assert args['img_size'] == 32 and args['smoothing'] == 0.0
 
 
-def test_bad_inputs_one_line_exit_2(tiny_imagefolder, out_root, tmp_path):
-    cases = [
-        ([str(tmp_path / 'missing'), '--device', 'cpu'], 'does not exist'),
-        ([tiny_imagefolder, '--device', 'cpu', '--method', 'synermx'], 'synermix'),
-    ]
-    # an existing experiment folder is never overwritten without --resume
-    out = method_run('baseline', tiny_imagefolder, out_root)
-    before = os.path.getmtime(os.path.join(out, 'last.pth.tar'))
-    cases.append(([tiny_imagefolder, *COMMON, '--method', 'baseline', '--output', out_root, '--experiment',
-                   'baseline'], '--resume'))
-    for argv, needle in cases:
-        proc = run_train(*argv, check=False)
-        assert proc.returncode == 2, proc.stderr[-2000:]
-        err = [line for line in proc.stderr.strip().splitlines() if line.startswith('train.py: error:')]
-        assert len(err) == 1 and needle in err[0], proc.stderr[-2000:]
-        assert 'Traceback' not in proc.stderr
-    assert os.path.getmtime(os.path.join(out, 'last.pth.tar')) == before
-
-
 def test_val_holdout_is_stratified_split_of_train(tiny_imagefolder, out_root):
     out = method_run('synermix-intra', tiny_imagefolder, out_root, ('--val-holdout', '0.3333'))
     feats = np.load(os.path.join(out, 'features.npz'))
     assert np.bincount(feats['labels']).tolist() == [2, 2, 2]  # 1/3 of 6 train images per class
     ckpt = load_ckpt(os.path.join(out, 'last.pth.tar'))
     assert ckpt['task_state']['step'] == 3  # 12 remaining train images // batch 4
-
-
-def test_cifar_stem():
-    import timm
-    train = _load_train_module()
-    model = train.apply_cifar_stem(timm.create_model('resnet18', num_classes=10))
-    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
-    assert isinstance(model.maxpool, torch.nn.Identity)
-    assert model.forward_features(torch.randn(2, 3, 32, 32)).shape[-1] == 4  # 32 / 8: no stem downsampling
-    with pytest.raises(train.UserError):
-        train.apply_cifar_stem(timm.create_model('test_resnet'))  # deep stem: not a single conv1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -273,47 +150,6 @@ def test_pretrained_path_resets_head_and_loads_backbone(source, tiny_imagefolder
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# resume (issue 6)
-# ---------------------------------------------------------------------------------------------------------------
-
-def _max_diff(a, b):
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-
-
-def test_resume_continues_exactly(tiny_imagefolder, out_root):
-    part = method_run('synermix', tiny_imagefolder, out_root)  # epoch 0 of a 2-epoch-identical schedule
-    run_train(tiny_imagefolder, *COMMON, '--method', 'synermix', '--epochs', '2', '--output', out_root,
-              '--experiment', 'synermix-2ep')
-    run_train(tiny_imagefolder, *COMMON, '--method', 'synermix', '--epochs', '2', '--output', out_root,
-              '--experiment', 'synermix-resumed', '--resume', os.path.join(part, 'last.pth.tar'))
-    full = os.path.join(out_root, 'synermix-2ep')
-    resumed = os.path.join(out_root, 'synermix-resumed')
-    assert read_summary(full) == read_summary(resumed)
-    a = load_ckpt(os.path.join(full, 'last.pth.tar'))
-    b = load_ckpt(os.path.join(resumed, 'last.pth.tar'))
-    assert _max_diff(a['state_dict'], b['state_dict']) == 0.0
-    assert a['task_state'] == b['task_state']
-
-
-def test_recovery_checkpoint_resumes_mid_epoch(tiny_imagefolder, out_root):
-    # exact mid-epoch resume holds without the prefetcher (it reads one batch ahead) and with -j 0
-    run_train(tiny_imagefolder, *COMMON, '--method', 'synermix-intra', '--recovery-interval', '1',
-              '--no-prefetcher', '--output', out_root, '--experiment', 'recovery')
-    rec_dir = os.path.join(out_root, 'recovery')
-    recoveries = sorted(glob.glob(os.path.join(rec_dir, 'recovery-0-*.pth.tar')))
-    assert recoveries
-    ckpt = load_ckpt(recoveries[0])
-    assert ckpt['synermix']['next_batch'] in (1, 2, 3)
-    run_train(tiny_imagefolder, *COMMON, '--method', 'synermix-intra', '--no-prefetcher', '--output', out_root,
-              '--experiment', 'recovery-resumed', '--resume', recoveries[0])
-    a = load_ckpt(os.path.join(rec_dir, 'last.pth.tar'))
-    b = load_ckpt(os.path.join(out_root, 'recovery-resumed', 'last.pth.tar'))
-    assert _max_diff(a['state_dict'], b['state_dict']) == 0.0
-    assert float(read_summary(rec_dir)[1][0]['train_loss']) == pytest.approx(
-        float(read_summary(os.path.join(out_root, 'recovery-resumed'))[1][0]['train_loss']))
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # distributed: torchrun, 2 processes on CPU (gloo) vs one process, same global batch
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -345,55 +181,8 @@ def test_torchrun_two_procs_matches_single_process(tiny_imagefolder, out_root):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# script-level helpers (no subprocess)
+# the paper's config files
 # ---------------------------------------------------------------------------------------------------------------
-
-def test_derive_method_name_and_presets():
-    train = _load_train_module()
-    _, parser = train._build_parsers()
-
-    def resolved(*argv):
-        return train.apply_method(parser.parse_args(['x', *argv]))
-
-    assert resolved().method == 'baseline'
-    assert resolved('--mixup', '0.2').method == 'mixup'
-    assert resolved('--cutmix', '1.0').method == 'cutmix'
-    assert resolved('--synermix').method == 'synermix-intra'
-    assert resolved('--synermix', '--synermix-source', 'augmented').method == 'synermix-intra-aug'
-    assert resolved('--synermix', '--mixup', '1').method == 'synermix'
-    assert resolved('--synermix', '--manifold-mixup').method == 'synermix-manifold'
-    a = resolved('--method', 'synermix', '--mixup', '0.05')
-    assert a.synermix and a.mixup == 0.05 and a.synermix_beta == 0.1
-    a = resolved('--method', 'synermix-manifold')
-    assert a.manifold_mixup and a.mixup == 1.0
-    for argv in (['--method', 'baseline', '--mixup', '1'], ['--method', 'mixup', '--synermix'],
-                 ['--method', 'nope'], ['--method', 'synermix', '--synermix-beta', '2']):
-        with pytest.raises(train.UserError):
-            resolved(*argv)
-
-
-def test_summarize_results_last_k():
-    train = _load_train_module()
-    history = [dict(epoch=e, eval_top1=t) for e, t in enumerate([10., 30., 30., 20., 40.])]
-    r = train.summarize_results(history, 'synermix', last_k=2)
-    assert r['best_top1'] == 40. and r['best_epoch'] == 4
-    assert r['last_k'] == 2 and r['last_k_mean_top1'] == 30. and r['last_k_std_top1'] == 10.
-    r = train.summarize_results(history[:4], 'x', last_k=10)
-    assert r['best_epoch'] == 1 and r['last_k'] == 4
-
-
-def test_atomic_write_replaces_whole_file(tmp_path):
-    train = _load_train_module()
-    path = tmp_path / 'f.bin'
-    train.atomic_write(str(path), lambda f: f.write(b'one'))
-    with pytest.raises(RuntimeError):
-        def fail(f):
-            f.write(b'partial')
-            raise RuntimeError('disk full')
-        train.atomic_write(str(path), fail)
-    assert path.read_bytes() == b'one'
-    assert os.listdir(tmp_path) == ['f.bin']  # no temp file left behind
-
 
 def test_cifar_config_runs_end_to_end(tiny_imagefolder, out_root):
     # the shipped CIFAR-100 file on the tiny ImageFolder: CIFAR stem, cutout-like erasing, elem mixup
@@ -409,7 +198,7 @@ def test_cifar_config_runs_end_to_end(tiny_imagefolder, out_root):
 
 
 def test_shipped_configs_parse():
-    train = _load_train_module()
+    train = load_train_module()
     config_dir = os.path.join(ROOT, 'configs')
     files = sorted(glob.glob(os.path.join(config_dir, '*.yaml')))
     assert len(files) >= 12

@@ -1,0 +1,294 @@
+""" Reliability of train.py (issue 6): crash-safe checkpoints, exact resume, one-line input errors, no hangs.
+
+- SIGKILL a real training run at a seeded random point (mid-epoch, or while a checkpoint is being written),
+  resume it from the newest good checkpoint, and compare the final weights with an uninterrupted run's.
+- Bad input: one parametrised matrix, each row asserting the one-line message, the exit code and that the
+  output folder's files are unchanged (hashed before and after). Most rows call train.py's main(argv)
+  in-process (seconds saved on imports); rows marked 'subprocess' also check the exit code and that no
+  traceback is printed.
+- A rank that dies under a 2-process CPU (gloo) run makes the other exit non-zero within --dist-timeout.
+"""
+import glob
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+import yaml
+
+from train_helpers import (COMMON, PYTHON, ROOT, TRAIN, hash_tree, load_ckpt, load_train_module, max_diff,
+                           out_root, read_summary, run_train, tiny_imagefolder, train_cmd, train_env,  # noqa: F401
+                           write_image_folder)
+from timm_synermix.checkpoint import SAVE_DELAY_ENV, newest_good_checkpoint
+
+CRASH_ARGS = [*COMMON, '--method', 'synermix', '--epochs', '3', '--no-feature-metrics', '--checkpoint-hist', '2']
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# SIGKILL and resume
+# ---------------------------------------------------------------------------------------------------------------
+
+def _wait_then_kill(proc, folder, ready, timeout=300):
+    """Poll `folder` until ready(names) holds, then SIGKILL the run. Returns False if the run ended first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            return False
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        if ready(names):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.005)
+    proc.kill()
+    raise AssertionError('the run never reached the kill point')
+
+
+KILL_CASES = {
+    # mid-epoch, recovery checkpoint after every step: exact with -j 0 and no prefetcher (see README)
+    'mid-epoch': dict(extra=['--recovery-interval', '1', '--no-prefetcher', '-j', '0'], env={}),
+    # while a checkpoint's temp file exists (the save is slowed), with a worker process and the prefetcher
+    'during-save': dict(extra=['-j', '1'], env={SAVE_DELAY_ENV: '0.4'}),
+}
+
+
+@pytest.mark.parametrize('case', list(KILL_CASES))
+def test_sigkill_then_resume_matches_uninterrupted_run(case, tiny_imagefolder, out_root):
+    extra, env = KILL_CASES[case]['extra'], KILL_CASES[case]['env']
+    ref_dir = os.path.join(out_root, f'kill-{case}-ref')
+    run_train(tiny_imagefolder, *CRASH_ARGS, *extra, '--output', out_root, '--experiment', f'kill-{case}-ref')
+
+    rng = random.Random(f'{case}-0')  # the kill point: seeded, so a failure reproduces
+    exp_dir = os.path.join(out_root, f'kill-{case}')
+    if case == 'mid-epoch':
+        epoch, step = rng.randrange(3), rng.randrange(3)  # 4 steps per epoch: recovery after steps 0..2
+        target = f'recovery-{epoch}-{step}.pth.tar'
+
+        def ready(names):
+            return target in names
+    else:
+        epoch = rng.randrange(1, 3)  # the checkpoint write of epoch 1 or 2: last.pth.tar of the one before exists
+        seen = set()
+
+        def ready(names):
+            seen.update(n for n in names if n.startswith('.tmp.pth.tar.') and n.endswith('.tmp'))
+            return len(seen) == epoch + 1 and any(n.startswith('.tmp.pth.tar.') for n in names)
+    proc = subprocess.Popen(train_cmd(tiny_imagefolder, *CRASH_ARGS, *extra, '--output', out_root,
+                                      '--experiment', f'kill-{case}'),
+                            cwd=ROOT, env=train_env(**env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed = _wait_then_kill(proc, exp_dir, ready)
+    assert killed, proc.stderr.read().decode()[-3000:]
+
+    last = os.path.join(exp_dir, 'last.pth.tar')
+    if case == 'during-save':
+        assert load_ckpt(last)['epoch'] == epoch - 1  # the interrupted write left the previous one whole
+    resume = newest_good_checkpoint(exp_dir)
+    assert resume is not None
+    run_train(tiny_imagefolder, *CRASH_ARGS, *extra, '--output', out_root, '--experiment', f'kill-{case}',
+              '--resume', resume)
+    a, b = load_ckpt(os.path.join(ref_dir, 'last.pth.tar')), load_ckpt(last)
+    assert max_diff(a['state_dict'], b['state_dict']) == 0.0, f'resumed from {resume}'
+    assert a['task_state'] == b['task_state'] and a['epoch'] == b['epoch'] == 2
+    assert read_summary(ref_dir) == read_summary(exp_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bad input: one line, exit code 2, output folder untouched
+# ---------------------------------------------------------------------------------------------------------------
+
+class _NoPreLogits(nn.Module):
+    """A model whose forward_head has no pre_logits argument."""
+
+    def __init__(self, num_classes=1000, in_chans=3, **kwargs):
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv = nn.Conv2d(in_chans, 8, 3)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward_features(self, x):
+        return self.conv(x)
+
+    def forward_head(self, x):
+        return self.fc(x.mean((2, 3)))
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def _register_no_pre_logits():
+    from timm.models import register_model
+    from timm.models._registry import is_model
+    if not is_model('synermix_test_no_pre_logits'):
+        def synermix_test_no_pre_logits(pretrained=False, **kwargs):
+            return _NoPreLogits(**kwargs)
+        register_model(synermix_test_no_pre_logits)
+
+
+@pytest.fixture(scope='module')
+def trained(tiny_imagefolder, tmp_path_factory):
+    """One finished 1-epoch run (in-process), copied (hard links) into each row's output folder."""
+    root = str(tmp_path_factory.mktemp('reliability_src'))
+    _main(tiny_imagefolder, *COMMON, '--method', 'baseline', '--no-feature-metrics', '--output', root,
+          '--experiment', 'run')
+    return os.path.join(root, 'run')
+
+
+def _main(*argv):
+    """train.py's main(argv) in this process; returns the exit code."""
+    import logging
+    handlers = list(logging.getLogger().handlers)
+    try:
+        return load_train_module().main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+    finally:  # main() adds a stream handler bound to this test's captured stderr
+        logging.getLogger().handlers[:] = handlers
+
+
+@pytest.fixture(scope='module')
+def bad_data(tiny_imagefolder, tmp_path_factory):
+    root = tmp_path_factory.mktemp('bad_data')
+    singleton = write_image_folder(str(root / 'singleton'))
+    for name in os.listdir(os.path.join(singleton, 'train', 'class2'))[1:]:
+        os.unlink(os.path.join(singleton, 'train', 'class2', name))
+    broken = str(root / 'broken')
+    shutil.copytree(tiny_imagefolder, broken)
+    with open(os.path.join(broken, 'train', 'class1', 'broken.png'), 'wb') as f:
+        f.write(b'this is not a png')
+    os.makedirs(root / 'empty')
+    with open(root / 'typo.yaml', 'w') as f:
+        yaml.safe_dump({'model': 'test_resnet', 'smothing': 0.0}, f)
+    import timm
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in timm.create_model('resnet18', num_classes=3).state_dict().items()},
+              str(root / 'resnet18.safetensors'))
+    torch.save({'fc.weight': torch.zeros(3, 8)}, root / 'weights.pth')
+    return dict(singleton=singleton, broken=broken, empty=str(root / 'empty'), missing=str(root / 'missing'),
+                typo=str(root / 'typo.yaml'), resnet18=str(root / 'resnet18.safetensors'),
+                foreign=str(root / 'weights.pth'))
+
+
+BASE = [*COMMON, '--no-feature-metrics']
+
+# id: (argv after DIR, DIR key (None: the tiny ImageFolder), needle in the message, how it is run)
+# '{out}' is the guarded experiment folder (a finished run), '{new}' a fresh experiment name under the same root.
+BAD_INPUT = {
+    'beta-outside-0-1': (['--method', 'synermix', '--synermix-beta', '1.5'], None, 'outside [0, 1]', 'in-process'),
+    'unknown-method': (['--method', 'synermx'], None, 'Did you mean "synermix"', 'subprocess'),
+    'singleton-class': (['--method', 'synermix'], 'singleton', 'single training image cannot be supplemented: class2', 'in-process'),
+    'num-classes-vs-data': (['--method', 'synermix', '--num-classes', '2'], None, 'outside [0, 2)', 'in-process'),
+    'no-pre-logits': (['--method', 'synermix', '--model', 'synermix_test_no_pre_logits'], None,
+                      'pre_logits=True', 'in-process'),
+    'manifold-layer': (['--method', 'manifold-mixup', '--manifold-layers', 'layer9'], None,
+                       'layer "layer9" is not a module', 'in-process'),
+    'batch-size-1': (['--method', 'synermix', '-b', '1'], None, 'batch_size=1', 'in-process'),
+    'yaml-unknown-key': (['-c', '{typo}'], None, "unknown key 'smothing'; did you mean 'smoothing'", 'in-process'),
+    'missing-data': ([], 'missing', 'does not exist', 'in-process'),
+    'empty-data': ([], 'empty', 'is empty', 'in-process'),
+    'undecodable-image': (['--method', 'baseline'], 'broken', 'broken.png', 'in-process (skips, warns)'),
+    'truncated-resume': (['--resume', '{out}/last.pth.tar', '--experiment', '{out_name}', '--epochs', '2'], None,
+                         'last.pth.tar\' is truncated', 'subprocess'),
+    'foreign-resume': (['--resume', '{foreign}', '--epochs', '2'], None, 'not a training checkpoint', 'in-process'),
+    'pretrained-shapes': (['--method', 'synermix', '--pretrained-path', '{resnet18}'], None, 'mismatched keys',
+                          'in-process'),
+    'nan-loss': (['--resume', '{out}/last.pth.tar', '--experiment', '{out_name}', '--epochs', '2', '--no-resume-opt',
+                  '--lr', 'inf'], None, 'training stopped and the last good checkpoint', 'in-process'),
+    'existing-experiment': (['--experiment', '{out_name}'], None, 'pass --resume', 'in-process'),
+}
+
+
+@pytest.mark.parametrize('row', list(BAD_INPUT))
+def test_bad_input_one_line_exit_2_folder_untouched(row, trained, bad_data, tiny_imagefolder, tmp_path, capsys,
+                                                     caplog):
+    argv, data_key, needle, how = BAD_INPUT[row]
+    _register_no_pre_logits()
+    out_root = str(tmp_path / 'out')
+    guarded = os.path.join(out_root, 'guarded')
+    shutil.copytree(trained, guarded, copy_function=os.link)
+    if row == 'truncated-resume':  # a last.pth.tar cut short (as a non-atomic writer could leave it)
+        data = open(os.path.join(guarded, 'last.pth.tar'), 'rb').read()
+        os.unlink(os.path.join(guarded, 'last.pth.tar'))
+        with open(os.path.join(guarded, 'last.pth.tar'), 'wb') as f:
+            f.write(data[:len(data) // 3])
+    before = hash_tree(out_root)
+    fields = dict(bad_data, out=guarded, out_name='guarded')
+    argv = [a.format(**fields) for a in argv]
+    if '--experiment' not in argv:
+        argv += ['--experiment', 'new']
+    full = [bad_data[data_key] if data_key else tiny_imagefolder, *BASE, *argv, '--output', out_root]
+
+    if how == 'subprocess':
+        proc = run_train(*full, check=False)
+        code, err = proc.returncode, proc.stderr
+        assert 'Traceback' not in err, err[-3000:]
+    else:
+        code = _main(*full)
+        err = capsys.readouterr().err
+
+    if row == 'undecodable-image':  # skipped with a warning naming the file; the run goes on
+        assert code == 0
+        assert any('Skipped sample' in r.getMessage() and needle in r.getMessage() for r in caplog.records)
+        assert os.path.isfile(os.path.join(out_root, 'new', 'last.pth.tar'))
+        after = hash_tree(out_root)
+        assert {k: v for k, v in after.items() if not k.startswith('new')} == before
+        return
+    assert code == 2, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith('train.py: error:')]
+    assert len(lines) == 1 and needle in lines[0], err[-3000:]
+    assert hash_tree(out_root) == before
+    assert not os.path.exists(os.path.join(out_root, 'new')) or not os.listdir(os.path.join(out_root, 'new'))
+    if row == 'truncated-resume':
+        assert 'checkpoint-0.pth.tar' in lines[0]  # names the newest good checkpoint
+    if row == 'nan-loss':
+        assert 'at epoch 1, step 1' in lines[0] or 'at epoch 1, step 0' in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a dead rank never hangs the others
+# ---------------------------------------------------------------------------------------------------------------
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_dead_rank_makes_the_other_exit_within_timeout(tiny_imagefolder, tmp_path):
+    timeout = 20
+    port = _free_port()
+    argv = train_cmd(tiny_imagefolder, *COMMON, '--method', 'synermix', '--epochs', '200', '--no-feature-metrics',
+                     '--dist-timeout', timeout, '--output', tmp_path, '--experiment', 'ddp')
+    procs, logs = [], []
+    for rank in range(2):
+        env = train_env(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                        WORLD_SIZE='2')
+        log = open(tmp_path / f'rank{rank}.log', 'w+')
+        logs.append(log)
+        procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    try:
+        deadline = time.time() + 240
+        while 'Train: 1 ' not in (tmp_path / 'rank0.log').read_text():  # both ranks are in the training loop
+            assert time.time() < deadline and procs[0].poll() is None and procs[1].poll() is None, \
+                (tmp_path / 'rank0.log').read_text()[-3000:]
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        code = procs[0].wait(timeout=timeout + 60)
+        elapsed = time.time() - killed_at
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+    assert code != 0
+    assert elapsed < timeout + 30, elapsed
+    print(f'rank 0 exited with {code} {elapsed:.1f}s after rank 1 was killed')
