@@ -260,8 +260,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_dead_rank_makes_the_other_exit_within_timeout(tiny_imagefolder, tmp_path):
-    timeout = 20
+@pytest.mark.parametrize('fault', ['killed', 'hung'])
+def test_dead_rank_makes_the_other_exit_within_timeout(fault, tiny_imagefolder, tmp_path):
+    """Rank 1 is SIGKILLed (its sockets close: rank 0 fails at once) or SIGSTOPped (a hung rank: nothing
+    closes, rank 0 fails when --dist-timeout expires)."""
+    timeout = 10
     port = _free_port()
     argv = train_cmd(tiny_imagefolder, *COMMON, '--method', 'synermix', '--epochs', '200', '--no-feature-metrics',
                      '--dist-timeout', timeout, '--output', tmp_path, '--experiment', 'ddp')
@@ -278,7 +281,7 @@ def test_dead_rank_makes_the_other_exit_within_timeout(tiny_imagefolder, tmp_pat
             assert time.time() < deadline and procs[0].poll() is None and procs[1].poll() is None, \
                 (tmp_path / 'rank0.log').read_text()[-3000:]
             time.sleep(0.05)
-        procs[1].send_signal(signal.SIGKILL)
+        procs[1].send_signal(signal.SIGKILL if fault == 'killed' else signal.SIGSTOP)
         killed_at = time.time()
         code = procs[0].wait(timeout=timeout + 60)
         elapsed = time.time() - killed_at
@@ -289,6 +292,8 @@ def test_dead_rank_makes_the_other_exit_within_timeout(tiny_imagefolder, tmp_pat
                 p.wait()
         for log in logs:
             log.close()
+    print(f'rank 0 exited with {code} {elapsed:.1f}s after rank 1 was {fault}')
     assert code != 0
     assert elapsed < timeout + 30, elapsed
-    print(f'rank 0 exited with {code} {elapsed:.1f}s after rank 1 was killed')
+    if fault == 'hung':
+        assert elapsed > timeout / 2, elapsed  # it was the timeout, not a closed socket, that ended it
