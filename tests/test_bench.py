@@ -1,0 +1,65 @@
+"""Smoke test of the benchmark harness (bench/run.py --smoke): every row prints a usable ratio.
+
+No timing assertion anywhere: ratios depend on the machine and its load; the goals are checked
+by reading `make bench`, not by tests.
+"""
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LINE = re.compile(r'^BENCH (\S+) ratio=(\S+) \((.+)\)$')
+
+
+def test_bench_smoke_prints_every_row(tmp_path):
+    out_file = tmp_path / 'bench.md'
+    result = subprocess.run(
+        [sys.executable, str(ROOT / 'bench' / 'run.py'), '--smoke', '--out', str(out_file)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    rows = {}
+    for line in result.stdout.splitlines():
+        if line.startswith('BENCH '):
+            match = LINE.match(line)
+            assert match, f'malformed BENCH line: {line}'
+            name, ratio, details = match.groups()
+            value = float(ratio)
+            assert math.isfinite(value) and value > 0, line
+            assert 'n=' in details, line     # the spread over repeats is reported
+            rows[name] = value
+    assert rows, result.stdout[-3000:]
+
+    sections = {name.split('.')[0] for name in rows}
+    assert sections == {'step', 'intra', 'memory', 'sampler', 'loader'}, sections
+    for model in ('resnet10t', 'mobilenetv3_small', 'swin_micro'):
+        for row in ('synermix_vs_plain', 'synermix_vs_unsupplemented', 'intra_every_2', 'beta0_vs_timm',
+                    'synermix_vs_handwritten'):
+            assert f'step.{model}.{row}' in rows
+        assert f'memory.{model}' in rows
+        assert f'intra.share_of_step.{model}' in rows
+    assert 'step.resnet10t.original_scale_0.5' in rows
+    for classes in (10, 100, 257):
+        assert f'intra.vs_loop.{classes}_classes' in rows
+    assert {'sampler.vs_naive', 'sampler.vs_plain_batches'} <= set(rows)
+    for ext in ('png', 'jpg'):
+        assert {f'loader.{ext}.two_views_vs_one_view', f'loader.{ext}.two_views_vs_decode_twice'} <= set(rows)
+
+    # The summary table comes after the BENCH lines and lists every row; --out writes it too.
+    summary = result.stdout[result.stdout.index('## Summary'):]
+    assert '| row | ratio | goal | met? |' in summary
+    for name in rows:
+        assert f'| {name} |' in summary
+    written = out_file.read_text()
+    assert '| row | ratio | goal | met? |' in written and 'BENCH step.' in written
+
+
+def test_bench_only_selects_sections():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / 'bench' / 'run.py'), '--smoke', '--only', 'sampler'],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = [line.split()[1] for line in result.stdout.splitlines() if line.startswith('BENCH ')]
+    assert names and all(name.startswith('sampler.') for name in names)
