@@ -8,8 +8,16 @@ timm's train.py flags, names, defaults and outputs, with SynerMix (spec: SYNERMI
     torchrun --nproc_per_node=2 train.py DATA_DIR --model resnet50 --method synermix
 
 Thin glue over timm's factories (create_model, create_dataset, create_loader, create_optimizer_v2,
-create_scheduler_v2, CheckpointSaver, ModelEmaV3 through the task) and timm_synermix
-(SynerMixTask, SupplementedBatchSampler, create_synermix_loader, Mixup, ManifoldMixup).
+create_scheduler_v2, ModelEmaV3 through the task) and timm_synermix: SynerMixTask, SupplementedBatchSampler,
+create_synermix_loader, Mixup, ManifoldMixup; config (YAML files, --method presets), models (CIFAR stem,
+--pretrained-path), splits (--val-holdout), checkpoint (atomic AtomicCheckpointSaver, RNG state, safe loading,
+safetensors export), results (summary.csv, results.json).
+
+Reliability: checkpoints are written atomically and carry everything an exact resume needs (model, optimizer,
+scheduler, EMA, AMP scaler, epoch/step, sampler position, RNG states); bad input fails before anything is
+written, with one line naming the problem and the fix (exit code 2; --debug shows the traceback); a NaN/inf
+loss stops the run, keeping the last good checkpoint; under torchrun a dead or hung rank fails the others
+within --dist-timeout seconds.
 
 Outputs (as timm): <output>/train/<experiment>/{args.yaml, summary.csv, last.pth.tar, checkpoint-N.pth.tar,
 model_best.pth.tar}, plus results.json, features.npz and model_best.safetensors.

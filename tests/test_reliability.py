@@ -97,6 +97,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(case, tiny_imagefolder, o
     assert max_diff(a['state_dict'], b['state_dict']) == 0.0, f'resumed from {resume}'
     assert a['task_state'] == b['task_state'] and a['epoch'] == b['epoch'] == 2
     assert read_summary(ref_dir) == read_summary(exp_dir)
+    assert not [n for n in os.listdir(exp_dir) if n.endswith('.tmp')]  # the killed write's temp file is gone
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -157,7 +157,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     `last.pth.tar`, `checkpoint-N`, `model_best` and `recovery-E-B` are never missing or partial:
     each is written by `atomic_write` or linked into place with `os.replace`. The dict returned by
-    `extra_state_fn` (scheduler, sampler, RNG, history, ...) is stored under 'synermix'.
+    `extra_state_fn` (scheduler, sampler, RNG, history, ...) is stored under 'synermix'. Temp files left
+    in the folders by a killed run are removed on construction.
 
     Args:
         *args, **kwargs: as `timm.utils.CheckpointSaver`.
@@ -175,6 +176,11 @@ class AtomicCheckpointSaver(CheckpointSaver):
     def __init__(self, *args, extra_state_fn: Optional[Callable[[], Dict]] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.extra_state_fn = extra_state_fn
+        # Temp files of a run that was killed mid-write: never complete, never read. One run writes a
+        # folder at a time (train.py refuses an existing experiment without --resume).
+        for folder in {self.checkpoint_dir, self.recovery_dir}:
+            for stale in glob.glob(os.path.join(folder or '.', '.*.tmp')):
+                os.unlink(stale)
 
     def _save(self, save_path, epoch, metric=None):
         from timm.utils.model import get_state_dict
