@@ -156,7 +156,8 @@ def _build_parsers():
                        help='Force broadcast buffers for native DDP to off.')
     group.add_argument('--local_rank', '--local-rank', default=0, type=int)
     group.add_argument('--dist-timeout', type=float, default=600, metavar='SECONDS',
-                       help='a collective that waits longer (e.g. for a rank that died) fails the run (default: 600)')
+                       help='a collective that waits longer (for a rank that died or hangs) fails the run; raise it '
+                            'if ranks legitimately wait longer, e.g. torch.compile warm-up (default: 600)')
 
     # Optimizer parameters
     group = parser.add_argument_group('Optimizer parameters')
