@@ -466,8 +466,9 @@ def _thread_limit(threads):
     if not threads:
         return nullcontext()
     try:
+        import sklearn.manifold  # noqa: F401  loads t-SNE's OpenMP runtime first: the cap only reaches loaded pools
         from threadpoolctl import threadpool_limits
-    except ImportError:  # scikit-learn brings it; without it, run uncapped
+    except ImportError:  # scikit-learn brings threadpoolctl; without them, run uncapped
         return nullcontext()
     return threadpool_limits(threads)
 
