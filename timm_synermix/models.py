@@ -42,6 +42,12 @@ def _classifier_keys(model: nn.Module) -> List[str]:
     return [n + suffix for n in names for suffix in ('.weight', '.bias')]
 
 
+def _head_to_reset(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> List[str]:
+    """Classifier keys whose shape differs between file and model (fine-tuning to another class count)."""
+    own = model.state_dict()
+    return [k for k in _classifier_keys(model) if k in state_dict and k in own and state_dict[k].shape != own[k].shape]
+
+
 def mismatched_keys(model: nn.Module, state_dict: Dict[str, torch.Tensor], ignore=()) -> List[str]:
     """Keys of `state_dict` that do not fit `model`: missing, unexpected, or of another shape.
 
@@ -122,28 +128,30 @@ def create_train_model(
         if not os.path.isfile(pretrained_path):
             raise InputError(f'--pretrained-path {pretrained_path!r} does not exist: pass a local weights file')
         pretrained_sd = _read_weights(pretrained_path)
-        model = create_model(model_name, **kwargs)
         if cifar_stem:
-            apply_cifar_stem(model)
-        own = model.state_dict()
-        reset = [k for k in _classifier_keys(model)
-                 if k in pretrained_sd and k in own and pretrained_sd[k].shape != own[k].shape]
-        if cifar_stem:
+            model = apply_cifar_stem(create_model(model_name, **kwargs))
+            reset = _head_to_reset(model, pretrained_sd)
             bad = mismatched_keys(model, pretrained_sd, ignore=reset)
             if bad:
                 raise _fit_error(pretrained_path, model_name, bad)
             model.load_state_dict({k: v for k, v in pretrained_sd.items() if k not in reset}, strict=False)
         else:
             # timm's pretrained loader, so model-specific filters (e.g. position embedding resizing)
-            # and input-channel adaptation apply as they do for hub weights.
-            weights = [k for k in _classifier_keys(model) if k.endswith('.weight') and k in pretrained_sd]
+            # and input-channel adaptation apply as they do for hub weights; it resets the classifier
+            # when the file's class count differs from num_classes.
+            from timm.models import get_pretrained_cfg_value
+            names = get_pretrained_cfg_value(model_name, 'classifier') or []
+            names = [names] if isinstance(names, str) else list(names)
+            weights = [n + '.weight' for n in names if n + '.weight' in pretrained_sd]
             head = pretrained_sd[weights[0]].shape[0] if weights else -1
             try:
                 model = create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(
                     file=pretrained_path, num_classes=head), **kwargs)
             except RuntimeError as e:
-                bad = mismatched_keys(model, pretrained_sd, ignore=reset) or [str(e).splitlines()[0][:200]]
-                raise _fit_error(pretrained_path, model_name, bad)
+                plain = create_model(model_name, **kwargs)
+                bad = mismatched_keys(plain, pretrained_sd, ignore=_head_to_reset(plain, pretrained_sd))
+                raise _fit_error(pretrained_path, model_name, bad or [str(e).splitlines()[0][:200]])
+            reset = [] if head == num_classes else [n + suffix for n in names for suffix in ('.weight', '.bias')]
         _logger.info(f'Loaded pretrained weights from {pretrained_path} (classifier reset: {reset or "no"})')
     if initial_checkpoint:
         if not os.path.isfile(initial_checkpoint):
