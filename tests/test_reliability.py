@@ -28,7 +28,8 @@ from train_helpers import (COMMON, PYTHON, ROOT, TRAIN, hash_tree, load_ckpt, lo
                            write_image_folder)
 from timm_synermix.checkpoint import SAVE_DELAY_ENV, newest_good_checkpoint
 
-CRASH_ARGS = [*COMMON, '--method', 'synermix', '--epochs', '3', '--no-feature-metrics', '--checkpoint-hist', '2']
+CRASH_ARGS = [*COMMON, '--method', 'synermix', '--epochs', '3', '--no-feature-metrics', '--checkpoint-hist', '2',
+              '--model-ema', '--model-ema-decay', '0.9']
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -65,7 +66,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(case, tiny_imagefolder, o
     ref_dir = os.path.join(out_root, f'kill-{case}-ref')
     run_train(tiny_imagefolder, *CRASH_ARGS, *extra, '--output', out_root, '--experiment', f'kill-{case}-ref')
 
-    rng = random.Random(f'{case}-0')  # the kill point: seeded, so a failure reproduces
+    # the kill point: seeded, so a failure reproduces; SYNERMIX_KILL_SEED=n tries other points
+    rng = random.Random(f'{case}-{os.environ.get("SYNERMIX_KILL_SEED", "0")}')
     exp_dir = os.path.join(out_root, f'kill-{case}')
     if case == 'mid-epoch':
         epoch, step = rng.randrange(3), rng.randrange(3)  # 4 steps per epoch: recovery after steps 0..2
@@ -95,6 +97,10 @@ def test_sigkill_then_resume_matches_uninterrupted_run(case, tiny_imagefolder, o
               '--resume', resume)
     a, b = load_ckpt(os.path.join(ref_dir, 'last.pth.tar')), load_ckpt(last)
     assert max_diff(a['state_dict'], b['state_dict']) == 0.0, f'resumed from {resume}'
+    assert max_diff(a['state_dict_ema'], b['state_dict_ema']) == 0.0
+    assert a['optimizer']['state'].keys() == b['optimizer']['state'].keys()
+    assert all(torch.equal(a['optimizer']['state'][k]['momentum_buffer'], b['optimizer']['state'][k]['momentum_buffer'])
+               for k in a['optimizer']['state'])
     assert a['task_state'] == b['task_state'] and a['epoch'] == b['epoch'] == 2
     assert read_summary(ref_dir) == read_summary(exp_dir)
     assert not [n for n in os.listdir(exp_dir) if n.endswith('.tmp')]  # the killed write's temp file is gone
