@@ -8,14 +8,12 @@
   traceback is printed.
 - A rank that dies under a 2-process CPU (gloo) run makes the other exit non-zero within --dist-timeout.
 """
-import glob
 import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -23,7 +21,7 @@ import torch
 import torch.nn as nn
 import yaml
 
-from train_helpers import (COMMON, PYTHON, ROOT, TRAIN, hash_tree, load_ckpt, load_train_module, max_diff,
+from train_helpers import (COMMON, ROOT, hash_tree, load_ckpt, load_train_module, max_diff,
                            out_root, read_summary, run_train, tiny_imagefolder, train_cmd, train_env,  # noqa: F401
                            write_image_folder)
 from timm_synermix.checkpoint import SAVE_DELAY_ENV, newest_good_checkpoint
