@@ -290,7 +290,8 @@ def _build_parsers():
     group.add_argument('--log-interval', type=int, default=50, metavar='N',
                        help='how many batches to wait before logging training status')
     group.add_argument('--recovery-interval', type=int, default=0, metavar='N',
-                       help='how many batches to wait before writing recovery checkpoint')
+                       help='how many batches to wait before writing recovery checkpoint (a kill loses at most N '
+                            'steps; resuming it is bit-exact with -j 0 --no-prefetcher, else the same batches)')
     group.add_argument('--checkpoint-hist', type=int, default=10, metavar='N',
                        help='number of checkpoints to keep (default: 10)')
     group.add_argument('-j', '--workers', type=int, default=4, metavar='N',
