@@ -1060,7 +1060,10 @@ def _finish(args, task, dataset_eval, data_config, device, output_dir, history, 
         atomic_write(os.path.join(output_dir, 'features.npz'),
                      lambda f: np.savez(f, features=features.astype(np.float32), labels=labels.astype(np.int64)))
         if not args.no_feature_metrics:
-            metrics = compute_feature_metrics(features, labels, logits.argmax(1))
+            try:
+                metrics = compute_feature_metrics(features, labels, logits.argmax(1))
+            except ValueError as e:  # e.g. too few eval images for a silhouette: the trained run still counts
+                _logger.warning(f'Feature metrics skipped: {e}')
     results['metrics'] = to_weights_only(metrics) if metrics is not None else {}
     atomic_write(os.path.join(output_dir, 'results.json'),
                  lambda f: f.write(json.dumps(results, indent=2, default=float)), mode='w')

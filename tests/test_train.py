@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from train_helpers import (COMMON, ROOT, RUNS, TORCHRUN, load_ckpt, load_train_module, method_run, out_root,  # noqa: F401
-                           read_summary, run_train, tiny_imagefolder)
+                           read_summary, run_train, tiny_imagefolder, write_image_folder)
 
 METHODS = ['baseline', 'mixup', 'manifold-mixup', 'synermix-intra', 'synermix-intra-aug', 'synermix',
            'synermix-manifold']
@@ -208,3 +208,12 @@ def test_shipped_configs_parse():
         assert args.sched == 'step' and args.decay_rate == 0.5 and args.smoothing == 0, path
         with open(os.path.join(config_dir, 'README.md')) as f:
             assert os.path.basename(path) in f.read(), path
+
+
+def test_too_few_eval_images_for_metrics_still_finish_the_run(tmp_path):
+    data = write_image_folder(tmp_path / 'data', n_train=4, n_val=1)   # 3 eval images for 3 classes: no silhouette
+    proc = run_train(data, *COMMON, '--method', 'synermix', '--output', tmp_path / 'out', '--experiment', 'few')
+    with open(tmp_path / 'out' / 'few' / 'results.json') as f:
+        results = json.load(f)
+    assert results['metrics'] == {} and results['method'] == 'synermix'
+    assert 'Feature metrics skipped' in proc.stdout + proc.stderr
