@@ -60,6 +60,6 @@ def test_demo_finetunes_with_the_papers_recipe_scaled_down():
     assert flags['--opt'] == 'sgd' and flags['--momentum'] == '0.9' and flags['--weight-decay'] == '5e-4'
     assert flags['--sched'] == 'step' and flags['--decay-rate'] == '0.5' and flags['--smoothing'] == '0'
     assert flags['--lr'] == '0.01' and flags['--pretrained-path'] == 'ckpt.safetensors'
-    assert set(FULL['methods']) == {'baseline', 'mixup', 'synermix-intra', 'synermix'}
+    assert set(FULL['methods']) == {'baseline', 'mixup', 'synermix'}
     assert set(QUICK['methods']) <= set(FULL['methods'])
     assert os.path.basename(flags['--pretrained-path']) == 'ckpt.safetensors'
