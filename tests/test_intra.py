@@ -22,7 +22,7 @@ def test_synthesized_feature_is_normalised_uniform_mix_of_class_features():
     labels = torch.tensor([3, 1, 3, 7, 1, 3, 7, 7, 1])
     synthesized, synthesized_labels = synthesize_class_features(
         features, labels, generator=torch.Generator().manual_seed(11))
-    r = torch.rand((1, 9), generator=torch.Generator().manual_seed(11))
+    r = 1 - torch.rand((1, 9), generator=torch.Generator().manual_seed(11))   # U(0, 1]
     expected, expected_labels = per_class_loop_reference(features, labels, r)
     torch.testing.assert_close(synthesized, expected)
     assert synthesized_labels.tolist() == expected_labels.tolist() == [1, 3, 7]
@@ -45,7 +45,7 @@ def test_one_synthesized_feature_per_class_or_p_per_class():
         features, labels, num_per_class=3, generator=torch.Generator().manual_seed(2))
     assert synthesized.shape == (12, 4)
     assert synthesized_labels.tolist() == [0, 2, 5, 9] * 3
-    r = torch.rand((3, 10), generator=torch.Generator().manual_seed(2))
+    r = 1 - torch.rand((3, 10), generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(synthesized, per_class_loop_reference(features, labels, r)[0])
 
 

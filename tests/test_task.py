@@ -242,3 +242,8 @@ def test_ddp_gradients_match_a_single_process_run(tmp_path):
         (task(TwoViews(o, a), t)['loss'] / 2).backward()
     for name, param in model.named_parameters():
         torch.testing.assert_close(ddp_grads[name], param.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_beta_one_with_intra_every_is_rejected():
+    with pytest.raises(ValueError, match='beta=1 with intra_every > 1'):
+        SynerMixTask(tiny_model(), beta=1.0, intra_every=2)

@@ -42,15 +42,24 @@ def test_original_view_is_the_models_eval_transform(image_folder):
     torch.testing.assert_close(first, second)
 
 
-def test_works_with_timms_create_loader_which_assigns_the_transform(image_folder):
-    views = TwoViewDataset(create_dataset('', root=str(image_folder)),
-                           original_transform=create_original_transform(DATA_CONFIG, use_prefetcher=True))
-    loader = create_loader(views, input_size=(3, 32, 32), batch_size=4, is_training=True, use_prefetcher=True,
-                           device=torch.device('cpu'), num_workers=0, mean=DATA_CONFIG['mean'], std=DATA_CONFIG['std'])
+@pytest.mark.parametrize('use_prefetcher', [False, True])
+def test_works_with_timms_create_loader_which_assigns_the_transform(image_folder, use_prefetcher):
+    eval_transform = create_original_transform(DATA_CONFIG, use_prefetcher=use_prefetcher)
+    views = TwoViewDataset(create_dataset('', root=str(image_folder)), original_transform=eval_transform)
+    loader = create_loader(views, input_size=(3, 32, 32), batch_size=4, is_training=True,
+                           use_prefetcher=use_prefetcher, device=torch.device('cpu'), num_workers=0,
+                           mean=DATA_CONFIG['mean'], std=DATA_CONFIG['std'], re_prob=1.0, re_split=True)
     assert views.transform is not None
-    stacked, target = next(iter(loader))
-    assert stacked.shape == (8, 3, 32, 32) and target.shape == (8,)
-    torch.testing.assert_close(target[:4], target[4:])
+    batch, target = next(iter(loader))
+    if use_prefetcher:   # fast_collate stacks [originals; augmented] and repeats the targets
+        assert batch.shape == (8, 3, 32, 32) and target.shape == (8,)
+        torch.testing.assert_close(target[:4], target[4:])
+        original, augmented = batch[:4], batch[4:]
+    else:
+        original, augmented = batch.original, batch.augmented
+    # 'const' random erasing (re_prob=1) writes exact zeros: on every augmented image, on no original.
+    assert augmented.eq(0).float().mean() > 0.05
+    assert original.eq(0).float().mean() < 0.005
 
 
 def load_epoch(image_folder, use_prefetcher, re_prob=0.0, num_workers=0):
@@ -106,3 +115,14 @@ def test_two_views_survive_a_subset_and_random_interpolation(image_folder):
                                     device=torch.device('cpu'), num_workers=0, interpolation='random')
     views, target = next(iter(loader))
     assert isinstance(views, TwoViews) and views.original.shape == (len(target), 3, 32, 32)
+
+
+def test_loader_keeps_the_original_transform_of_a_two_view_dataset(image_folder):
+    def marker_transform(image):
+        return torch.full((3, 8, 8), 7.0)
+    views = TwoViewDataset(create_dataset('', root=str(image_folder)), original_transform=marker_transform)
+    sampler = SupplementedBatchSampler(views, batch_size=4, seed=0)
+    loader = create_synermix_loader(views, (3, 32, 32), sampler, two_views=True, use_prefetcher=False,
+                                    device=torch.device('cpu'), num_workers=0)
+    batch, _ = next(iter(loader))
+    assert torch.all(batch.original == 7.0)

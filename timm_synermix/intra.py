@@ -42,7 +42,8 @@ def synthesize_class_features(
         raise ValueError(f'num_per_class={num_per_class}: need at least one synthesized feature per class.')
     classes, slot = torch.unique(labels, return_inverse=True)
     num_classes = classes.numel()
-    r = torch.rand(
+    # 1 - U[0, 1) is U(0, 1]: no zero draw, so a class seen once never gets the weight 0 / 0.
+    r = 1.0 - torch.rand(
         (num_per_class, labels.numel()), generator=generator, device=features.device, dtype=torch.float32)
     totals = r.new_zeros(num_per_class, num_classes).index_add_(1, slot, r)
     weights = (r / totals[:, slot]).to(features.dtype)

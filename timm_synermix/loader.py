@@ -87,6 +87,8 @@ def create_synermix_loader(
         re_prob=re_prob, re_mode=re_mode, re_count=re_count, re_num_splits=2 if re_split else 0,
         interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, **transform_kwargs)
     if two_views:
+        if original_transform is None and isinstance(dataset, TwoViewDataset):
+            original_transform = dataset.original_transform
         if original_transform is None:
             # 'random' is a training-only interpolation; the eval transform needs a fixed one.
             original_transform = create_transform(

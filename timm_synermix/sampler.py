@@ -62,7 +62,8 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         labels: Class index per training sample, or a dataset (see `dataset_labels`).
         batch_size: Samples per batch before supplementation (per rank). Must be >= 2.
         drop_last: Drop the last incomplete batch of each rank's shard.
-        shuffle: Shuffle the epoch (seeded); False keeps dataset order (supplements stay random).
+        shuffle: Shuffle the epoch (seeded); False cuts batches in dataset order (supplements and the
+            order within each emitted batch stay random).
         seed: Base seed, shared by all ranks.
         num_replicas: Number of ranks; defaults to the torch.distributed world size.
         rank: This rank; defaults to the torch.distributed rank.

@@ -112,6 +112,10 @@ class SynerMixTask(ClassificationTask):
             raise ValueError(f'num_per_class={num_per_class}: need at least 1 (--synermix-num-synth).')
         if intra_every < 1:
             raise ValueError(f'intra_every={intra_every}: need an interval of at least 1 step (--synermix-every).')
+        if beta == 1.0 and intra_every > 1:
+            raise ValueError(
+                'beta=1 with intra_every > 1 would train on a zero loss between intra steps: '
+                'lower beta or use intra_every=1.')
         if not 0.0 < original_scale <= 1.0:
             raise ValueError(f'original_scale={original_scale} must be in (0, 1] (--synermix-orig-scale).')
         if mixup is not None and not isinstance(mixup, (Mixup, ManifoldMixup)):

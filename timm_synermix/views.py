@@ -11,7 +11,8 @@ class TwoViews(NamedTuple):
     """A sample's (or batch's) unaugmented original and augmented view.
 
     The original comes first: timm's prefetcher skips the first split of a stacked batch when it
-    applies random erasing (`re_num_splits=2`), which keeps the originals unerased.
+    applies random erasing with two splits, which keeps the originals unerased. `create_synermix_loader`
+    sets that up; with timm's own `create_loader`, random erasing and the prefetcher, pass `re_split=True`.
     """
     original: Any
     augmented: Any
