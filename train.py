@@ -292,6 +292,8 @@ def _build_parsers():
     group.add_argument('--recovery-interval', type=int, default=0, metavar='N',
                        help='how many batches to wait before writing recovery checkpoint (a kill loses at most N '
                             'steps; resuming it is bit-exact with -j 0 --no-prefetcher, else the same batches)')
+    group.add_argument('--synchronize-step', action='store_true', default=False,
+                       help='torch.cuda.synchronize() at the end of each step (accurate step times, slower)')
     group.add_argument('--checkpoint-hist', type=int, default=10, metavar='N',
                        help='number of checkpoints to keep (default: 10)')
     group.add_argument('-j', '--workers', type=int, default=4, metavar='N',
@@ -584,7 +586,7 @@ def train_one_epoch(epoch, task, loader, sampler, optimizer, args, device, lr_sc
         inter = result.get('loss_inter')
         meters['loss_inter'].update(_scalar(inter if inter is not None else result['loss']), n_batch)
         meters['batch'].update(n_batch)
-        update_sample_count += args.batch_size * args.world_size
+        update_sample_count += n_batch * args.world_size  # supplemented size, what the step really processed
 
         if not need_update:
             data_start_time = time.time()
@@ -593,7 +595,7 @@ def train_one_epoch(epoch, task, loader, sampler, optimizer, args, device, lr_sc
         num_updates += 1
         optimizer.zero_grad()
         task.update_ema(step=num_updates)
-        if device.type == 'cuda':
+        if args.synchronize_step and device.type == 'cuda':
             torch.cuda.synchronize()
         time_now = time.time()
         update_time_m.update(time_now - update_start_time)

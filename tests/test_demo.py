@@ -1,7 +1,7 @@
 """ timm_synermix.demo --quick: the whole demo (data, pretraining, fine-tuning, report) on tiny settings. """
+import contextlib
 import os
 import re
-import time
 
 import pytest
 
@@ -12,17 +12,14 @@ from timm_synermix.demo import FULL, QUICK, finetune_args, main
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp('demo') / 'demo_output'
     capture = tmp_path_factory.mktemp('demo_log') / 'stdout.txt'
-    import contextlib
-    start = time.perf_counter()
     with open(capture, 'w') as f, contextlib.redirect_stdout(f):
         rc = main(['--quick', '--out', str(out)])
-    return dict(out=out, rc=rc, text=capture.read_text(), wall_s=time.perf_counter() - start)
+    return dict(out=out, rc=rc, text=capture.read_text())
 
 
 def test_demo_quick_runs_end_to_end_and_prints_table_and_pictures(quick_demo):
     out, text = quick_demo['out'], quick_demo['text']
     assert quick_demo['rc'] == 0, text[-3000:]
-    assert quick_demo['wall_s'] < 150
     # real data written as ImageFolders, a checkpoint pretrained here, fine-tuned from it
     assert (out / 'data' / 'mnist5k' / 'train' / '3').is_dir() and (out / 'data' / 'digits' / 'val' / '9').is_dir()
     checkpoint = out / 'pretrain' / 'mnist5k-test_resnet' / 'model_best.safetensors'

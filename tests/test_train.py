@@ -153,31 +153,51 @@ def test_pretrained_path_resets_head_and_loads_backbone(source, tiny_imagefolder
 # distributed: torchrun, 2 processes on CPU (gloo) vs one process, same global batch
 # ---------------------------------------------------------------------------------------------------------------
 
-def test_torchrun_two_procs_matches_single_process(tiny_imagefolder, out_root):
+def _conv_linear_weights(path):
+    state = load_ckpt(os.path.join(path, 'last.pth.tar'))['state_dict']
+    return {k: v for k, v in state.items() if k.endswith('.weight') and v.ndim > 1}
+
+
+def _max_gap(a, b):
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_torchrun_two_procs_match_single_process_without_batchnorm(tiny_imagefolder, out_root):
+    # No BatchNorm (a ViT), no augmentation, plain batches: the 2 ranks' halves of each global batch average to
+    # the single process's gradient, so the runs agree to float precision.
+    if not os.path.exists(TORCHRUN):
+        pytest.skip('torchrun not installed next to the interpreter')
+    common = [a for a in COMMON if a not in ('-b', '4')]
+    argv = [tiny_imagefolder, *common, '--model', 'test_vit', '--model-kwargs', 'img_size=32', '--method', 'baseline',
+            '--no-aug', '--lr', '0.05', '--output', out_root, '--no-feature-metrics']
+    run_train(*argv, '-b', '8', '--experiment', 'vit-single')
+    run_train(*argv, '-b', '8', '--experiment', 'vit-single-lr0', '--lr', '0')
+    proc = run_train(*argv, '-b', '4', '--experiment', 'vit-ddp', torchrun=2)
+    assert 'distributed mode' in proc.stdout + proc.stderr
+    single, ddp = (_conv_linear_weights(os.path.join(out_root, e)) for e in ('vit-single', 'vit-ddp'))
+    init = _conv_linear_weights(os.path.join(out_root, 'vit-single-lr0'))
+    moved, apart = _max_gap(single, init), _max_gap(single, ddp)
+    assert moved > 1e-3 and apart < 1e-3 * moved
+
+
+def test_torchrun_synermix_finishes_close_to_single_process(tiny_imagefolder, out_root):
+    # SynerMix under DDP (its gradients equal the single-process per-shard average: test_task.py). Here the
+    # supplements, λ draws and BatchNorm statistics are per rank, so only the losses are compared, loosely.
     if not os.path.exists(TORCHRUN):
         pytest.skip('torchrun not installed next to the interpreter')
     common = [a for a in COMMON if a not in ('-b', '4')]
     argv = [tiny_imagefolder, *common, '--method', 'synermix', '--no-aug', '--lr', '0.01', '--output', out_root]
     run_train(*argv, '-b', '8', '--experiment', 'single')
-    proc = run_train(*argv, '-b', '4', '--experiment', 'ddp', torchrun=2)
-    assert 'distributed mode' in proc.stdout + proc.stderr
+    run_train(*argv, '-b', '4', '--experiment', 'ddp', torchrun=2)
     _, single = read_summary(os.path.join(out_root, 'single'))
     _, ddp = read_summary(os.path.join(out_root, 'ddp'))
     assert len(single) == len(ddp) == 1
     s, d = single[0], ddp[0]
-    print('single', s, '\nddp', d)
-    # same global batches (the sampler shards each global batch across ranks); BatchNorm normalises per rank,
-    # supplements are drawn per rank, so the numbers agree within a tolerance, not exactly
     assert float(d['train_loss']) == pytest.approx(float(s['train_loss']), abs=0.15)
     assert float(d['eval_loss']) == pytest.approx(float(s['eval_loss']), abs=0.15)
     assert float(d['lr']) == pytest.approx(float(s['lr']))
     with open(os.path.join(out_root, 'ddp', 'results.json')) as f:
         assert json.load(f)['method'] == 'synermix'
-    a = load_ckpt(os.path.join(out_root, 'single', 'last.pth.tar'))['state_dict']
-    b = load_ckpt(os.path.join(out_root, 'ddp', 'last.pth.tar'))['state_dict']
-    assert set(a) == set(b)
-    weights = [k for k in a if k.endswith('.weight') and a[k].ndim > 1]
-    assert max((a[k] - b[k]).abs().max().item() for k in weights) < 0.05
 
 
 # ---------------------------------------------------------------------------------------------------------------
