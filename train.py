@@ -774,9 +774,14 @@ def _main(argv):
     # Data first: the class count of the training set sizes the head when --num-classes is not given.
     dataset_train, dataset_eval = create_datasets(args)
     labels = tsm.dataset_labels(dataset_train)
+    class_names = _class_names(dataset_train)
+    data_classes = len(class_names) if class_names else int(labels.max()) + 1
     if args.num_classes is None:
-        args.num_classes = int(labels.max()) + 1
+        args.num_classes = data_classes
         _logger.info(f'--num-classes not given: {args.num_classes} from the training set.')
+    elif args.num_classes > data_classes:
+        raise UserError(f'--num-classes {args.num_classes} disagrees with the data ({data_classes} classes in the '
+                        f'training set): drop --num-classes to size the head from the data, or fix the class map')
 
     model = create_model_from_args(args, args.num_classes)
     if args.grad_checkpointing:
@@ -825,7 +830,7 @@ def _main(argv):
         sampler = tsm.SupplementedBatchSampler(
             labels, batch_size=args.batch_size, drop_last=True, shuffle=True, seed=args.seed,
             supplement=args.synermix, allow_singleton_classes=args.allow_singleton_classes,
-            num_classes=args.num_classes, class_names=_class_names(dataset_train))
+            num_classes=args.num_classes, class_names=class_names)
     except ValueError as e:
         raise UserError(str(e))
     train_interpolation = args.train_interpolation

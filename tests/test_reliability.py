@@ -189,6 +189,8 @@ BAD_INPUT = {
     'unknown-method': (['--method', 'synermx'], None, 'Did you mean "synermix"', 'subprocess'),
     'singleton-class': (['--method', 'synermix'], 'singleton', 'single training image cannot be supplemented: class2', 'in-process'),
     'num-classes-vs-data': (['--method', 'synermix', '--num-classes', '2'], None, 'outside [0, 2)', 'in-process'),
+    'num-classes-above-data': (['--method', 'synermix', '--num-classes', '5'], None,
+                               '--num-classes 5 disagrees with the data (3 classes', 'in-process'),
     'no-pre-logits': (['--method', 'synermix', '--model', 'synermix_test_no_pre_logits'], None,
                       'pre_logits=True', 'in-process'),
     'manifold-layer': (['--method', 'manifold-mixup', '--manifold-layers', 'layer9'], None,

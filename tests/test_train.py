@@ -133,13 +133,14 @@ def test_model_best_safetensors_loads_through_timm(tiny_imagefolder, out_root):
 
 
 @pytest.mark.parametrize('source', ['pth.tar', 'safetensors'])
-def test_pretrained_path_resets_head_and_loads_backbone(source, tiny_imagefolder, out_root):
+def test_pretrained_path_resets_head_and_loads_backbone(source, tiny_imagefolder, out_root, tmp_path):
     src_dir = method_run('baseline', tiny_imagefolder, out_root)
+    five_classes = write_image_folder(tmp_path / 'five', classes=5)
     src = os.path.join(src_dir, 'last.pth.tar' if source == 'pth.tar' else 'model_best.safetensors')
     src_sd = load_ckpt(os.path.join(src_dir, 'last.pth.tar'))['state_dict']
     exp = f'finetune-{source}'
     # lr 0: the new run's weights are the loaded ones, so the saved checkpoint shows what was loaded
-    run_train(tiny_imagefolder, *COMMON, '--method', 'synermix', '--pretrained-path', src, '--num-classes', '5',
+    run_train(five_classes, *COMMON, '--method', 'synermix', '--pretrained-path', src, '--num-classes', '5',
               '--lr', '0', '--weight-decay', '0', '--output', out_root, '--experiment', exp)
     sd = load_ckpt(os.path.join(out_root, exp, 'last.pth.tar'))['state_dict']
     assert sd['fc.weight'].shape[0] == 5 and src_sd['fc.weight'].shape[0] == 3
