@@ -123,6 +123,9 @@ def create_train_model(
     if not pretrained_path:
         model = create_model(model_name, pretrained=pretrained, **kwargs)
         if cifar_stem:
+            if pretrained:
+                _logger.warning('--cifar-stem replaces the pretrained conv1 with a new, randomly initialised 3x3 '
+                                'stride-1 conv: its pretrained weights are not used')
             apply_cifar_stem(model)
     else:
         if not os.path.isfile(pretrained_path):
