@@ -247,3 +247,16 @@ def test_ddp_gradients_match_a_single_process_run(tmp_path):
 def test_beta_one_with_intra_every_is_rejected():
     with pytest.raises(ValueError, match='beta=1 with intra_every > 1'):
         SynerMixTask(tiny_model(), beta=1.0, intra_every=2)
+
+
+def test_downscaled_originals_leave_batchnorm_running_stats_alone():
+    original, augmented, target = batch(image=64)
+    reference = tiny_model()
+    reference(augmented)   # train mode: one update of the running statistics, by the augmented pass only
+    model = tiny_model()
+    SynerMixTask(model, beta=0.2, original_scale=0.5)(TwoViews(original, augmented), target)
+    running = {k: v for k, v in model.state_dict().items() if 'running' in k}
+    assert running
+    for key, value in running.items():
+        torch.testing.assert_close(value, reference.state_dict()[key])
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))

@@ -1,4 +1,5 @@
 """SynerMixTask: timm training task with the SynerMix loss (SynerMix spec §4, paper Eq. 5)."""
+import contextlib
 import inspect
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -15,6 +16,21 @@ from .views import TwoViews
 __all__ = ['SynerMixTask']
 
 SOURCES = ('original', 'augmented')
+
+
+@contextlib.contextmanager
+def _frozen_running_stats(model: nn.Module):
+    """BatchNorm normalises with the batch's statistics but leaves its running statistics untouched."""
+    norms = [m for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
 
 
 class _TwoPassForward(nn.Module):
@@ -40,6 +56,7 @@ class _TwoPassForward(nn.Module):
             target: torch.Tensor,
             with_intra: bool,
             num_per_class: int,
+            freeze_original_stats: bool = False,
     ):
         classifier = self.model.get_classifier()
         augmented_features = self.pre_logits(augmented)
@@ -48,7 +65,11 @@ class _TwoPassForward(nn.Module):
         output = classifier(augmented_features)
         if not with_intra:
             return output, None, None
-        features = augmented_features if original is None else self.pre_logits(original)
+        if original is None:
+            features = augmented_features
+        else:
+            with _frozen_running_stats(self.model) if freeze_original_stats else contextlib.nullcontext():
+                features = self.pre_logits(original)
         synthesized, synthesized_labels = synthesize_class_features(features, target, num_per_class)
         return output, classifier(synthesized), synthesized_labels
 
@@ -70,7 +91,9 @@ class SynerMixTask(ClassificationTask):
         num_per_class: P, synthesized features per class (§4.4.2).
         intra_every: Compute the intra term every k-th training step only (cheap mode); the
             loss is then `(1-β)·L_inter + β·L_intra` on those steps and `(1-β)·L_inter` between.
-        original_scale: Resize the originals by this factor before their pass (cheap mode).
+        original_scale: Resize the originals by this factor before their pass (cheap mode). Their
+            pass then leaves BatchNorm running statistics alone: statistics of a smaller input would
+            skew the full-resolution evaluation.
         criterion: Loss for L_inter; by default timm's soft-target CE with mixup, else CE
             (with `criterion_kwargs=dict(smoothing=...)` as ClassificationTask).
         criterion_kwargs, device, dtype, verbose: as `timm.task.ClassificationTask`.
@@ -222,7 +245,7 @@ class SynerMixTask(ClassificationTask):
         if self.mixup is not None and self.training:
             augmented, inter_target = self.mixup(augmented, target)
         output, synthesized_logits, synthesized_labels = self.train_forward(
-            augmented, original, target, with_intra, self.num_per_class)
+            augmented, original, target, with_intra, self.num_per_class, self.original_scale != 1.0)
 
         if self.mixup is not None and not self.training:
             loss_inter = F.cross_entropy(output, target)
