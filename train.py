@@ -922,6 +922,8 @@ def _main(argv):
         else:
             lr_scheduler.step(start_epoch)
     start_batch = resume_state.get('next_batch') or 0
+    if resume_state.get('sampler'):  # the batch order continues the checkpoint's, whatever --seed says now
+        sampler.seed = int(resume_state['sampler']['seed'])
     resume_rng = None
     if resume_state.get('rng_all') and len(resume_state['rng_all']) == args.world_size:
         resume_rng = resume_state['rng_all'][args.rank]

@@ -91,8 +91,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(case, tiny_imagefolder, o
         assert load_ckpt(last)['epoch'] == epoch - 1  # the interrupted write left the previous one whole
     resume = newest_good_checkpoint(exp_dir)
     assert resume is not None
+    # a different --seed on the resume command: the sampler and RNG states come from the checkpoint
     run_train(tiny_imagefolder, *CRASH_ARGS, *extra, '--output', out_root, '--experiment', f'kill-{case}',
-              '--resume', resume)
+              '--resume', resume, '--seed', '8')
     a, b = load_ckpt(os.path.join(ref_dir, 'last.pth.tar')), load_ckpt(last)
     assert max_diff(a['state_dict'], b['state_dict']) == 0.0, f'resumed from {resume}'
     assert max_diff(a['state_dict_ema'], b['state_dict_ema']) == 0.0
