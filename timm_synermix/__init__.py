@@ -1,25 +1,33 @@
-"""timm-synermix: SynerMix (intra-class feature synthesis + mixup) for PyTorch Image Models."""
+"""timm-synermix: SynerMix (intra-class feature synthesis + mixup) for PyTorch Image Models.
+
+Three rooms, imports running one way (experiments -> trainer -> method):
+`timm_synermix.method` (the public API below), `timm_synermix.trainer` (train.py) and
+`timm_synermix.experiments` (built-in data, metrics, report, compare, demo).
+"""
 import importlib
 
 __version__ = '0.1.0'
 
 # Public names -> defining module. Imported on first use (PEP 562) so that command-line tools that do
-# not need timm (e.g. `python -m timm_synermix.data`) skip its multi-second import.
+# not need timm (e.g. `python -m timm_synermix.experiments.digits`) skip its multi-second import.
 _EXPORTS = {
-    'SupplementedBatchSampler': 'sampler',
-    'dataset_labels': 'sampler',
-    'TwoViews': 'views',
-    'TwoViewDataset': 'views',
-    'create_original_transform': 'views',
-    'create_synermix_loader': 'loader',
-    'Mixup': 'mixup',
-    'ManifoldMixup': 'manifold',
-    'default_manifold_layers': 'manifold',
-    'synthesize_class_features': 'intra',
-    'intra_class_loss': 'intra',
-    'SynerMixTask': 'task',
-    'METHODS': 'methods',
-    'resolve_method': 'methods',
+    'SupplementedBatchSampler': 'method.sampler',
+    'dataset_labels': 'method.sampler',
+    'TwoViews': 'method.views',
+    'TwoViewDataset': 'method.views',
+    'create_original_transform': 'method.views',
+    'create_synermix_loader': 'method.loader',
+    'Mixup': 'method.inter',
+    'ManifoldMixup': 'method.inter',
+    'default_manifold_layers': 'method.inter',
+    'synthesize_class_features': 'method.intra',
+    'intra_class_loss': 'method.intra',
+    'SynerMixTask': 'method.task',
+    'Preset': 'method.presets',
+    'PRESETS': 'method.presets',
+    'METHODS': 'method.presets',
+    'get_preset': 'method.presets',
+    'create_synermix_task': 'method.presets',
 }
 __all__ = list(_EXPORTS)
 

@@ -10,7 +10,7 @@ Both are written as RGB PNGs in ``OUT/train/<class>/`` and ``OUT/val/<class>/`` 
 stratified split, deterministic in ``seed``), the layout timm's ``ImageDataset`` reads.
 
 Example:
-    python -m timm_synermix.data --source digits --out data/digits --size 32
+    python -m timm_synermix.experiments.digits --source digits --out data/digits --size 32
 """
 import argparse
 import json
@@ -21,7 +21,9 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ['SOURCES', 'load_source', 'split_indices', 'write_image_folder']
+from ..trainer.splits import split_indices
+
+__all__ = ['SOURCES', 'load_source', 'write_image_folder']
 
 SOURCES = ('mnist5k', 'digits')
 _MANIFEST = 'manifest.json'
@@ -51,36 +53,6 @@ def load_source(source):
         images = np.rint(digits.images * (255. / 16.)).astype(np.uint8)
         return images, digits.target.astype(np.int64)
     raise ValueError(f'Unknown source {source!r}; valid sources are {", ".join(SOURCES)}.')
-
-
-def split_indices(labels, val_fraction=0.2, seed=0, per_class=None):
-    """ Stratified train/val split of sample indices.
-
-    Each class keeps ``per_class`` images (all when None), shuffled by ``seed``, of which
-    ``round(n * val_fraction)`` (at least one, at most n - 1) go to val.
-
-    Returns:
-        (train indices, val indices), both sorted int64 arrays.
-    """
-    if not 0. < val_fraction < 1.:
-        raise ValueError(f'val_fraction must be in (0, 1), got {val_fraction}.')
-    labels = np.asarray(labels)
-    classes, counts = np.unique(labels, return_counts=True)
-    if per_class is not None:
-        if per_class < 2:
-            raise ValueError(f'per_class must be >= 2 (one train and one val image), got {per_class}.')
-        if per_class > counts.min():
-            raise ValueError(
-                f'per_class={per_class} exceeds the smallest class ({counts.min()} images); '
-                f'use per_class <= {counts.min()}.')
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in classes:  # ten classes: a loop is clearer than a vectorised group-by
-        idx = rng.permutation(np.flatnonzero(labels == c))[:per_class]
-        n_val = min(max(int(round(len(idx) * val_fraction)), 1), len(idx) - 1)
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
 def _write_split(images, labels, indices, split_dir, source, size):
@@ -178,7 +150,7 @@ def write_image_folder(source, out_dir, val_fraction=0.2, size=None, seed=0, per
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m timm_synermix.data', description=__doc__.split('\n\n')[0].strip())
+        prog='python -m timm_synermix.experiments.digits', description=__doc__.split('\n\n')[0].strip())
     parser.add_argument('--source', required=True, choices=SOURCES)
     parser.add_argument('--out', required=True, help='output directory (train/ and val/ are made in it)')
     parser.add_argument('--val-fraction', type=float, default=0.2, help='share of each class in val')

@@ -81,7 +81,7 @@ def create_synermix_loader(
         An iterable of (input, target); with `use_prefetcher` the tensors are on `device` and normalized.
     """
     if two_views and re_split:
-        raise ValueError('re_split (--resplit) cannot be combined with two views: the originals are the clean split.')
+        raise ValueError('re_split cannot be combined with two views: the originals are the clean split.')
     transform = create_transform(
         input_size, is_training=is_training, use_prefetcher=use_prefetcher, mean=mean, std=std,
         re_prob=re_prob, re_mode=re_mode, re_count=re_count, re_num_splits=2 if re_split else 0,

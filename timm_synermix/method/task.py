@@ -8,12 +8,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.task import ClassificationTask
 
+from timm.utils.model import unwrap_model
+
+from .inter import ManifoldMixup, Mixup
 from .intra import synthesize_class_features
-from .manifold import ManifoldMixup
-from .mixup import Mixup
 from .views import TwoViews
 
-__all__ = ['SynerMixTask']
+__all__ = ['SynerMixTask', 'SynerMixTrainableModule']
 
 SOURCES = ('original', 'augmented')
 
@@ -33,18 +34,18 @@ def _frozen_running_stats(model: nn.Module):
             m.momentum = momentum
 
 
-class _TwoPassForward(nn.Module):
-    """Both training passes in one `forward`, so DistributedDataParallel sees one forward per backward.
+class SynerMixTrainableModule(nn.Module):
+    """The task's `trainable_module`: both training passes in one `forward`.
 
-    The augmented pass runs first (a pending Manifold MixUp hook belongs to it), then the
-    originals' pass, in train mode with its own BatchNorm batch statistics (spec: two passes,
-    two sets of batch statistics).
+    DistributedDataParallel, `no_sync` and EMA wrap this module, as for timm's own tasks, so DDP
+    sees one forward per backward. The augmented pass runs first (a pending Manifold MixUp hook
+    belongs to it), then the originals' pass, in train mode with its own BatchNorm batch
+    statistics (spec: two passes, two sets of batch statistics). Its parameters are the model's.
     """
 
-    def __init__(self, model: nn.Module, inter: Optional[Union[Mixup, ManifoldMixup]]):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
-        self.inter = inter
 
     def pre_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
@@ -52,16 +53,14 @@ class _TwoPassForward(nn.Module):
     def forward(
             self,
             augmented: torch.Tensor,
-            original: Optional[torch.Tensor],
-            target: torch.Tensor,
-            with_intra: bool,
-            num_per_class: int,
+            original: Optional[torch.Tensor] = None,
+            target: Optional[torch.Tensor] = None,
+            with_intra: bool = False,
+            num_per_class: int = 1,
             freeze_original_stats: bool = False,
     ):
         classifier = self.model.get_classifier()
         augmented_features = self.pre_logits(augmented)
-        if isinstance(self.inter, ManifoldMixup):
-            self.inter.check_applied()
         output = classifier(augmented_features)
         if not with_intra:
             return output, None, None
@@ -123,24 +122,24 @@ class SynerMixTask(ClassificationTask):
     ):
         if not 0.0 <= beta <= 1.0:
             raise ValueError(
-                f'beta={beta} is outside [0, 1]: β weighs L_intra against L_inter (--synermix-beta), '
+                f'beta={beta} is outside [0, 1]: β weighs L_intra against L_inter, '
                 'e.g. 0.1 for SynerMix, 0.5 for SynerMix-Intra alone.')
         if source not in SOURCES:
-            raise ValueError(f'source="{source}" is not one of {SOURCES} (--synermix-source).')
+            raise ValueError(f'source="{source}" is not one of {SOURCES}.')
         if source == 'augmented' and mixup is not None and beta > 0:
             raise ValueError(
                 'source="augmented" mixes features of the augmented view, which mixup would already have mixed: '
                 'use source="original" with mixup, or no mixup for the w-RA(aug) ablation.')
         if num_per_class < 1:
-            raise ValueError(f'num_per_class={num_per_class}: need at least 1 (--synermix-num-synth).')
+            raise ValueError(f'num_per_class={num_per_class}: need at least 1.')
         if intra_every < 1:
-            raise ValueError(f'intra_every={intra_every}: need an interval of at least 1 step (--synermix-every).')
+            raise ValueError(f'intra_every={intra_every}: need an interval of at least 1 step.')
         if beta == 1.0 and intra_every > 1:
             raise ValueError(
                 'beta=1 with intra_every > 1 would train on a zero loss between intra steps: '
                 'lower beta or use intra_every=1.')
         if not 0.0 < original_scale <= 1.0:
-            raise ValueError(f'original_scale={original_scale} must be in (0, 1] (--synermix-orig-scale).')
+            raise ValueError(f'original_scale={original_scale} must be in (0, 1].')
         if mixup is not None and not isinstance(mixup, (Mixup, ManifoldMixup)):
             raise TypeError(
                 f'mixup is a {type(mixup).__name__}: pass timm_synermix.Mixup (odd batches, originals unmixed) '
@@ -153,7 +152,7 @@ class SynerMixTask(ClassificationTask):
         if original_scale != 1.0 and getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
             raise ValueError(
                 f'{type(model).__name__} only accepts its configured input size, so original_scale must be 1.0: '
-                'use intra_every (--synermix-every) to save time, or create the model with dynamic_img_size=True.')
+                'use intra_every to save time, or create the model with dynamic_img_size=True.')
         if criterion is None and criterion_kwargs is None and mixup is not None:
             criterion_kwargs = dict(soft_targets=True)
         super().__init__(model, criterion, criterion_kwargs=criterion_kwargs, device=device, dtype=dtype,
@@ -166,26 +165,30 @@ class SynerMixTask(ClassificationTask):
         self.original_scale = original_scale
         self.num_classes = getattr(model, 'num_classes', None)
         self.step = 0
-        self.train_forward = _TwoPassForward(model, mixup)
+        self.trainable_module = SynerMixTrainableModule(model)
 
-    def prepare_distributed(self, device_ids: Optional[list] = None, **ddp_kwargs) -> 'SynerMixTask':
-        """Wrap both passes in one DistributedDataParallel module (one forward, one backward per step)."""
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        self.train_forward = DDP(self.train_forward, device_ids=device_ids, **ddp_kwargs)
-        return self
+    @property
+    def model(self) -> nn.Module:
+        """The classifier being trained (inside the trainable module and any DDP wrapper)."""
+        return unwrap_model(self.trainable_module).model
 
     def compile(self, backend: str = 'inductor', mode: Optional[str] = None, **compile_kwargs) -> nn.Module:
         """Compile the model's feature and head passes (used by both views and by evaluation)."""
-        model = self.trainable_module
+        model = self.model
         model.forward_features = torch.compile(model.forward_features, backend=backend, mode=mode, **compile_kwargs)
         model.forward_head = torch.compile(model.forward_head, backend=backend, mode=mode, **compile_kwargs)
         self.eval_model = model
         return model
 
-    def no_sync(self):
-        if hasattr(self.train_forward, 'no_sync'):
-            return self.train_forward.no_sync()
-        return super().no_sync()
+    def get_eval_model(self, module: Optional[nn.Module] = None, ema: bool = False) -> Optional[nn.Module]:
+        """The classifier alone (EMA copy with `ema=True`): what evaluation and checkpoints see."""
+        resolved = super().get_eval_model(module=module, ema=ema)
+        current = resolved
+        while current is not None:
+            if isinstance(current, SynerMixTrainableModule):
+                return current.model
+            current = getattr(current, 'module', None)
+        return resolved
 
     def get_task_state(self, module: Optional[nn.Module] = None, ema: bool = False) -> Dict[str, Any]:
         return {} if ema else {'step': self.step}
@@ -204,7 +207,7 @@ class SynerMixTask(ClassificationTask):
             if low < 0 or high >= self.num_classes:
                 raise ValueError(
                     f'Target {low if low < 0 else high} is outside [0, {self.num_classes}): the model has '
-                    f'{self.num_classes} outputs; set num_classes (--num-classes) to the number of classes in the data.')
+                    f'{self.num_classes} outputs; set num_classes to the number of classes in the data.')
 
     def forward(
             self,
@@ -220,7 +223,8 @@ class SynerMixTask(ClassificationTask):
             original: Unaugmented originals [N, C, H, W] when `input` is a tensor.
 
         Returns:
-            Dict with 'loss', 'output' (logits of the augmented view), 'loss_intra', 'loss_inter'.
+            Dict with 'loss', 'output' (logits of the augmented view), 'loss_intra', 'loss_inter', and
+            'with_intra' (bool: this step computed the intra term).
         """
         if isinstance(input, TwoViews):
             original, augmented = input.original, input.augmented
@@ -244,8 +248,10 @@ class SynerMixTask(ClassificationTask):
         inter_target = target
         if self.mixup is not None and self.training:
             augmented, inter_target = self.mixup(augmented, target)
-        output, synthesized_logits, synthesized_labels = self.train_forward(
+        output, synthesized_logits, synthesized_labels = self.trainable_module(
             augmented, original, target, with_intra, self.num_per_class, self.original_scale != 1.0)
+        if isinstance(self.mixup, ManifoldMixup) and self.training:
+            self.mixup.check_applied()
 
         if self.mixup is not None and not self.training:
             loss_inter = F.cross_entropy(output, target)
@@ -258,4 +264,5 @@ class SynerMixTask(ClassificationTask):
         else:
             loss_intra = F.cross_entropy(synthesized_logits.float(), synthesized_labels)
             loss = self.beta * loss_intra + (1.0 - self.beta) * loss_inter
-        return {'loss': loss, 'output': output, 'loss_intra': loss_intra, 'loss_inter': loss_inter}
+        return {'loss': loss, 'output': output, 'loss_intra': loss_intra, 'loss_inter': loss_inter,
+                'with_intra': synthesized_logits is not None}

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from .errors import InputError
 
-__all__ = ['apply_cifar_stem', 'mismatched_keys', 'create_train_model']
+__all__ = ['apply_cifar_stem', 'mismatched_keys', 'create_train_model', 'create_model_from_args']
 
 _logger = logging.getLogger(__name__)
 
@@ -161,3 +161,15 @@ def create_train_model(
             raise InputError(f'--initial-checkpoint {initial_checkpoint!r} does not exist: pass a checkpoint file')
         load_checkpoint(model, initial_checkpoint)
     return model
+
+
+def create_model_from_args(args, num_classes: int) -> nn.Module:
+    """The model of a train.py run: timm's model flags (drop rates, pooling, BatchNorm, --model-kwargs)."""
+    in_chans = args.in_chans if args.in_chans is not None else (args.input_size[0] if args.input_size else 3)
+    kwargs = dict(
+        in_chans=in_chans, drop_rate=args.drop, drop_path_rate=args.drop_path, drop_block_rate=args.drop_block,
+        global_pool=args.gp, bn_momentum=args.bn_momentum, bn_eps=args.bn_eps, **args.model_kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return create_train_model(
+        args.model, num_classes=num_classes, pretrained=args.pretrained, pretrained_path=args.pretrained_path,
+        cifar_stem=args.cifar_stem, initial_checkpoint=args.initial_checkpoint, **kwargs)

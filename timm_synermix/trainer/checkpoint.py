@@ -8,7 +8,6 @@ at every moment the target is either the old complete file or the new complete f
 """
 import glob
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -20,8 +19,7 @@ from timm.utils import CheckpointSaver
 
 from .errors import InputError
 
-__all__ = ['fsync_dir', 'atomic_write', 'to_weights_only', 'get_rng_state', 'set_rng_state',
-           'AtomicCheckpointSaver', 'load_training_checkpoint', 'newest_good_checkpoint', 'export_safetensors']
+__all__ = ['fsync_dir', 'atomic_write', 'to_weights_only', 'AtomicCheckpointSaver', 'load_training_checkpoint', 'newest_good_checkpoint', 'export_safetensors']
 
 # Seconds to sleep between writing a temp file and moving it into place. Only for crash tests,
 # which kill the process while a checkpoint is being written.
@@ -126,56 +124,30 @@ def to_weights_only(obj: Any) -> Any:
     return obj
 
 
-def get_rng_state() -> Dict[str, Any]:
-    """Python, numpy, torch (and initialized CUDA) RNG states, storable with weights_only=True."""
-    np_state = np.random.get_state()
-    state = {
-        'python': random.getstate(),
-        'numpy': {'name': np_state[0], 'keys': torch.from_numpy(np_state[1].astype(np.int64)),
-                  'pos': int(np_state[2]), 'has_gauss': int(np_state[3]), 'cached_gaussian': float(np_state[4])},
-        'torch': torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict[str, Any]) -> None:
-    """Restore the states of `get_rng_state` (CUDA only when the GPU count matches)."""
-    version, internal, gauss = state['python']  # a checkpoint turns the state tuple's inner tuple into a list
-    random.setstate((version, tuple(internal), gauss))
-    n = state['numpy']
-    np.random.set_state((n['name'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
-                         n['cached_gaussian']))
-    torch.set_rng_state(state['torch'])
-    if 'cuda' in state and torch.cuda.is_available() and len(state['cuda']) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state['cuda'])
-
-
 class AtomicCheckpointSaver(CheckpointSaver):
     """timm's CheckpointSaver with atomic, fsynced files and extra resume state.
 
     `last.pth.tar`, `checkpoint-N`, `model_best` and `recovery-E-B` are never missing or partial:
-    each is written by `atomic_write` or linked into place with `os.replace`. The dict returned by
-    `extra_state_fn` (scheduler, sampler, RNG, history, ...) is stored under 'synermix'. Temp files left
-    in the folders by a killed run are removed on construction.
+    each is written by `atomic_write` or linked into place with `os.replace`. This is the one place a
+    checkpoint is assembled: timm's entries (model, optimizer, task state, EMA, AMP scaler, saver) and,
+    under 'synermix', `training_state.state_dict()` (scheduler, sampler, loop position, RNG, history).
+    Temp files left in the folders by a killed run are removed on construction.
 
     Args:
         *args, **kwargs: as `timm.utils.CheckpointSaver`.
-        extra_state_fn: Returns the extra resume state at save time.
+        training_state: Any object with `state_dict()`, e.g. `TrainingState`.
 
     Example:
         ```python
         saver = AtomicCheckpointSaver(model=model, optimizer=optimizer, args=args, task=task,
-                                      checkpoint_dir=out, recovery_dir=out,
-                                      extra_state_fn=lambda: {'sampler': sampler.state_dict()})
+                                      checkpoint_dir=out, recovery_dir=out, training_state=state)
         saver.save_checkpoint(epoch, metric=top1)
         ```
     """
 
-    def __init__(self, *args, extra_state_fn: Optional[Callable[[], Dict]] = None, **kwargs):
+    def __init__(self, *args, training_state: Optional[Any] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.extra_state_fn = extra_state_fn
+        self.training_state = training_state
         # Temp files of a run that was killed mid-write: never complete, never read. One run writes a
         # folder at a time (train.py refuses an existing experiment without --resume).
         for folder in {self.checkpoint_dir, self.recovery_dir}:
@@ -202,8 +174,8 @@ class AtomicCheckpointSaver(CheckpointSaver):
         if metric is not None:
             save_state['metric'] = metric
         save_state['saver'] = self.state_dict(epoch, metric)
-        if self.extra_state_fn is not None:
-            save_state['synermix'] = to_weights_only(self.extra_state_fn())
+        if self.training_state is not None:
+            save_state['synermix'] = to_weights_only(self.training_state.state_dict())
         atomic_write(save_path, lambda f: torch.save(save_state, f))
 
     def _replace(self, src, dst):

@@ -8,9 +8,9 @@ from typing import Dict, Iterable, List
 import yaml
 
 from .errors import InputError
-from .methods import resolve_method
+from ..method.presets import PAPER_MIXUP_ALPHA, Preset, find_preset, get_preset
 
-__all__ = ['parser_dests', 'load_config', 'args_to_yaml', 'derive_method_name', 'apply_method']
+__all__ = ['parser_dests', 'load_config', 'args_to_yaml', 'derive_method_name', 'apply_method', 'run_preset']
 
 _logger = logging.getLogger(__name__)
 
@@ -117,44 +117,45 @@ def apply_method(args: argparse.Namespace) -> argparse.Namespace:
     """
     if args.method:
         try:
-            preset = resolve_method(args.method)
+            preset = get_preset(args.method)
         except ValueError as e:
             raise InputError(f'--method: {e}')
         name = args.method
-        if preset['synermix']:
+        if preset.intra:
             args.synermix = True
-            args.synermix_source = preset['source']
+            args.synermix_source = preset.source
         elif args.synermix:
             raise InputError(f'--method {name} has no intra term but --synermix was given: drop --synermix or use '
                              f'--method synermix-intra / synermix')
-        if preset['manifold_mixup']:
+        if preset.inter == 'manifold':
             if args.cutmix > 0 or args.cutmix_minmax is not None:
                 raise InputError(f'--method {name} mixes hidden states (Manifold MixUp): drop --cutmix/--cutmix-minmax')
             args.manifold_mixup = True
             if args.mixup <= 0:
-                args.mixup = 1.0
-        elif preset['mixup']:
+                args.mixup = PAPER_MIXUP_ALPHA
+        elif preset.inter == 'mixup':
             if args.manifold_mixup:
                 raise InputError(f'--method {name} uses MixUp: drop --manifold-mixup or use --method '
-                                 f'{"synermix-manifold" if preset["synermix"] else "manifold-mixup"}')
+                                 f'{"synermix-manifold" if preset.intra else "manifold-mixup"}')
             if not _inter_given(args):
-                args.mixup = 1.0  # the paper's alpha
+                args.mixup = PAPER_MIXUP_ALPHA
         elif _inter_given(args) or args.manifold_mixup:
             raise InputError(f'--method {name} has no inter-class mixing but --mixup/--cutmix/--manifold-mixup was '
-                             f'given: drop them or use --method {"synermix" if preset["synermix"] else "mixup"}')
+                             f'given: drop them or use --method {"synermix" if preset.intra else "mixup"}')
     else:
         if args.manifold_mixup:
             if args.cutmix > 0 or args.cutmix_minmax is not None:
                 raise InputError('--manifold-mixup mixes hidden states and cannot use CutMix: drop '
                                  '--cutmix/--cutmix-minmax')
             if args.mixup <= 0:
-                args.mixup = 1.0
+                args.mixup = PAPER_MIXUP_ALPHA
         args.method = derive_method_name(args)
 
     has_inter = args.manifold_mixup or _inter_given(args)
     if args.synermix:
         if args.synermix_beta is None:
-            args.synermix_beta = 0.1 if has_inter else 0.5
+            inter = 'manifold' if args.manifold_mixup else ('mixup' if has_inter else None)
+            args.synermix_beta = find_preset(True, 'original', inter).default_beta
         if not 0.0 <= args.synermix_beta <= 1.0:
             raise InputError(f'--synermix-beta {args.synermix_beta} is outside [0, 1]: use e.g. 0.1 (SynerMix) or 0.5 '
                              f'(intra term alone)')
@@ -166,3 +167,9 @@ def apply_method(args: argparse.Namespace) -> argparse.Namespace:
             _logger.warning(f'--synermix-beta {args.synermix_beta} ignored: no intra term (method {args.method}).')
         args.synermix_beta = 0.0
     return args
+
+
+def run_preset(args: argparse.Namespace) -> Preset:
+    """The paper preset a resolved namespace stands for (its intra term, source and kind of inter mixing)."""
+    inter = 'manifold' if args.manifold_mixup else ('mixup' if _inter_given(args) else None)
+    return find_preset(args.synermix, args.synermix_source if inter is None else 'original', inter)

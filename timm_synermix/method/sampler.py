@@ -100,7 +100,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         labels = dataset_labels(labels)
         if batch_size < 2:
             raise ValueError(
-                f'batch_size={batch_size}: SynerMix needs at least 2 samples per batch to mix; use --batch-size 2 or more.')
+                f'batch_size={batch_size}: SynerMix needs at least 2 samples per batch to mix; use batch_size=2 or more.')
         if labels.size == 0:
             raise ValueError('The training set has no labels (empty dataset); check the data folder and split.')
         upper = num_classes if num_classes is not None else np.iinfo(np.int64).max
@@ -108,7 +108,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         if out_of_range.any():
             bad = np.unique(labels[out_of_range])[:10].tolist()
             raise ValueError(
-                f'Labels {bad} are outside [0, {num_classes}): set --num-classes to the number of classes '
+                f'Labels {bad} are outside [0, {num_classes}): set num_classes to the number of classes '
                 f'in the data ({int(labels.max()) + 1}) or fix the class map.')
         if num_replicas is None:
             num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -142,7 +142,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             more = f' (and {singletons.size - 20} more)' if singletons.size > 20 else ''
             raise ValueError(
                 f'Classes with a single training image cannot be supplemented: {", ".join(names)}{more}. '
-                'Add images to them, or pass allow_singleton_classes=True (--allow-singleton-classes) '
+                'Add images to them, or pass allow_singleton_classes=True '
                 'to let them train with one sample.')
 
         if drop_last:
@@ -154,7 +154,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         if self.num_batches == 0:
             raise ValueError(
                 f'{labels.size} training samples over {num_replicas} rank(s) do not fill one batch of '
-                f'{batch_size} with drop_last=True: lower --batch-size.')
+                f'{batch_size} with drop_last=True: lower batch_size.')
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's permutation; `start_batch` skips batches already trained (resume)."""

@@ -1,0 +1,131 @@
+"""Training and evaluation datasets from train.py's flags (timm's create_dataset), and the β holdout.
+
+`--val-holdout` evaluates on a stratified part of the training set: the paper's protocol for choosing β.
+"""
+import os
+from typing import List, Optional, Tuple
+
+import torch.utils.data
+
+from ..method.sampler import dataset_labels
+from .errors import InputError
+from .splits import split_indices
+
+__all__ = ['TransformSubset', 'holdout_split', 'create_datasets', 'class_names']
+
+
+class TransformSubset(torch.utils.data.Subset):
+    """Subset whose `transform` is the wrapped dataset's, so timm's loaders can assign it.
+
+    Example:
+        ```python
+        val_set = TransformSubset(create_dataset('', root=root, split='train'), val_indices)
+        loader = create_loader(val_set, ...)   # sets val_set.transform, i.e. the wrapped dataset's
+        ```
+    """
+
+    @property
+    def transform(self):
+        return getattr(self.dataset, 'transform', None)
+
+    @transform.setter
+    def transform(self, value):
+        self.dataset.transform = value
+
+
+def holdout_split(
+        train_set: torch.utils.data.Dataset,
+        eval_set: torch.utils.data.Dataset,
+        fraction: float,
+        seed: int = 0,
+) -> Tuple[TransformSubset, TransformSubset]:
+    """Stratified, seeded split of the training set into a training and a held-out evaluation part.
+
+    Each class keeps round(n * fraction) images (at least one, at most n - 1) for evaluation.
+
+    Args:
+        train_set: Training split with training transforms.
+        eval_set: The same images as `train_set` (same order), for evaluation transforms.
+        fraction: Held-out fraction in (0, 1), e.g. 0.1.
+        seed: Seed of the per-class shuffles.
+
+    Returns:
+        (training subset of `train_set`, held-out subset of `eval_set`).
+
+    Example:
+        ```python
+        train_part, val_part = holdout_split(create_dataset('', root, split='train', is_training=True),
+                                             create_dataset('', root, split='train'), fraction=0.1, seed=42)
+        ```
+    """
+    if len(train_set) != len(eval_set):
+        raise ValueError(f'train_set ({len(train_set)}) and eval_set ({len(eval_set)}) must hold the same images.')
+    train_idx, val_idx = split_indices(dataset_labels(train_set), val_fraction=fraction, seed=seed)
+    return TransformSubset(train_set, train_idx.tolist()), TransformSubset(eval_set, val_idx.tolist())
+
+
+def _is_folder_dataset(name):
+    return not name or name.lower().startswith(('folder/', 'imagefolder/', 'tar/'))
+
+
+def create_datasets(args):
+    from timm.data import create_dataset
+    if args.data:  # the positional DIR, given on the command line, beats a config file's data_dir
+        args.data_dir = args.data
+    if _is_folder_dataset(args.dataset):
+        if not args.data_dir:
+            raise InputError('no dataset given: pass the ImageFolder root as DIR (or --data-dir), or --dataset torch/<name>')
+        if not os.path.exists(args.data_dir):
+            raise InputError(f'data dir {args.data_dir!r} does not exist: pass the ImageFolder root (with '
+                            f'{args.train_split}/ and {args.val_split or "validation"}/ class folders) as DIR')
+        if os.path.isdir(args.data_dir) and not os.listdir(args.data_dir):
+            raise InputError(f'data dir {args.data_dir!r} is empty: put the images in {args.train_split}/<class>/ '
+                            f'(and {args.val_split or "validation"}/<class>/) under it, or pass another DIR')
+    elif args.dataset.lower().startswith('torch/') and not args.data_dir:
+        args.data_dir = os.path.join('data', args.dataset.split('/', 1)[1])
+    input_img_mode = args.input_img_mode or 'RGB'
+    common = dict(class_map=args.class_map, download=args.dataset_download, batch_size=args.batch_size,
+                  input_img_mode=input_img_mode)
+
+    def make(split, is_training):
+        try:
+            dataset = create_dataset(args.dataset, root=args.data_dir, split=split, is_training=is_training,
+                                     seed=args.seed, **common)
+        except (RuntimeError, FileNotFoundError, AssertionError, ValueError) as e:
+            hint = ' (add --dataset-download to fetch it)' if args.dataset.startswith('torch/') and \
+                not args.dataset_download else ''
+            raise InputError(f'cannot load {split!r} split of {args.dataset or "ImageFolder"} at {args.data_dir!r}: '
+                            f'{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}')
+        if len(dataset) == 0:
+            raise InputError(f'the {split!r} split at {args.data_dir!r} has no images: put them in '
+                            f'{split}/<class>/ folders, or pass another DIR')
+        return dataset
+
+    if _is_folder_dataset(args.dataset) and args.val_split and not args.val_holdout and os.path.isdir(args.data_dir):
+        from timm.data.dataset_factory import _search_split
+        if os.path.abspath(_search_split(args.data_dir, args.val_split)) == os.path.abspath(args.data_dir):
+            raise InputError(f'no {args.val_split!r} folder under {args.data_dir!r}: add one, pass --val-split NAME, '
+                            f'--val-holdout 0.1 to hold out part of the training set, or --val-split "" for no eval')
+    dataset_train = make(args.train_split, True)
+    dataset_eval = None
+    if args.val_holdout:
+        if not 0.0 < args.val_holdout < 1.0:
+            raise InputError(f'--val-holdout {args.val_holdout} must be a fraction in (0, 1), e.g. 0.1')
+        dataset_train, dataset_eval = holdout_split(
+            dataset_train, make(args.train_split, False), args.val_holdout, seed=args.seed)
+    elif args.val_split:
+        dataset_eval = make(args.val_split, False)
+    return dataset_train, dataset_eval
+
+
+def class_names(dataset) -> Optional[List[str]]:
+    """Class names by index from the dataset's class map (timm reader or torchvision), or None."""
+    reader = getattr(getattr(dataset, 'dataset', dataset), 'reader', None)
+    class_to_idx = getattr(reader, 'class_to_idx', None) or getattr(getattr(dataset, 'dataset', dataset),
+                                                                   'class_to_idx', None)
+    if not class_to_idx:
+        return None
+    names = [None] * (max(class_to_idx.values()) + 1)
+    for name, idx in class_to_idx.items():
+        names[idx] = str(name)
+    return names

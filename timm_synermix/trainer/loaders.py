@@ -1,0 +1,51 @@
+"""train.py's data loaders: the SynerMix training loader around the batch sampler, timm's eval loader."""
+import torch
+
+from ..method.loader import create_synermix_loader
+from ..method.sampler import SupplementedBatchSampler
+from ..method.views import create_original_transform
+from .args import to_flags
+from .errors import InputError
+
+__all__ = ['create_train_sampler', 'create_train_loader', 'create_eval_loader']
+
+
+def create_train_sampler(args, labels, class_names) -> SupplementedBatchSampler:
+    """Supplemented batches when the run has the intra term (--synermix), plain ones otherwise."""
+    try:
+        return SupplementedBatchSampler(
+            labels, batch_size=args.batch_size, drop_last=True, shuffle=True, seed=args.seed,
+            supplement=args.synermix, allow_singleton_classes=args.allow_singleton_classes,
+            num_classes=args.num_classes, class_names=class_names)
+    except ValueError as e:
+        raise InputError(to_flags(str(e)))
+
+
+def create_train_loader(args, dataset, sampler, data_config, device: torch.device, two_views: bool):
+    """timm's training transforms, collate and prefetcher over `sampler`; two views for the intra term."""
+    interpolation = args.train_interpolation
+    if args.no_aug or not interpolation:
+        interpolation = data_config['interpolation']
+    original_transform = None
+    if two_views:
+        original_transform = create_original_transform(data_config, use_prefetcher=args.prefetcher)
+    return create_synermix_loader(
+        dataset, input_size=data_config['input_size'], batch_sampler=sampler, two_views=two_views,
+        original_transform=original_transform, is_training=True, use_prefetcher=args.prefetcher, device=device,
+        num_workers=args.workers, pin_memory=args.pin_mem, persistent_workers=False,
+        worker_seeding=args.worker_seeding, mean=data_config['mean'], std=data_config['std'], re_prob=args.reprob,
+        re_mode=args.remode, re_count=args.recount, interpolation=interpolation, crop_pct=data_config['crop_pct'],
+        no_aug=args.no_aug, train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio,
+        hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
+        grayscale_prob=args.grayscale_prob or 0., gaussian_blur_prob=args.gaussian_blur_prob or 0.,
+        auto_augment=args.aa)
+
+
+def create_eval_loader(args, dataset, data_config, device: torch.device, distributed: bool):
+    """timm's eval loader; `distributed=False` under DDP gives rank 0 the whole set in order (features.npz)."""
+    from timm.data import create_loader
+    return create_loader(
+        dataset, input_size=data_config['input_size'], batch_size=args.validation_batch_size or args.batch_size,
+        is_training=False, interpolation=data_config['interpolation'], mean=data_config['mean'],
+        std=data_config['std'], num_workers=args.workers, distributed=distributed, crop_pct=data_config['crop_pct'],
+        pin_memory=args.pin_mem, device=device, use_prefetcher=args.prefetcher)

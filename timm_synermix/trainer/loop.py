@@ -1,0 +1,286 @@
+"""The training loop: each update is step -> log -> checkpoint; each epoch ends with evaluation and a save.
+
+`Run` holds what `main` assembled. Loss terms accumulate on the device (`LossMeters`) and are read only at
+log intervals, where a non-finite loss stops every rank, naming the step.
+"""
+import logging
+import os
+import time
+from collections import OrderedDict
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
+
+import torch
+from timm import utils
+from timm.task.evaluator import evaluation_sample_limit
+
+from ..method.views import TwoViews
+from .errors import InputError
+from .checkpoint import atomic_write
+from .outputs import write_summary
+from .state import RngState, TrainingState
+
+__all__ = ['Run', 'train_one_epoch', 'evaluate', 'train_and_evaluate']
+
+_logger = logging.getLogger('train')
+
+
+@dataclass
+class Run:
+    """A training run as `main` assembled it: settings, task, optimisation, data, state and saver."""
+    args: Any
+    device: torch.device
+    task: Any
+    optimizer: Any
+    scheduler: Any
+    loss_scaler: Any
+    autocast: Callable
+    loader_train: Any
+    loader_eval: Any
+    sampler: Any
+    state: TrainingState
+    saver: Any
+    updates_per_epoch: int
+    output_dir: str
+    args_yaml: Optional[str] = None  # rewritten with each checkpoint (a resumed run's new settings)
+
+    @property
+    def primary(self) -> bool:
+        return self.args.rank == 0
+
+
+def _to_device(run: Run, input, target):
+    """Move a batch to the device (unless the prefetcher did) and apply channels_last."""
+    if not run.args.prefetcher:
+        if isinstance(input, TwoViews):
+            input = TwoViews(*(v.to(device=run.device, non_blocking=True) for v in input))
+        else:
+            input = input.to(device=run.device, non_blocking=True)
+        target = target.to(device=run.device, non_blocking=True)
+    if run.args.channels_last:
+        if isinstance(input, TwoViews):
+            input = TwoViews(*(v.contiguous(memory_format=torch.channels_last) for v in input))
+        else:
+            input = input.contiguous(memory_format=torch.channels_last)
+    return input, target
+
+
+def _backward(run: Run, loss: torch.Tensor, need_update: bool) -> None:
+    args = run.args
+    clip_parameters = None
+    if args.clip_grad is not None:
+        clip_parameters = run.task.get_clip_parameters(exclude_head='agc' in args.clip_mode)
+    if run.loss_scaler is not None:
+        run.loss_scaler(loss, run.optimizer, clip_grad=args.clip_grad, clip_mode=args.clip_mode,
+                        parameters=clip_parameters, need_update=need_update)
+        return
+    loss.backward()
+    if need_update:
+        if args.clip_grad is not None:
+            utils.dispatch_clip_grad(clip_parameters, value=args.clip_grad, mode=args.clip_mode)
+        run.optimizer.step()
+
+
+def train_step(run: Run, input, target, accum_steps: int, need_update: bool) -> Dict[str, torch.Tensor]:
+    """Forward and backward of one batch (the optimizer steps when `need_update`); no host sync."""
+    # Between updates of an accumulation, DDP skips the gradient all-reduce.
+    sync = run.task.no_sync() if run.args.distributed and not need_update else nullcontext()
+    with sync:
+        with run.autocast():
+            result = run.task(input, target)
+        loss = result['loss'] / accum_steps if accum_steps > 1 else result['loss']
+        _backward(run, loss, need_update)
+    return result
+
+
+def _check_finite(run: Run, epoch: int) -> Dict[str, float]:
+    """Read the meters (every rank together); stop all ranks if a loss was not finite."""
+    values = run.state.meters.read(distributed=run.args.distributed)
+    if values['first_bad_step'] >= 0:
+        last = os.path.join(run.output_dir, 'last.pth.tar')
+        keep = f'the last good checkpoint, {last!r}, is kept' if os.path.isfile(last) else \
+            'no checkpoint was written yet'
+        raise InputError(f'loss is not finite at epoch {epoch}, step {values["first_bad_step"]}; training stopped '
+                         f'and {keep}: lower --lr or set --clip-grad, then --resume it')
+    return values
+
+
+class _Clock:
+    """Update and data-loading times (host clock, as timm's loop)."""
+
+    def __init__(self):
+        self.update_start = self.data_start = time.time()
+        self.update_sum = self.data_sum = 0.0
+        self.updates, self.samples, self.update_val, self.data_val = 0, 0, 0.0, 0.0
+
+    def data_ready(self, accum_steps: int) -> None:
+        self.data_val = accum_steps * (time.time() - self.data_start)
+        self.data_sum += self.data_val
+
+    def updated(self) -> None:
+        now = time.time()
+        self.update_val = now - self.update_start
+        self.update_sum += self.update_val
+        self.updates += 1
+        self.update_start = now
+
+
+def _log_train(run: Run, epoch: int, update_idx: int, clock: _Clock) -> None:
+    values = _check_finite(run, epoch)
+    if not run.primary:
+        return
+    lrs = [g['lr'] for g in run.optimizer.param_groups]
+    update_avg = clock.update_sum / max(clock.updates, 1)
+    total = run.updates_per_epoch
+    _logger.info(
+        f'Train: {epoch} [{update_idx:>4d}/{total} ({100. * (update_idx + 1) / total:>3.0f}%)]  '
+        f'Loss: {values["last_loss"]:#.3g} ({values["loss"]:#.3g})  '
+        f'Intra: {values["last_intra"]:#.3g} ({values["loss_intra"]:#.3g})  '
+        f'Inter: {values["last_inter"]:#.3g} ({values["loss_inter"]:#.3g})  '
+        f'Batch: {int(values["last_batch"])} ({values["batch"]:.1f})  '
+        f'Time: {clock.update_val:.3f}s, {clock.samples / max(clock.update_val, 1e-9):>7.2f}/s  '
+        f'({update_avg:.3f}s, {clock.samples / max(update_avg, 1e-9):>7.2f}/s)  '
+        f'LR: {sum(lrs) / len(lrs):.3e}  '
+        f'Data: {clock.data_val:.3f} ({clock.data_sum / max(clock.updates, 1):.3f})')
+
+
+def _save_recovery(run: Run, epoch: int, next_batch: int, num_updates: int, update_idx: int) -> None:
+    _check_finite(run, epoch)
+    run.state.position.epoch, run.state.position.next_batch = epoch, next_batch
+    run.state.position.num_updates = num_updates
+    if run.args.distributed:
+        run.state.snapshot()
+    if run.saver is not None:
+        run.saver.save_recovery(epoch, batch_idx=update_idx)
+    run.state.position.next_batch, run.state.rng_states = None, None
+
+
+def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, float]:
+    """Train one epoch from batch `start_batch` (a mid-epoch resume); returns the mean loss terms."""
+    args, task = run.args, run.task
+    if args.mixup_off_epoch and epoch >= args.mixup_off_epoch and task.mixup is not None:
+        task.mixup.mixup_enabled = False
+    task.train()
+    accum = args.grad_accum_steps
+    num_batches = start_batch + len(run.loader_train)
+    last_accum_steps = num_batches % accum
+    num_updates = epoch * run.updates_per_epoch + start_batch // accum
+    clock = _Clock()
+    run.optimizer.zero_grad()
+    batches = enumerate(run.loader_train, start=start_batch)  # the loader's iterator draws its seed here
+    if run.state.resume_rng is not None:
+        RngState.restore(run.state.resume_rng)
+        run.state.resume_rng = None
+    for batch_idx, (input, target) in batches:
+        last_batch = batch_idx == num_batches - 1
+        need_update = last_batch or (batch_idx + 1) % accum == 0
+        accum_steps = last_accum_steps if batch_idx >= num_batches - last_accum_steps else accum
+        input, target = _to_device(run, input, target)
+        clock.data_ready(accum_steps)
+        n_batch = (input.augmented if isinstance(input, TwoViews) else input).shape[0]
+
+        result = train_step(run, input, target, accum_steps, need_update)
+        run.state.meters.update(result['loss'] * accum_steps, result['loss_intra'], result['loss_inter'], n_batch,
+                                result.get('with_intra', False), batch_idx)
+        clock.samples += n_batch * args.world_size  # the supplemented size: what the step really processed
+        if not need_update:
+            clock.data_start = time.time()
+            continue
+
+        num_updates += 1
+        run.optimizer.zero_grad()
+        task.update_ema(step=num_updates)
+        if args.synchronize_step and run.device.type == 'cuda':
+            torch.cuda.synchronize()
+        clock.updated()
+        update_idx = batch_idx // accum
+        if update_idx % args.log_interval == 0 or last_batch:
+            _log_train(run, epoch, update_idx, clock)
+        if args.recovery_interval and (update_idx + 1) % args.recovery_interval == 0 and not last_batch:
+            _save_recovery(run, epoch, batch_idx + 1, num_updates, update_idx)
+        if run.scheduler is not None:
+            run.scheduler.step_update(num_updates=num_updates)
+        clock.samples = 0
+        clock.data_start = time.time()
+
+    if hasattr(run.optimizer, 'sync_lookahead'):
+        run.optimizer.sync_lookahead()
+    values = _check_finite(run, epoch)
+    return OrderedDict((k, values[k]) for k in ('loss', 'loss_intra', 'loss_inter'))
+
+
+def evaluate(run: Run, model: torch.nn.Module, log_suffix: str = '') -> Dict[str, float]:
+    """Loss, top-1 and top-5 of `model` on the eval loader, with timm's task evaluator (exact under DDP)."""
+    args, loader = run.args, run.loader_eval
+    evaluator = run.task.create_evaluator(max_samples=evaluation_sample_limit(loader))
+    model.eval()
+    last_idx = len(loader) - 1
+    with torch.inference_mode():
+        for batch_idx, (input, target) in enumerate(loader):
+            input, target = _to_device(run, input, target)
+            with run.autocast():
+                output = model(input)
+            if isinstance(output, (tuple, list)):
+                output = output[0]
+            evaluator.update(output, target)
+            if run.primary and (batch_idx == last_idx or batch_idx % args.log_interval == 0):
+                m = evaluator.summary()
+                _logger.info(f'Test{log_suffix}: [{batch_idx:>4d}/{last_idx}]  Loss: ({m["loss"]:>6.3f})  '
+                             f'Acc@1: ({m["top1"]:>7.3f})  Acc@5: ({m["top5"]:>7.3f})')
+    return evaluator.compute(distributed=args.distributed)
+
+
+def _evaluate_epoch(run: Run) -> Optional[Dict[str, float]]:
+    args, task = run.args, run.task
+    if run.loader_eval is None:
+        return None
+    metrics = evaluate(run, task.get_eval_model())
+    if task.has_ema() and not args.model_ema_force_cpu:
+        if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
+            utils.distribute_bn(task.get_trainable_module(ema=True), args.world_size, args.dist_bn == 'reduce')
+        metrics = evaluate(run, task.get_eval_model(ema=True), log_suffix=' (EMA)')
+    return metrics
+
+
+def _end_epoch(run: Run, epoch: int, train_metrics: Dict[str, float]) -> None:
+    """Evaluate, record the epoch, step the scheduler, save the checkpoint and summary.csv."""
+    args, state = run.args, run.state
+    if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
+        utils.distribute_bn(run.task.get_trainable_module(), args.world_size, args.dist_bn == 'reduce')
+    eval_metrics = _evaluate_epoch(run)
+    lrs = [g['lr'] for g in run.optimizer.param_groups]
+    row = OrderedDict(epoch=epoch)
+    row.update(('train_' + k, v) for k, v in train_metrics.items())
+    row.update(('eval_' + k, (eval_metrics or {}).get(k)) for k in ('loss', 'top1', 'top5'))
+    row['lr'] = sum(lrs) / len(lrs)
+    state.history.append(row)
+    metric_name = args.eval_metric if eval_metrics is not None else 'loss'
+    latest = (eval_metrics or train_metrics)[metric_name]
+    if run.scheduler is not None:
+        run.scheduler.step(epoch + 1, latest)
+    state.position.epoch, state.position.next_batch = epoch, None
+    state.position.num_updates = (epoch + 1) * run.updates_per_epoch
+    if args.distributed:
+        state.snapshot()
+    if run.saver is not None:
+        if run.args_yaml is not None:
+            atomic_write(os.path.join(run.output_dir, 'args.yaml'), lambda f: f.write(run.args_yaml), mode='w')
+        write_summary(os.path.join(run.output_dir, 'summary.csv'), state.history.rows)
+        if args.log_wandb:
+            import wandb
+            wandb.log(dict(row))
+        run.saver.save_checkpoint(epoch, metric=latest)
+    state.rng_states = None
+
+
+def train_and_evaluate(run: Run, start_epoch: int, num_epochs: int, start_batch: int = 0) -> None:
+    """Epochs `start_epoch`..`num_epochs - 1`; the first may start mid-epoch at `start_batch`."""
+    for epoch in range(start_epoch, num_epochs):
+        first = start_batch if epoch == start_epoch else 0
+        run.sampler.set_epoch(epoch, start_batch=first)
+        if not first:
+            run.state.meters.reset()
+        train_metrics = train_one_epoch(run, epoch, start_batch=first)
+        run.sampler.set_epoch(epoch + 1)
+        _end_epoch(run, epoch, train_metrics)

@@ -1,0 +1,324 @@
+"""train.py: timm's training script with SynerMix. `main(argv)` reads top-down; each step is a function below.
+
+    python train.py DATA_DIR --model resnet18 --method synermix --synermix-beta 0.1
+    python -m timm_synermix.trainer -c configs/cifar100_resnet18.yaml --method synermix-intra
+    torchrun --nproc_per_node=2 train.py DATA_DIR --model resnet50 --method synermix
+
+Reliability: checkpoints are written atomically and carry everything an exact resume needs (model, optimizer,
+scheduler, EMA, AMP scaler, task step, sampler position, RNG states); bad input fails before anything is
+written, with one line naming the problem and the fix (exit code 2; --debug shows the traceback); a NaN/inf
+loss stops every rank within one log interval, keeping the last good checkpoint; under torchrun a dead or hung
+rank fails the others within --dist-timeout seconds.
+
+Outputs (as timm): <output>/train/<experiment>/{args.yaml, summary.csv, last.pth.tar, checkpoint-N.pth.tar,
+model_best.pth.tar}, plus results.json, features.npz and model_best.safetensors.
+"""
+import json
+import logging
+import os
+import sys
+from contextlib import suppress
+from datetime import datetime
+from functools import partial
+
+import torch
+
+from ..method.presets import create_synermix_task
+from ..method.sampler import dataset_labels
+from .args import PROG, parse_args, to_flags
+from .checkpoint import AtomicCheckpointSaver, atomic_write, load_training_checkpoint
+from .config import apply_method, args_to_yaml, parser_dests, run_preset
+from .data import class_names, create_datasets
+from .distributed import init_distributed_device
+from .errors import InputError, first_line
+from .loaders import create_eval_loader, create_train_loader, create_train_sampler
+from .loop import Run, train_and_evaluate
+from .models import create_model_from_args
+from .outputs import write_final_outputs
+from .state import LossMeters, RngState, TrainingState
+
+__all__ = ['main']
+
+_logger = logging.getLogger('train')
+
+
+def main(argv=None) -> int:
+    """Run train.py with `argv` (default: sys.argv[1:]); bad input exits with code 2 and one line."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return train(argv)
+    except InputError as e:
+        if '--debug' in argv:
+            raise
+        print(f'{PROG}: error: {e}', file=sys.stderr)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        sys.exit(2)
+
+
+def train(argv) -> int:
+    from timm import utils
+    utils.setup_default_logging()
+    args, parser = parse_args(argv)
+    apply_method(args)
+    args_text = args_to_yaml(args, parser_dests(parser))
+    device, autocast, loss_scaler = setup_device(args)
+    output_dir = experiment_dir(args)
+    resume_ckpt = load_training_checkpoint(args.resume) if args.resume else None
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not args.resume:
+        raise InputError(f'experiment folder {output_dir!r} exists: pass --resume '
+                         f'{os.path.join(output_dir, "last.pth.tar")} to continue it, or another --experiment')
+    if args.distributed:
+        torch.distributed.barrier()
+    utils.random_seed(args.seed, args.rank)
+
+    dataset_train, dataset_eval = create_datasets(args)
+    labels, names = dataset_labels(dataset_train), class_names(dataset_train)
+    set_num_classes(args, labels, names)
+    model, data_config = create_model(args, device)
+    task = create_task(args, model, device)
+    sampler = create_train_sampler(args, labels, names)
+    two_views = args.synermix and args.synermix_beta > 0 and args.synermix_source == 'original'
+    loader_train = create_train_loader(args, dataset_train, sampler, data_config, device, two_views)
+    optimizer = create_optimizer(args, model)
+    loader_eval = create_eval_loader(args, dataset_eval, data_config, device, args.distributed) \
+        if dataset_eval is not None else None
+
+    resume_epoch, saved = resume_task(args, task, optimizer, loss_scaler, resume_ckpt)
+    prepare_task(args, task, device)
+    scheduler, num_epochs, updates_per_epoch = create_scheduler(args, optimizer, sampler, loader_eval)
+    state = TrainingState(sampler, scheduler, LossMeters(device), RngState(args.world_size, args.rank), args.method)
+    start_epoch, start_batch = restore_state(args, state, saved, resume_epoch, updates_per_epoch)
+    saver = create_saver(args, task, model, optimizer, loss_scaler, state, output_dir, args_text, loader_eval,
+                         resume_ckpt)
+    resume_ckpt = None  # free the checkpoint's tensors before training
+    run = Run(args, device, task, optimizer, scheduler, loss_scaler, autocast, loader_train, loader_eval, sampler,
+              state, saver, updates_per_epoch, output_dir, args_yaml=args_text if args.resume else None)
+    log_setup(run, num_epochs)
+    try:
+        train_and_evaluate(run, start_epoch, num_epochs, start_batch)
+    except KeyboardInterrupt:
+        last = os.path.join(output_dir, 'last.pth.tar')
+        print(f'{PROG}: interrupted; no final results written. Continue with --resume {last}', file=sys.stderr)
+        return 130
+
+    if args.distributed:
+        torch.distributed.barrier()
+    if saver is not None:
+        _logger.info(f'*** Best metric: {saver.best_metric} (epoch {saver.best_epoch})')
+        full_eval = loader_eval if not args.distributed or loader_eval is None else \
+            create_eval_loader(args, dataset_eval, data_config, device, distributed=False)
+        results = write_final_outputs(run, dataset_eval, full_eval, args.cifar_stem)
+        _logger.info(f'Results: {json.dumps({k: v for k, v in results.items() if k != "metrics"})}')
+    if args.distributed:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def setup_device(args):
+    """(device, autocast context factory, AMP loss scaler or None); joins the process group under torchrun."""
+    from timm import utils
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    args.prefetcher = not args.no_prefetcher
+    args.grad_accum_steps = max(1, args.grad_accum_steps)
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise InputError(f'--device {args.device} but CUDA is not available: pass --device cpu')
+    if args.amp and args.amp_dtype not in ('float16', 'bfloat16'):
+        raise InputError(f'--amp-dtype {args.amp_dtype}: use float16 or bfloat16')
+    device = init_distributed_device(args)
+    if args.distributed:
+        _logger.info(f'Training in distributed mode with multiple processes, 1 device per process. '
+                     f'Process {args.rank}, total {args.world_size}, device {args.device}.')
+    else:
+        _logger.info(f'Training with a single process on 1 device ({args.device}).')
+    if args.sync_bn and args.distributed and device.type == 'cpu':
+        raise InputError('--sync-bn needs a GPU (torch SyncBatchNorm has no CPU kernel): drop --sync-bn on CPU')
+    autocast, loss_scaler = suppress, None
+    if args.amp:
+        dtype = torch.bfloat16 if args.amp_dtype == 'bfloat16' else torch.float16
+        autocast = partial(torch.autocast, device_type=device.type, dtype=dtype)
+        if device.type == 'cuda' and dtype == torch.float16:
+            loss_scaler = utils.NativeScaler(device=device.type)
+    return device, autocast, loss_scaler
+
+
+def experiment_dir(args) -> str:
+    """<output>/<experiment>, the experiment named as timm names it when --experiment is not given."""
+    from timm.models import safe_model_name
+    exp_name = args.experiment or '-'.join([
+        datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model),
+        str(args.input_size[-1] if args.input_size else (args.img_size or 'default'))])
+    args.experiment_name = exp_name
+    return os.path.join(args.output if args.output else './output/train', exp_name)
+
+
+def set_num_classes(args, labels, names) -> None:
+    """--num-classes from the training set when not given; one that disagrees with the data is an error."""
+    data_classes = len(names) if names else int(labels.max()) + 1
+    if args.num_classes is None:
+        args.num_classes = data_classes
+        _logger.info(f'--num-classes not given: {args.num_classes} from the training set.')
+    elif args.num_classes > data_classes:
+        raise InputError(f'--num-classes {args.num_classes} disagrees with the data ({data_classes} classes in the '
+                         f'training set): drop --num-classes to size the head from the data, or fix the class map')
+
+
+def create_model(args, device):
+    """(model on the device, timm data config)."""
+    from timm.data import resolve_data_config
+    from timm.layers import convert_sync_batchnorm
+    from timm.models import safe_model_name
+    model = create_model_from_args(args, args.num_classes)
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(enable=True)
+    if args.rank == 0:
+        _logger.info(f'Model {safe_model_name(args.model)} created, param count:'
+                     f'{sum(m.numel() for m in model.parameters())}')
+    data_config = resolve_data_config(vars(args), model=model, verbose=args.rank == 0)
+    model.to(device=device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.distributed and args.sync_bn:
+        args.dist_bn = ''
+        model = convert_sync_batchnorm(model)
+    return model, data_config
+
+
+def create_task(args, model, device):
+    """The run's SynerMixTask, built from its preset (`create_synermix_task`) with the flags' settings."""
+    try:
+        return create_synermix_task(
+            model, run_preset(args).name, beta=args.synermix_beta, num_classes=args.num_classes,
+            mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+            mixup_prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mixup_mode=args.mixup_mode,
+            label_smoothing=args.smoothing, manifold_layers=args.manifold_layers,
+            num_per_class=args.synermix_num_synth, intra_every=args.synermix_every,
+            original_scale=args.synermix_orig_scale, device=device, verbose=args.rank == 0)
+    except ValueError as e:
+        raise InputError(to_flags(str(e)))
+
+
+def create_optimizer(args, model):
+    """timm's optimizer; --lr from --lr-base scaled by the global batch (before supplementation), as timm."""
+    from timm.optim import create_optimizer_v2, optimizer_kwargs
+    if args.lr is None:
+        global_batch_size = args.batch_size * args.world_size * args.grad_accum_steps
+        batch_ratio = global_batch_size / args.lr_base_size
+        if not args.lr_base_scale:
+            on = args.opt.lower()
+            args.lr_base_scale = 'sqrt' if any(o in on for o in ('ada', 'lamb')) else 'linear'
+        if args.lr_base_scale == 'sqrt':
+            batch_ratio = batch_ratio ** 0.5
+        args.lr = args.lr_base * batch_ratio
+        if args.rank == 0:
+            _logger.info(f'Learning rate ({args.lr}) calculated from base learning rate ({args.lr_base}) and '
+                         f'effective global batch size ({global_batch_size}) with {args.lr_base_scale} scaling.')
+    return create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
+
+
+def resume_task(args, task, optimizer, loss_scaler, ckpt):
+    """(epoch to resume at or None, the checkpoint's training state): timm's task resume for the weights."""
+    from timm.task import resume_task_checkpoint
+    if not args.resume:
+        return None, {}
+    try:
+        resume_epoch = resume_task_checkpoint(
+            task, args.resume, optimizer=None if args.no_resume_opt else optimizer,
+            loss_scaler=None if args.no_resume_opt else loss_scaler, log_info=args.rank == 0)
+    except RuntimeError as e:
+        raise InputError(f'--resume {args.resume!r} does not fit this run ({first_line(e)}): '
+                         f'use the same --model/--num-classes as the checkpoint')
+    saved = ckpt.get('synermix') or {}
+    if saved.get('next_batch') is not None:
+        resume_epoch = saved['epoch']  # a recovery checkpoint: finish the interrupted epoch
+    return resume_epoch, saved
+
+
+def prepare_task(args, task, device) -> None:
+    """EMA (resumed with the weights), torch.compile, then DDP: in timm's order."""
+    from timm.task import load_task_ema_checkpoint
+    if args.model_ema:
+        task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+                       device='cpu' if args.model_ema_force_cpu else None)
+        if args.resume:
+            load_task_ema_checkpoint(task, args.resume)
+    if args.torchcompile:
+        task.compile(backend=args.torchcompile, mode=args.torchcompile_mode)
+        if task.has_ema():
+            task.compile_ema(backend=args.torchcompile, mode=args.torchcompile_mode)
+    if args.distributed:
+        task.prepare_distributed(device_ids=[device] if device.type == 'cuda' else None,
+                                 broadcast_buffers=not args.no_ddp_bb)
+
+
+def create_scheduler(args, optimizer, sampler, loader_eval):
+    """(timm LR scheduler, number of epochs, optimizer updates per epoch)."""
+    from timm.scheduler import create_scheduler_v2, scheduler_kwargs
+    decreasing = (args.eval_metric if loader_eval is not None else 'loss') == 'loss'
+    updates_per_epoch = (sampler.num_batches + args.grad_accum_steps - 1) // args.grad_accum_steps
+    scheduler, num_epochs = create_scheduler_v2(
+        optimizer, **scheduler_kwargs(args, decreasing_metric=decreasing), updates_per_epoch=updates_per_epoch)
+    return scheduler, num_epochs, updates_per_epoch
+
+
+def restore_state(args, state, saved, resume_epoch, updates_per_epoch):
+    """(start epoch, start batch): `state` as the checkpoint left it, the scheduler at the start epoch."""
+    start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
+    if saved:
+        state.load_state_dict(saved, load_scheduler=not args.no_resume_opt)
+    state.history.drop_from(start_epoch)
+    if state.scheduler is not None and start_epoch > 0:
+        if args.sched_on_updates:
+            state.scheduler.step_update(start_epoch * updates_per_epoch)
+        else:
+            state.scheduler.step(start_epoch)
+    start_batch = saved.get('next_batch') or 0
+    rng = state.rng.own(saved.get('rng_all'))
+    if saved.get('rng_all') and rng is None:
+        _logger.warning('RNG state not restored: the world size changed since the checkpoint.')
+    elif rng is not None:
+        # Mid-epoch: restored by the loop once the loader's iterator drew its seed, as after the last trained batch.
+        state.resume_rng = rng if start_batch else None
+        if not start_batch:
+            RngState.restore(rng)
+    return start_epoch, start_batch
+
+
+def create_saver(args, task, model, optimizer, loss_scaler, state, output_dir, args_text, loader_eval, ckpt):
+    """Rank 0's checkpoint saver; writes args.yaml (a resumed run rewrites it with its first checkpoint)."""
+    if args.rank != 0:
+        return None
+    os.makedirs(output_dir, exist_ok=True)
+    decreasing = (args.eval_metric if loader_eval is not None else 'loss') == 'loss'
+    saver = AtomicCheckpointSaver(
+        model=model, optimizer=optimizer, args=args, amp_scaler=loss_scaler, checkpoint_dir=output_dir,
+        recovery_dir=output_dir, decreasing=decreasing, max_history=args.checkpoint_hist, task=task,
+        training_state=state)
+    if args.resume and ckpt.get('saver') and \
+            os.path.abspath(os.path.dirname(args.resume)) == os.path.abspath(output_dir):
+        saver.load_state_dict(ckpt['saver'])
+    if not args.resume:  # a resumed run rewrites args.yaml with its checkpoints, not before
+        atomic_write(os.path.join(output_dir, 'args.yaml'), lambda f: f.write(args_text), mode='w')
+    if args.log_wandb:
+        try:
+            import wandb
+            wandb.init(project=args.wandb_project, name=args.experiment_name, config=args, tags=args.wandb_tags)
+        except ImportError:
+            _logger.warning("You've requested to log metrics to wandb but package not found.")
+            args.log_wandb = False
+    return saver
+
+
+def log_setup(run, num_epochs) -> None:
+    args = run.args
+    if not run.primary:
+        return
+    mix = run.task.mixup
+    _logger.info(f'Method {args.method}: synermix={args.synermix} beta={args.synermix_beta} '
+                 f'source={args.synermix_source} inter={type(mix).__name__ if mix else None} '
+                 f'supplemented batches={args.synermix}')
+    _logger.info(f'Scheduled epochs: {num_epochs}. LR stepped per '
+                 f'{"epoch" if run.scheduler.t_in_epochs else "update"}.')
