@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests
 
 demo: $(STAMP)
-	$(PY) -m timm_synermix.demo
+	$(PY) -m timm_synermix.experiments.demo
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -2,16 +2,18 @@
 import os
 import random
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from timm_synermix.checkpoint import (
-    AtomicCheckpointSaver, atomic_write, export_safetensors, get_rng_state, load_training_checkpoint,
-    newest_good_checkpoint, set_rng_state, to_weights_only)
-from timm_synermix.errors import InputError
+from timm_synermix.trainer.checkpoint import (
+    AtomicCheckpointSaver, atomic_write, export_safetensors, load_training_checkpoint, newest_good_checkpoint,
+    to_weights_only)
+from timm_synermix.trainer.state import RngState
+from timm_synermix.trainer.errors import InputError
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
@@ -40,7 +42,8 @@ def _saver(tmp_path, extra=None):
     model = nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     return model, AtomicCheckpointSaver(model=model, optimizer=opt, checkpoint_dir=str(tmp_path),
-                                        recovery_dir=str(tmp_path), max_history=2, extra_state_fn=extra)
+                                        recovery_dir=str(tmp_path), max_history=2,
+                                        training_state=SimpleNamespace(state_dict=extra) if extra else None)
 
 
 def test_saver_last_is_never_missing_or_partial(tmp_path):
@@ -76,10 +79,10 @@ def test_rng_state_round_trips_through_checkpoint(tmp_path):
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     np.random.randn()  # a cached gaussian is part of numpy's state
     path = tmp_path / 's.pt'
-    torch.save(to_weights_only({'rng': get_rng_state()}), path)
+    torch.save(to_weights_only({'rng': RngState.capture()}), path)
     expected = (random.random(), np.random.randn(), torch.rand(2))
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
-    set_rng_state(torch.load(path, weights_only=True)['rng'])
+    RngState.restore(torch.load(path, weights_only=True)['rng'])
     got = (random.random(), np.random.randn(), torch.rand(2))
     assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
 

@@ -13,9 +13,9 @@ import time
 import pytest
 import yaml
 
-from timm_synermix.compare import (BETA_GRIDS, CompareError, default_train_script, main, plan_runs, run_compare,
+from timm_synermix.experiments.compare import (BETA_GRIDS, CompareError, main, trainer_command, plan_runs, run_compare,
                                    select_best_beta)
-from timm_synermix.data import write_image_folder
+from timm_synermix.experiments.digits import write_image_folder
 
 STUB = textwrap.dedent('''
     """Stand-in for train.py: writes the run directory contract; holdout top-1 peaks at beta 0.2."""
@@ -116,15 +116,16 @@ def test_select_best_beta_without_scores_is_an_error():
         select_best_beta({0.1: None})
 
 
-def test_default_train_script_is_the_repository_train_py():
-    assert default_train_script() == __import__('pathlib').Path(__file__).resolve().parents[1] / 'train.py'
+def test_runs_train_through_the_installed_trainer_module():
+    assert trainer_command('py') == ['py', '-m', 'timm_synermix.trainer']
+    assert trainer_command('py', 'stub.py') == ['py', 'stub.py']
 
 
 def test_missing_train_script_is_a_clear_error(tmp_path, stub, capsys):
     rc = main([stub[1], '--methods', 'baseline', '--seeds', '0', '--out', str(tmp_path / 'out'),
                '--train-script', str(tmp_path / 'nope.py')])
     assert rc == 2
-    assert 'train.py not found at' in capsys.readouterr().err
+    assert 'train script not found at' in capsys.readouterr().err
 
 
 def test_flags_compare_sets_are_refused_after_the_separator(tmp_path, stub, capsys):

@@ -1,23 +1,18 @@
 """Config files (unknown keys fail) and --method presets resolved into flags."""
 import argparse
-import importlib.util
-import os
 
 import pytest
 import yaml
 
-from timm_synermix.config import apply_method, args_to_yaml, derive_method_name, load_config, parser_dests
-from timm_synermix.errors import InputError
+from timm_synermix.trainer.config import apply_method, args_to_yaml, derive_method_name, load_config, parser_dests
+from timm_synermix.trainer.errors import InputError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from timm_synermix.trainer.args import build_parsers
 
 
 @pytest.fixture(scope='module')
 def parser():
-    spec = importlib.util.spec_from_file_location('synermix_train_script_cfg', os.path.join(ROOT, 'train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module._build_parsers()[1]
+    return build_parsers()[1]
 
 
 def _args(**kw):
@@ -101,3 +96,11 @@ def test_args_yaml_round_trips(tmp_path, parser):
     path.write_text(args_to_yaml(args, parser_dests(parser)))
     cfg = load_config(str(path), parser_dests(parser))
     assert cfg['model'] == 'test_resnet' and cfg['synermix_beta'] == 0.3
+
+
+def test_library_parameter_names_become_flags_in_messages():
+    from timm_synermix.trainer.args import to_flags
+    assert to_flags('beta=1.5 is outside [0, 1]') == '--synermix-beta 1.5 is outside [0, 1]'
+    assert to_flags('use batch_size=2 or more; pass allow_singleton_classes=True') == \
+        'use --batch-size 2 or more; pass --allow-singleton-classes'
+    assert to_flags('source="augmented" mixes') == '--synermix-source augmented mixes'

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from timm_synermix.data import load_source, main, split_indices, write_image_folder
+from timm_synermix.experiments.digits import load_source, main, split_indices, write_image_folder
 
 
 def _listing(root):

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from timm_synermix.demo import FULL, QUICK, finetune_args, main
+from timm_synermix.experiments.demo import FULL, QUICK, finetune_args, main
 
 
 @pytest.fixture(scope='module')

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from timm_synermix.metrics import compute_feature_metrics, extract_features
+from timm_synermix.trainer.metrics import compute_feature_metrics, extract_features
 
 
 def _clusters(std, num_classes=4, per_class=50, dim=8, seed=0):

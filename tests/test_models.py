@@ -4,8 +4,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from timm_synermix.errors import InputError
-from timm_synermix.models import apply_cifar_stem, create_train_model, mismatched_keys
+from timm_synermix.trainer.errors import InputError
+from timm_synermix.trainer.models import apply_cifar_stem, create_train_model, mismatched_keys
 
 
 def test_cifar_stem():

@@ -24,7 +24,7 @@ import yaml
 from train_helpers import (COMMON, ROOT, hash_tree, load_ckpt, load_train_module, max_diff,
                            out_root, read_summary, run_train, tiny_imagefolder, train_cmd, train_env,  # noqa: F401
                            write_image_folder)
-from timm_synermix.checkpoint import SAVE_DELAY_ENV, newest_good_checkpoint
+from timm_synermix.trainer.checkpoint import SAVE_DELAY_ENV, newest_good_checkpoint
 
 CRASH_ARGS = [*COMMON, '--method', 'synermix', '--epochs', '3', '--no-feature-metrics', '--checkpoint-hist', '2',
               '--model-ema', '--model-ema-decay', '0.9']
@@ -196,7 +196,7 @@ BAD_INPUT = {
                       'pre_logits=True', 'in-process'),
     'manifold-layer': (['--method', 'manifold-mixup', '--manifold-layers', 'layer9'], None,
                        'layer "layer9" is not a module', 'in-process'),
-    'batch-size-1': (['--method', 'synermix', '-b', '1'], None, 'batch_size=1', 'in-process'),
+    'batch-size-1': (['--method', 'synermix', '-b', '1'], None, '--batch-size 1: SynerMix needs', 'in-process'),
     'yaml-unknown-key': (['-c', '{typo}'], None, "unknown key 'smothing'; did you mean 'smoothing'", 'in-process'),
     'missing-data': ([], 'missing', 'does not exist', 'in-process'),
     'empty-data': ([], 'empty', 'is empty', 'in-process'),

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
-from timm_synermix.report import load_run, main, make_report, pair_probability_curves
+from timm_synermix.experiments.report import main, make_report, pair_probability_curves
+from timm_synermix.experiments.runs import load_run
 
 
 def _write_run(root, name, method, beta, seed, top1, metrics=None, features=None, extra_columns=False):
@@ -83,14 +84,15 @@ def test_report_builds_pictures_from_tiny_runs(tmp_path):
             assert f.read(8) == b'\x89PNG\r\n\x1a\n'
         assert os.path.getsize(built[name]) > 20_000, name
 
-    table = (out / 'results.md').read_text().splitlines()
-    assert table[0].startswith('| method | paper name | runs | seeds | best top-1 | last-2 top-1 |')
-    rows = {line.split(' | ')[0].lstrip('| '): line for line in table[2:] if line.startswith('|')}
-    assert sorted(rows) == ['baseline', 'synermix β=0.1', 'synermix β=0.2']
-    # baseline: best 70 and 72, last-2 means 60 and 63
-    assert '| wo-RA&ER | 2 | 0, 1 | 71.00 ± 1.41 | 61.50 ± 2.12 | 0.450 ± 0.071 | 2.500 ± 0.707 | 0.300 ± 0.141 |' \
-        in rows['baseline']
-    assert '| w-RA&ER(M) | 1 | 0 | 80.00 | 70.00 | 0.800 | 9.000 | 0.600 |' in rows['synermix β=0.1']
+    table = [line for line in (out / 'results.md').read_text().splitlines() if line.startswith('|')]
+    assert table[0].startswith('| method | paper name | β | seeds | best top-1 | last-2 top-1 |')
+    rows = {tuple(line.split(' | ')[i].lstrip('| ') for i in (0, 2)): line for line in table[2:]}
+    assert sorted(rows) == [('baseline', '–'), ('synermix', '0.1'), ('synermix', '0.2')]
+    # baseline: best 70 and 72, last-2 means 60 and 63; metrics over the two seeds
+    assert '| wo-RA&ER | – | 0, 1 | 71.00 ± 1.41 | 61.50 ± 2.12 | – | 0.450 ± 0.071 | 2.500 ± 0.707 | 0.300 ± 0.141 |' \
+        in rows[('baseline', '–')]
+    # one seed: the spread is over the run's last 2 epochs (60, 80)
+    assert '| w-RA&ER(M) | 0.1 | 0 | 80.00 | 70.00 ± 10.00 | – | 0.800 | 9.000 | 0.600 |' in rows[('synermix', '0.1')]
 
 
 def test_report_skips_pictures_it_has_no_data_for(tmp_path, caplog):

@@ -159,7 +159,7 @@ def test_batch_size_below_two_is_rejected():
 
 
 def test_labels_outside_num_classes_are_rejected():
-    with pytest.raises(ValueError, match=r'Labels \[5\] are outside \[0, 3\).*--num-classes'):
+    with pytest.raises(ValueError, match=r'Labels \[5\] are outside \[0, 3\).*num_classes=6'):
         SupplementedBatchSampler([0, 0, 5, 5], batch_size=2, num_classes=3)
     with pytest.raises(ValueError, match=r'Labels \[-1\]'):
         SupplementedBatchSampler([0, 0, -1, -1], batch_size=2)

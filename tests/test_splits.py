@@ -1,8 +1,8 @@
 """--val-holdout's stratified split and the results.json summary."""
 import numpy as np
 
-from timm_synermix.results import summarize_results, write_summary
-from timm_synermix.splits import TransformSubset, holdout_split
+from timm_synermix.trainer.outputs import summarize_results, write_summary
+from timm_synermix.trainer.data import TransformSubset, holdout_split
 
 
 class _Labelled(list):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from timm.task import ClassificationTask
 
-from timm_synermix import METHODS, ManifoldMixup, Mixup, SynerMixTask, TwoViews, synthesize_class_features
+from timm_synermix import Mixup, PRESETS, SynerMixTask, TwoViews, create_synermix_task, synthesize_class_features
 
 NUM_CLASSES = 4
 
@@ -34,7 +34,7 @@ def test_loss_is_beta_weighted_sum_of_intra_and_inter():
     original, augmented, target = batch()
     task = SynerMixTask(tiny_model(), beta=0.3)
     out = task(TwoViews(original, augmented), target)
-    assert set(out) == {'loss', 'output', 'loss_intra', 'loss_inter'}
+    assert set(out) == {'loss', 'output', 'loss_intra', 'loss_inter', 'with_intra'} and out['with_intra']
     torch.testing.assert_close(out['loss'], 0.3 * out['loss_intra'] + 0.7 * out['loss_inter'])
     assert out['output'].shape == (7, NUM_CLASSES)
 
@@ -115,27 +115,18 @@ def test_p_synthesized_features_per_class_average_the_loss():
     torch.testing.assert_close(out['loss_intra'], F.cross_entropy(model.get_classifier()(synthesized), labels))
 
 
-def build_method(name, model):
-    preset = METHODS[name]
-    inter = None
-    if preset['mixup']:
-        inter = Mixup(mixup_alpha=1.0, mode='elem', label_smoothing=0.0, num_classes=NUM_CLASSES)
-    if preset['manifold_mixup']:
-        inter = ManifoldMixup(model, mixup_alpha=1.0, num_classes=NUM_CLASSES)
-    return SynerMixTask(model, beta=0.1 if preset['synermix'] else 0.0, mixup=inter, source=preset['source'])
-
-
-@pytest.mark.parametrize('name', list(METHODS))
+@pytest.mark.parametrize('name', list(PRESETS))
 def test_every_paper_method_is_expressible_and_trains(name):
     original, augmented, target = batch()
     model = tiny_model('resnet10t')
-    task = build_method(name, model)
+    task = create_synermix_task(model, name, beta=0.1 if PRESETS[name].intra else None, mixup_mode='elem',
+                                label_smoothing=0.0)
     before = [p.detach().clone() for p in model.parameters()]
     out = task(TwoViews(original, augmented), target)
     out['loss'].backward()
     torch.optim.SGD(model.parameters(), lr=0.1).step()
     assert torch.isfinite(out['loss'])
-    assert (out['loss_intra'] > 0) == METHODS[name]['synermix']
+    assert (out['loss_intra'] > 0) == PRESETS[name].intra
     assert sum((p - b).abs().sum() for p, b in zip(model.parameters(), before)) > 0
 
 
@@ -190,7 +181,7 @@ def test_eval_mode_loss_is_plain_cross_entropy():
 
 @pytest.mark.parametrize('beta', [-0.1, 1.5])
 def test_beta_outside_unit_interval_is_rejected(beta):
-    with pytest.raises(ValueError, match=rf'beta={beta} is outside \[0, 1\].*--synermix-beta'):
+    with pytest.raises(ValueError, match=rf'beta={beta} is outside \[0, 1\]'):
         SynerMixTask(tiny_model(), beta=beta)
 
 
@@ -204,7 +195,7 @@ def test_model_without_pre_logits_is_rejected():
 
 def test_targets_outside_num_classes_are_rejected():
     original, augmented, _ = batch()
-    with pytest.raises(ValueError, match=r'Target 9 is outside \[0, 4\).*--num-classes'):
+    with pytest.raises(ValueError, match=r'Target 9 is outside \[0, 4\).*num_classes=10'):
         SynerMixTask(tiny_model(), beta=0.1)(TwoViews(original, augmented), torch.tensor([0, 0, 1, 1, 9, 9, 2]))
 
 

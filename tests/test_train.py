@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from train_helpers import (COMMON, ROOT, RUNS, TORCHRUN, load_ckpt, load_train_module, method_run, out_root,  # noqa: F401
+from train_helpers import (COMMON, ROOT, RUNS, TORCHRUN, load_ckpt, method_run, out_root,  # noqa: F401
                            read_summary, run_train, tiny_imagefolder, write_image_folder)
 
 METHODS = ['baseline', 'mixup', 'manifold-mixup', 'synermix-intra', 'synermix-intra-aug', 'synermix',
@@ -219,12 +219,12 @@ def test_cifar_config_runs_end_to_end(tiny_imagefolder, out_root):
 
 
 def test_shipped_configs_parse():
-    train = load_train_module()
+    from timm_synermix.trainer.args import parse_args
     config_dir = os.path.join(ROOT, 'configs')
     files = sorted(glob.glob(os.path.join(config_dir, '*.yaml')))
     assert len(files) >= 12
     for path in files:
-        args, _ = train.parse_args(['-c', path])
+        args, _ = parse_args(['-c', path])
         assert args.opt == 'sgd' and args.momentum == 0.9 and args.weight_decay == 5e-4, path
         assert args.sched == 'step' and args.decay_rate == 0.5 and args.smoothing == 0, path
         with open(os.path.join(config_dir, 'README.md')) as f:

@@ -4,7 +4,7 @@ import torch
 from timm.data import create_dataset, create_loader, create_transform
 
 from timm_synermix import SupplementedBatchSampler, TwoViewDataset, TwoViews, create_synermix_loader
-from timm_synermix.views import create_original_transform
+from timm_synermix.method.views import create_original_transform
 
 DATA_CONFIG = dict(input_size=(3, 32, 32), interpolation='bilinear', mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
                    crop_pct=0.875, crop_mode='center')

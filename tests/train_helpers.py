@@ -5,7 +5,6 @@ threads are 10x slower), on 3 classes x 6 training images: 4 steps of batch 4 pe
 """
 import csv
 import hashlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -117,10 +116,6 @@ def method_run(method, data, out_root, extra=()):
 
 
 def load_train_module():
-    """train.py as a module (cached), for in-process main(argv) calls and its parser."""
-    if 'train' not in _SESSION:
-        spec = importlib.util.spec_from_file_location('synermix_train_script', TRAIN)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _SESSION['train'] = module
-    return _SESSION['train']
+    """The trainer's main module, for in-process main(argv) calls."""
+    from timm_synermix.trainer import main
+    return main

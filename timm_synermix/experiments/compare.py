@@ -15,7 +15,7 @@ Outputs in OUT: ``results.md`` (the table, and the sweep when run), ``tsne.png``
 ``accuracy_vs_beta.png`` (from the sweep, or from runs with several betas), ``pair_probability.png``.
 
 Example:
-    python -m timm_synermix.compare data/digits --methods baseline mixup synermix-intra synermix \\
+    python -m timm_synermix.experiments.compare data/digits --methods baseline mixup synermix-intra synermix \\
         --seeds 0 1 2 --out results --beta-protocol -- --model resnet10t --img-size 32 --epochs 10 --device cpu
 """
 import argparse
@@ -30,46 +30,31 @@ import sys
 import time
 from pathlib import Path
 
-from .methods import METHODS, resolve_method
+from ..method.presets import PRESETS, get_preset
+from .runs import RUN_META, beta_text, format_table, has_intra, load_run
 
-__all__ = ['BETA_GRIDS', 'CompareError', 'plan_runs', 'select_best_beta', 'train_args', 'execute_run',
-           'default_train_script', 'run_compare', 'format_table', 'main']
+__all__ = ['BETA_GRIDS', 'CompareError', 'plan_runs', 'select_best_beta', 'train_args', 'trainer_command',
+           'execute_run', 'run_compare', 'main']
 
 _logger = logging.getLogger(__name__)
 
-# the paper's beta grids (§4.1): w-RA (intra alone) and w-RA&ER (intra + an inter-class mixup)
-INTRA_BETAS = (0.2, 0.4, 0.5, 0.7)
-SYNERMIX_BETAS = (0.05, 0.1, 0.2, 0.4)
-BETA_GRIDS = {
-    'synermix-intra': INTRA_BETAS,
-    'synermix-intra-aug': INTRA_BETAS,
-    'synermix': SYNERMIX_BETAS,
-    'synermix-manifold': SYNERMIX_BETAS,
-}
+# the paper's β grids (§4.1), from the presets
+BETA_GRIDS = {name: p.beta_grid for name, p in PRESETS.items() if p.intra}
 HOLDOUT = 0.1
 # flags compare sets on every train.py command itself
 RESERVED_FLAGS = ('--method', '--seed', '--output', '--experiment', '--synermix-beta', '--val-holdout', '--resume',
                   '--data-dir', '--synermix')
-_RUN_META = 'compare.json'
 
 
 class CompareError(Exception):
     """A problem the user can fix (bad arguments, a failed run): reported as one message."""
 
 
-def _beta_text(beta):
-    return f'{beta:g}'
-
-
-def _has_beta(method):
-    return bool(resolve_method(method)['synermix'])
-
-
 def plan_runs(methods, seeds, betas=None, beta_protocol=False):
     """ The train.py runs of a comparison, in the order they are run.
 
     Args:
-        methods: method presets (``timm_synermix.methods.METHODS``), e.g. ['baseline', 'synermix'].
+        methods: method presets (``timm_synermix.PRESETS``), e.g. ['baseline', 'synermix'].
         seeds: seeds; every method is trained once per seed on the full training set.
         betas: beta values for the SynerMix methods (those with an intra term): None for the paper's grid per
             method (``BETA_GRIDS``) under ``beta_protocol`` and train.py's default beta otherwise; a list for
@@ -94,14 +79,14 @@ def plan_runs(methods, seeds, betas=None, beta_protocol=False):
         raise CompareError('no seeds given: pass --seeds, e.g. --seeds 0 1 2')
     for m in methods:
         try:
-            resolve_method(m)
+            get_preset(m)
         except ValueError as e:
             raise CompareError(str(e))
     if len(set(methods)) != len(methods) or len(set(seeds)) != len(seeds):
         raise CompareError(f'methods and seeds must not repeat, got --methods {methods} --seeds {seeds}')
 
     def grid(method):
-        if not _has_beta(method):
+        if not has_intra(method):
             return [None]
         if betas is None:
             return list(BETA_GRIDS[method]) if beta_protocol else [None]
@@ -116,15 +101,15 @@ def plan_runs(methods, seeds, betas=None, beta_protocol=False):
     plan = []
     if beta_protocol:
         for m in methods:
-            if _has_beta(m):
+            if has_intra(m):
                 for b in grid(m):
-                    plan.append(dict(name=f'{m}-b{_beta_text(b)}-s{seeds[0]}', stage='sweep', method=m,
+                    plan.append(dict(name=f'{m}-b{beta_text(b)}-s{seeds[0]}', stage='sweep', method=m,
                                      seed=seeds[0], beta=b, holdout=HOLDOUT))
     for s in seeds:
         for m in methods:
             for b in ([None] if beta_protocol else grid(m)):
                 several = not beta_protocol and len(grid(m)) > 1 or b is not None
-                name = f'{m}-b{_beta_text(b)}-s{s}' if several else f'{m}-s{s}'
+                name = f'{m}-b{beta_text(b)}-s{s}' if several else f'{m}-s{s}'
                 plan.append(dict(name=name, stage='final', method=m, seed=s, beta=b, holdout=None))
     return plan
 
@@ -151,10 +136,10 @@ def select_best_beta(results):
     return max(scored, key=lambda bt: (bt[1], -bt[0]))[0]
 
 
-def default_train_script():
-    """ train.py beside the timm_synermix package (the repository root of an editable install). """
-    import timm_synermix
-    return Path(timm_synermix.__file__).resolve().parents[1] / 'train.py'
+def trainer_command(python=None, train_script=None):
+    """ The command that trains one run: the package's trainer as a module, or a given train.py-like script. """
+    python = python or sys.executable
+    return [python, str(train_script)] if train_script else [python, '-m', 'timm_synermix.trainer']
 
 
 def _check_extra_args(extra_args):
@@ -171,9 +156,9 @@ def train_args(spec, data_dir, output, extra_args=()):
     args = [str(data_dir), '--method', spec['method'], '--seed', str(spec['seed']),
             '--output', str(output), '--experiment', spec['name']]
     if spec['beta'] is not None:
-        args += ['--synermix-beta', _beta_text(spec['beta'])]
+        args += ['--synermix-beta', beta_text(spec['beta'])]
     if spec.get('holdout'):
-        args += ['--val-holdout', _beta_text(spec['holdout'])]
+        args += ['--val-holdout', beta_text(spec['holdout'])]
     return args + [str(a) for a in extra_args]
 
 
@@ -197,7 +182,7 @@ def execute_run(name, args, run_dir, train_script=None, python=None, threads=Non
         name: prefix of the streamed progress lines.
         args: train.py arguments; ``--output``/``--experiment`` must point at run_dir.
         run_dir: the run's output directory.
-        train_script: path of train.py (default: ``default_train_script()``).
+        train_script: a train.py-like script to run instead of ``python -m timm_synermix.trainer``.
         python: interpreter (default: this one).
         threads: OMP_NUM_THREADS of the run (default: inherited).
         log_path: where to keep the run's full output (default: none).
@@ -207,13 +192,12 @@ def execute_run(name, args, run_dir, train_script=None, python=None, threads=Non
         dict(name, run_dir, wall_s, skipped)
     """
     stream = stream or sys.stdout
-    train_script = Path(train_script) if train_script else default_train_script()
-    if not train_script.is_file():
-        raise CompareError(f'train.py not found at {train_script}: pass --train-script PATH (the repository\'s '
-                           f'train.py; an editable install of timm-synermix keeps it beside the package)')
+    if train_script and not Path(train_script).is_file():
+        raise CompareError(f'train script not found at {train_script}: pass an existing --train-script PATH, or '
+                           f'leave it out to run the installed trainer (python -m timm_synermix.trainer)')
     run_dir = Path(run_dir)
     args = [str(a) for a in args]
-    meta_path = run_dir / _RUN_META
+    meta_path = run_dir / RUN_META
     if (run_dir / 'results.json').is_file():
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         if meta.get('args', args) != args:
@@ -226,7 +210,7 @@ def execute_run(name, args, run_dir, train_script=None, python=None, threads=Non
         print(f'[{name}] {run_dir} has no results.json (interrupted): restarting it', file=stream, flush=True)
         shutil.rmtree(run_dir)
 
-    cmd = [python or sys.executable, str(train_script)] + args
+    cmd = trainer_command(python, train_script) + args
     print(f'[{name}] $ {shlex.join(cmd)}', file=stream, flush=True)
     log = None
     if log_path:
@@ -261,114 +245,10 @@ def execute_run(name, args, run_dir, train_script=None, python=None, threads=Non
                            + '\n'.join(tail[-12:]))
     if not (run_dir / 'results.json').is_file():
         raise CompareError(f'run {name} ended without {run_dir}/results.json: is --output/--experiment right, '
-                           f'and is {train_script} this project\'s train.py?')
+                           f'and does {shlex.join(trainer_command(python, train_script))} write this project\'s outputs?')
     meta_path.write_text(json.dumps(dict(args=args, wall_s=wall_s), indent=2))
     print(f'[{name}] done in {wall_s:.1f} s', file=stream, flush=True)
     return dict(name=name, run_dir=str(run_dir), wall_s=wall_s, skipped=False)
-
-
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _mean_std(values):
-    values = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
-def _fmt(values, digits=2, unit=''):
-    mean, std = _mean_std(values)
-    if math.isnan(mean):
-        return '–'
-    if math.isnan(std):
-        return f'{mean:.{digits}f}{unit}'
-    return f'{mean:.{digits}f} ± {std:.{digits}f}{unit}'
-
-
-def _run_record(run_dir, wall_s=None):
-    import yaml
-    run_dir = Path(run_dir)
-    with open(run_dir / 'args.yaml') as f:
-        args = yaml.safe_load(f) or {}
-    results = _read_json(run_dir / 'results.json')
-    meta = _read_json(run_dir / _RUN_META) if (run_dir / _RUN_META).is_file() else {}
-    return dict(path=str(run_dir), method=results.get('method') or args.get('method'), seed=args.get('seed'),
-                beta=args.get('synermix_beta'), results=results, metrics=results.get('metrics') or {},
-                wall_s=wall_s if wall_s is not None else meta.get('wall_s'))
-
-
-def format_table(finals, sweep=None, chosen=None, note=''):
-    """ Markdown: one row per (method, beta) over seeds; then the beta sweep when there is one.
-
-    Args:
-        finals: run records (see ``_run_record``) of the final runs, in table order.
-        sweep: run records of the sweep runs (holdout), or None.
-        chosen: {method: chosen beta}.
-        note: a line put under the title (data and settings).
-    """
-    from .report import PAPER_NAMES
-    chosen = chosen or {}
-    groups = {}
-    for r in finals:
-        beta = r['beta'] if _has_beta(r['method']) else None
-        groups.setdefault((r['method'], beta), []).append(r)
-    ks = sorted({r['results'].get('last_k') for r in finals} - {None})
-    k = str(ks[0]) if len(ks) == 1 else 'k'
-    single = all(len(rs) == 1 for rs in groups.values())
-    lines = ['## Results', '']
-    if note:
-        lines += [note, '']
-    lines += [
-        f'| method | paper name | β | seeds | best top-1 | last-{k} top-1 | intra distance | cohesion | fisher ratio '
-        f'| silhouette | wall time / run |',
-        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-    ]
-    for (method, beta), runs in groups.items():
-        if beta is None:
-            beta_text = '–'
-        else:
-            beta_text = _beta_text(beta) + (' (sweep)' if method in chosen else '')
-        if len(runs) == 1:  # one seed: the spread is over the last k epochs of that run
-            res = runs[0]['results']
-            mean, std = res.get('last_k_mean_top1'), res.get('last_k_std_top1')
-            last = '–' if mean is None else f'{mean:.2f}' + ('' if std is None else f' ± {std:.2f}')
-        else:
-            last = _fmt([r['results'].get('last_k_mean_top1') for r in runs])
-        metric = lambda key: _fmt([r['metrics'].get(key) for r in runs], 3)  # noqa: E731
-        lines.append('| ' + ' | '.join([
-            method, PAPER_NAMES.get(method, ''), beta_text, ', '.join(str(r['seed']) for r in runs),
-            _fmt([r['results'].get('best_top1') for r in runs]), last,
-            metric('intra_distance'), metric('cohesion'), metric('fisher_ratio'), metric('silhouette'),
-            _fmt([r['wall_s'] for r in runs], 0, ' s'),
-        ]) + ' |')
-    lines += ['']
-    spread = f'mean ± std of the top-1 of the last {k} epochs of the one run' if single else \
-        f'per run the mean top-1 of its last {k} epochs, then mean ± sample std over seeds'
-    if not single and any(len(rs) == 1 for rs in groups.values()):
-        spread += f' (rows with one seed: mean ± std over its last {k} epochs)'
-    lines += [f'Top-1 in % on the eval split; best top-1 and metrics: mean ± sample std over seeds; last-{k}: '
-              f'{spread}. Intra distance: mean distance to the class centroid / global spread (lower is tighter); '
-              f'cohesion = 1 − intra distance; fisher ratio = between / within-class scatter; metrics on the '
-              f'eval-set features (pre-logits) of the last epoch\'s model.']
-    if sweep:
-        lines += ['', '## β sweep', '',
-                  f'Stratified {HOLDOUT:.0%} holdout of the training set (train.py --val-holdout {HOLDOUT:g}), '
-                  f'seed {sweep[0]["seed"]}; chosen: best holdout last-{k} top-1, ties to the smaller β.', '',
-                  f'| method | β | holdout best top-1 | holdout last-{k} top-1 | chosen |',
-                  '| --- | --- | --- | --- | --- |']
-        for r in sweep:
-            res = r['results']
-            best, last = res.get('best_top1'), res.get('last_k_mean_top1')
-            lines.append(f'| {r["method"]} | {_beta_text(r["beta"])} | '
-                         f'{"–" if best is None else f"{best:.2f}"} | {"–" if last is None else f"{last:.2f}"} | '
-                         f'{"✓" if chosen.get(r["method"]) == r["beta"] else ""} |')
-    return '\n'.join(lines) + '\n'
 
 
 def run_compare(data_dir, methods, seeds, out_dir, extra_args=(), beta_protocol=False, betas=None,
@@ -381,7 +261,7 @@ def run_compare(data_dir, methods, seeds, out_dir, extra_args=(), beta_protocol=
         methods, seeds, betas, beta_protocol: see ``plan_runs``.
         out_dir: output folder (runs/, sweep/, logs/, results.md, PNGs).
         extra_args: further train.py arguments, the same for every run (model, epochs, lr, ...).
-        train_script: train.py to run (default: ``default_train_script()``).
+        train_script: a train.py-like script to run (default: ``python -m timm_synermix.trainer``).
         python: interpreter for train.py (default: this one).
         threads: OMP_NUM_THREADS of each run (default: inherited).
         report: also draw the pictures with ``report.make_report``.
@@ -399,7 +279,7 @@ def run_compare(data_dir, methods, seeds, out_dir, extra_args=(), beta_protocol=
     data_dir = os.path.abspath(data_dir)
     if not os.path.isdir(data_dir):
         raise CompareError(f'data dir {data_dir} does not exist: pass an ImageFolder root with train/ and val/ '
-                           f'(e.g. written by python -m timm_synermix.data)')
+                           f'(e.g. written by python -m timm_synermix.experiments.digits)')
     out_dir = Path(out_dir).resolve()
     plan = plan_runs(methods, seeds, betas=betas, beta_protocol=beta_protocol)
     root = {'sweep': out_dir / 'sweep', 'final': out_dir / 'runs'}
@@ -422,41 +302,37 @@ def run_compare(data_dir, methods, seeds, out_dir, extra_args=(), beta_protocol=
     for i, spec in enumerate(sweep):
         print(f'compare: run {i + 1}/{total}: {spec["name"]} (β sweep, holdout)', file=stream, flush=True)
         result = run(spec)
-        sweep_records.append(_run_record(result['run_dir'], result['wall_s']))
+        sweep_records.append(load_run(result['run_dir'], with_features=False))
     for method in dict.fromkeys(s['method'] for s in sweep):
         scores = [(r['beta'], r['results'].get('last_k_mean_top1')) for r in sweep_records if r['method'] == method]
         chosen[method] = select_best_beta(scores)
         print(f'compare: {method}: holdout top-1 by β '
-              + ', '.join(f'{_beta_text(b)}: {t:.2f}' for b, t in scores if t is not None)
-              + f' -> β = {_beta_text(chosen[method])}', file=stream, flush=True)
+              + ', '.join(f'{beta_text(b)}: {t:.2f}' for b, t in scores if t is not None)
+              + f' -> β = {beta_text(chosen[method])}', file=stream, flush=True)
     final_records = []
     for i, spec in enumerate(finals):
         if spec['method'] in chosen:
             spec = dict(spec, beta=chosen[spec['method']])
         print(f'compare: run {len(sweep) + i + 1}/{total}: {spec["name"]}', file=stream, flush=True)
         result = run(spec)
-        final_records.append(_run_record(result['run_dir'], result['wall_s']))
+        final_records.append(load_run(result['run_dir'], with_features=False))
 
-    pictures = {}
-    if report:
-        from .report import make_report, load_run, _plot_accuracy_vs_beta
-        print('compare: drawing the report pictures', file=stream, flush=True)
-        with _thread_limit(threads):
-            pictures = make_report([r['path'] for r in final_records], str(out_dir),
-                                   max_tsne_points=max_tsne_points, pair_trials=pair_trials)
-        pictures.pop('results', None)  # results.md is rewritten below with the sweep and wall times
-        if sweep_records:
-            path = _plot_accuracy_vs_beta([load_run(r['path']) for r in sweep_records],
-                                          str(out_dir / 'accuracy_vs_beta.png'))
-            if path:
-                pictures['accuracy_vs_beta'] = path
     if note is None:
         note = f'Data: `{data_dir}`; train.py arguments of every run: `{shlex.join(extra_args) or "(defaults)"}`.'
-    text = format_table(final_records, sweep_records or None, chosen, note)
     table = out_dir / 'results.md'
     out_dir.mkdir(parents=True, exist_ok=True)
-    table.write_text(text)
-    return dict(table=str(table), text=text, pictures=pictures, chosen_betas=chosen, runs=done)
+    pictures = {}
+    if report:
+        from .report import make_report
+        print('compare: drawing the report pictures', file=stream, flush=True)
+        with _thread_limit(threads):
+            pictures = make_report([r['path'] for r in final_records], str(out_dir), max_tsne_points=max_tsne_points,
+                                   pair_trials=pair_trials, sweep_dirs=[r['path'] for r in sweep_records],
+                                   chosen=chosen, note=note)
+        pictures.pop('results')
+    else:
+        table.write_text(format_table(final_records, sweep_records or None, chosen, note))
+    return dict(table=str(table), text=table.read_text(), pictures=pictures, chosen_betas=chosen, runs=done)
 
 
 def _thread_limit(threads):
@@ -484,18 +360,18 @@ def _split_argv(argv):
 def main(argv=None):
     own, extra = _split_argv(argv)
     parser = argparse.ArgumentParser(
-        prog='python -m timm_synermix.compare',
+        prog='python -m timm_synermix.experiments.compare',
         usage='%(prog)s DATA_DIR --methods M [M ...] --seeds S [S ...] --out DIR [options] [-- train.py args]',
         description='Train the paper\'s methods over seeds with train.py and write a mean ± std table and the '
                     'report pictures. Arguments after "--" go to every train.py run.',
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='example:\n  python -m timm_synermix.compare data/digits --methods baseline mixup synermix-intra '
+        epilog='example:\n  python -m timm_synermix.experiments.compare data/digits --methods baseline mixup synermix-intra '
                'synermix \\\n      --seeds 0 1 2 --out results --beta-protocol -- --model resnet10t --img-size 32 '
                '--epochs 10')
     parser.add_argument('data_dir', metavar='DATA_DIR', help='ImageFolder root with train/ and val/ folders')
     parser.add_argument('--methods', nargs='+', default=['baseline', 'mixup', 'synermix-intra', 'synermix'],
                         metavar='M', help=f'methods (default: baseline mixup synermix-intra synermix); valid: '
-                                          f'{", ".join(METHODS)}')
+                                          f'{", ".join(PRESETS)}')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2], metavar='S', help='seeds (default: 0 1 2)')
     parser.add_argument('--out', required=True, help='output folder')
     parser.add_argument('--beta-protocol', action='store_true',
@@ -505,7 +381,8 @@ def main(argv=None):
                         help='beta values for the SynerMix methods (default: the paper\'s grids with '
                              '--beta-protocol, else train.py\'s default beta); without --beta-protocol each is '
                              'trained over all seeds')
-    parser.add_argument('--train-script', default=None, help='train.py to run (default: the repository\'s)')
+    parser.add_argument('--train-script', default=None,
+                        help='a train.py-like script to run (default: python -m timm_synermix.trainer)')
     parser.add_argument('--threads', type=int, default=None,
                         help='OMP_NUM_THREADS per run (default: inherited; 1 is fastest on a busy 2-core CPU)')
     parser.add_argument('--max-tsne-points', type=int, default=1000, help='features per t-SNE panel')
@@ -519,7 +396,7 @@ def main(argv=None):
             plan = plan_runs(args.methods, args.seeds, args.betas, args.beta_protocol)
             for spec in plan:
                 output = Path(args.out) / ('sweep' if spec['stage'] == 'sweep' else 'runs')
-                later = args.beta_protocol and spec['stage'] == 'final' and _has_beta(spec['method'])
+                later = args.beta_protocol and spec['stage'] == 'final' and has_intra(spec['method'])
                 print(f'{spec["stage"]:5s} {spec["name"]:28s} train.py '
                       f'{shlex.join(train_args(spec, args.data_dir, output, extra))}'
                       + ('  (+ --synermix-beta from the sweep)' if later else ''))

@@ -7,24 +7,23 @@
 3. Fine-tunes it on digits with ``train.py --pretrained-path`` once per method (baseline, MixUp,
    SynerMix; add ``--methods ... synermix-intra`` for the intra term alone), same seed and hyperparameters: SGD, momentum 0.9, weight decay 5e-4, lr 0.01
    halved every 2 epochs, no label smoothing (the paper's fine-tuning recipe, scaled down).
-4. Prints the results table and the pictures of ``timm_synermix.report`` (t-SNE, accuracy curves, Fig. 1
+4. Prints the results table and the pictures of ``timm_synermix.experiments.report`` (t-SNE, accuracy curves, Fig. 1
    pair probabilities) from ``OUT``.
 
 Re-running reuses the data, the checkpoint and every finished run.
 
 Example:
-    python -m timm_synermix.demo             # about 5 minutes on an idle 2-core CPU
-    python -m timm_synermix.demo --quick     # tiny smoke run (under a minute)
+    python -m timm_synermix.experiments.demo             # about 5 minutes on an idle 2-core CPU
+    python -m timm_synermix.experiments.demo --quick     # tiny smoke run (under a minute)
 """
 import argparse
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from .compare import CompareError, execute_run, run_compare
-from .data import write_image_folder
+from .digits import write_image_folder
 
 __all__ = ['FULL', 'QUICK', 'pretrain_args', 'finetune_args', 'run_demo', 'main']
 
@@ -88,7 +87,7 @@ def run_demo(out_dir='demo_output', quick=False, methods=None, seed=0, threads=1
         threads: OMP_NUM_THREADS per run (1 is fastest on a small, busy CPU).
         device: torch device of the runs (default: cpu; this process never imports torch).
         epochs, pretrain_epochs: override the configuration's.
-        train_script: train.py to run (default: the repository's).
+        train_script: a train.py-like script to run (default: python -m timm_synermix.trainer).
         stream: where progress goes (default: sys.stdout).
 
     Returns:
@@ -151,7 +150,7 @@ def run_demo(out_dir='demo_output', quick=False, methods=None, seed=0, threads=1
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m timm_synermix.demo', description=__doc__.split('\n\n')[0].strip(),
+        prog='python -m timm_synermix.experiments.demo', description=__doc__.split('\n\n')[0].strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
     parser.add_argument('--out', default='demo_output', help='output folder (default: demo_output)')
     parser.add_argument('--quick', action='store_true', help='tiny data, model and epochs: a smoke run')
@@ -165,7 +164,8 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=1,
                         help='OMP_NUM_THREADS per run (default: 1, the fastest on a small shared CPU)')
     parser.add_argument('--device', default=None, help='torch device of the runs, e.g. cuda (default: cpu)')
-    parser.add_argument('--train-script', default=None, help='train.py to run (default: the repository\'s)')
+    parser.add_argument('--train-script', default=None,
+                        help='a train.py-like script to run (default: python -m timm_synermix.trainer)')
     args = parser.parse_args(argv)
     try:
         run_demo(args.out, quick=args.quick, methods=args.methods, seed=args.seed, threads=args.threads,

@@ -7,16 +7,14 @@
   has classes seen once (the ones SynerMix supplements), analytic and simulated (Fig. 1).
 * ``results.md``: per method, best and last-k top-1 and the feature metrics.
 
-A run directory holds what ``train.py`` writes: ``args.yaml`` (method, synermix_beta, seed,
+A run directory holds what the trainer (``train.py``) writes: ``args.yaml`` (method, synermix_beta, seed,
 model, experiment), ``summary.csv`` (timm's per-epoch log), ``results.json`` and,
 optionally, ``features.npz`` (``features`` [N, D], ``labels`` [N]).
 
 Example:
-    python -m timm_synermix.report output/train/* --out report
+    python -m timm_synermix.experiments.report output/train/* --out report
 """
 import argparse
-import csv
-import json
 import logging
 import math
 import os
@@ -24,188 +22,12 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ['load_run', 'find_runs', 'make_report', 'pair_probability_curves']
+from ..method.presets import PRESETS
+from .runs import find_runs, format_table, group_runs, has_intra, load_run, mean_std, paper_name, top1
+
+__all__ = ['make_report', 'pair_probability_curves']
 
 _logger = logging.getLogger(__name__)
-
-# display order and the paper's names (§4.1.2)
-PAPER_NAMES = {
-    'baseline': 'wo-RA&ER',
-    'mixup': 'w-ER(M)',
-    'manifold-mixup': 'w-ER(MM)',
-    'synermix-intra': 'w-RA',
-    'synermix-intra-aug': 'w-RA(aug)',
-    'synermix': 'w-RA&ER(M)',
-    'synermix-manifold': 'w-RA&ER(MM)',
-}
-# at beta = 0 each intra method is this method (Eq. 5, 8), drawn as its beta = 0 point
-BETA_ZERO_METHOD = {
-    'synermix-intra': 'baseline',
-    'synermix-intra-aug': 'baseline',
-    'synermix': 'mixup',
-    'synermix-manifold': 'manifold-mixup',
-}
-
-
-def _read_summary(path):
-    """ timm's summary.csv as {column: float array}, one entry per epoch (last row wins on resume). """
-    rows = {}
-    with open(path, newline='') as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or 'epoch' not in header:
-            raise ValueError(f'{path} has no header with an "epoch" column; is it timm\'s summary.csv?')
-        for row in reader:
-            if not row or row == header:  # a resumed run may append a second header
-                continue
-            record = dict(zip(header, row))
-            try:
-                epoch = int(float(record['epoch']))
-            except ValueError:
-                continue
-            rows[epoch] = record
-    columns = {'epoch': np.array(sorted(rows), dtype=np.int64)}
-    for name in header:
-        if name == 'epoch':
-            continue
-        values = []
-        for epoch in columns['epoch']:
-            try:
-                values.append(float(rows[epoch].get(name, 'nan')))
-            except ValueError:
-                values.append(math.nan)
-        columns[name] = np.array(values, dtype=np.float64)
-    return columns
-
-
-def load_run(run_dir):
-    """ Read one run directory.
-
-    Args:
-        run_dir: directory with args.yaml and summary.csv; results.json and features.npz optional.
-
-    Returns:
-        dict(name, path, method, beta, seed, model, experiment, args, summary {column: array},
-        results (dict or None), features (array or None), labels (array or None))
-    """
-    import yaml
-
-    args_path = os.path.join(run_dir, 'args.yaml')
-    if not os.path.isfile(args_path):
-        raise ValueError(f'{run_dir} has no args.yaml; pass the output directory of a train.py run.')
-    with open(args_path) as f:
-        args = yaml.safe_load(f) or {}
-    if not isinstance(args, dict):
-        raise ValueError(f'{args_path} must be a mapping of argument names to values.')
-
-    results = None
-    results_path = os.path.join(run_dir, 'results.json')
-    if os.path.isfile(results_path):
-        with open(results_path) as f:
-            results = json.load(f)
-    method = args.get('method') or (results or {}).get('method')
-    if not method:
-        raise ValueError(f'{run_dir}: args.yaml has no "method"; the report groups runs by it.')
-
-    summary_path = os.path.join(run_dir, 'summary.csv')
-    summary = _read_summary(summary_path) if os.path.isfile(summary_path) else {}
-
-    features = labels = None
-    features_path = os.path.join(run_dir, 'features.npz')
-    if os.path.isfile(features_path):
-        with np.load(features_path) as data:
-            features, labels = data['features'], data['labels']
-
-    beta = args.get('synermix_beta')
-    return dict(
-        name=os.path.basename(os.path.normpath(run_dir)),
-        path=run_dir,
-        method=str(method),
-        beta=None if beta is None else float(beta),
-        seed=args.get('seed'),
-        model=args.get('model'),
-        experiment=args.get('experiment'),
-        args=args,
-        summary=summary,
-        results=results,
-        features=features,
-        labels=labels,
-    )
-
-
-def find_runs(paths):
-    """ Run directories among ``paths``: each path that holds args.yaml, else its subdirectories that do. """
-    runs = []
-    for path in paths:
-        if os.path.isfile(os.path.join(path, 'args.yaml')):
-            runs.append(path)
-        elif os.path.isdir(path):
-            runs.extend(
-                os.path.join(path, d) for d in sorted(os.listdir(path))
-                if os.path.isfile(os.path.join(path, d, 'args.yaml')))
-    if not runs:
-        raise ValueError(f'No run directory (one holding args.yaml) in or under {", ".join(map(str, paths))}.')
-    return runs
-
-
-def _top1(run, k=5):
-    """ (best top-1, mean top-1 of the last k epochs): from results.json, else from summary.csv. """
-    results = run['results'] or {}
-    curve = run['summary'].get('eval_top1', np.array([]))
-    curve = curve[~np.isnan(curve)]
-    best, last = results.get('best_top1'), results.get('last_k_mean_top1')
-    if best is None:
-        best = curve.max() if curve.size else math.nan
-    if last is None:
-        last = curve[-k:].mean() if curve.size else math.nan
-    return float(best), float(last)
-
-
-def _has_beta(method):
-    # train.py names flag-built intra runs 'synermix-<inter>' too (e.g. synermix-cutmix)
-    return method.startswith('synermix')
-
-
-def _group_runs(runs):
-    """ {label: runs}: runs of one method (and model, and beta where several are compared) pooled over seeds. """
-    order = {m: i for i, m in enumerate(PAPER_NAMES)}
-    several_models = len({r['model'] for r in runs}) > 1
-    betas = {}
-    for r in runs:
-        betas.setdefault(r['method'], set()).add(r['beta'])
-
-    def label(r):
-        text = r['method']
-        if several_models:
-            text = f'{r["model"]} {text}'
-        if _has_beta(r['method']) and len(betas[r['method']]) > 1:
-            text = f'{text} β={r["beta"]:g}' if r['beta'] is not None else f'{text} β=?'
-        return text
-
-    def key(r):
-        seed = r['seed'] if isinstance(r['seed'], int) else -1
-        return (str(r['model']), order.get(r['method'], len(order)), r['method'], r['beta'] or 0., seed)
-
-    groups = {}
-    for r in sorted(runs, key=key):
-        groups.setdefault(label(r), []).append(r)
-    return groups
-
-
-def _mean_std(values):
-    values = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
-    if values.size == 0:
-        return math.nan, math.nan
-    std = values.std(ddof=1) if values.size > 1 else math.nan
-    return float(values.mean()), float(std)
-
-
-def _format(values, digits=2):
-    mean, std = _mean_std(values)
-    if math.isnan(mean):
-        return '–'
-    return f'{mean:.{digits}f}' if math.isnan(std) else f'{mean:.{digits}f} ± {std:.{digits}f}'
-
 
 def _class_colors(num_classes):
     from matplotlib import colormaps
@@ -300,14 +122,14 @@ def _plot_accuracy_vs_beta(runs, path):
     from matplotlib.figure import Figure
 
     series = {}
-    for method in dict.fromkeys(r['method'] for r in runs if _has_beta(r['method'])):
+    for method in dict.fromkeys(r['method'] for r in runs if has_intra(r['method'])):
         by_beta = {}
         for r in runs:
             if r['method'] == method and r['beta'] is not None:
-                by_beta.setdefault(r['beta'], []).append(_top1(r)[1])
+                by_beta.setdefault(r['beta'], []).append(top1(r)[1])
         if len(by_beta) < 2:
             continue
-        zero = [_top1(r)[1] for r in runs if r['method'] == BETA_ZERO_METHOD.get(method)]
+        zero = [top1(r)[1] for r in runs if method in PRESETS and r['method'] == PRESETS[method].at_beta_zero]
         if zero and 0. not in by_beta:
             by_beta[0.] = zero
         series[method] = by_beta
@@ -319,12 +141,12 @@ def _plot_accuracy_vs_beta(runs, path):
     ax = fig.subplots()
     for method, by_beta in series.items():
         betas = sorted(by_beta)
-        stats = [_mean_std(by_beta[b]) for b in betas]
+        stats = [mean_std(by_beta[b]) for b in betas]
         mean = np.array([s[0] for s in stats])
         std = np.nan_to_num(np.array([s[1] for s in stats]))
-        label = f'{method} ({PAPER_NAMES[method]})' if method in PAPER_NAMES else method
+        label = f'{method} ({paper_name(method)})' if paper_name(method) else method
         if 0. in betas and not any(r['method'] == method and r['beta'] == 0. for r in runs):
-            label += f'; β=0 is {BETA_ZERO_METHOD[method]}'
+            label += f'; β=0 is {PRESETS[method].at_beta_zero}'
         ax.errorbar(betas, mean, yerr=std, marker='o', capsize=3, label=label)
     ax.set_xlabel('β (weight of the intra-class loss)')
     ax.set_ylabel('top-1 (%), mean of the last k epochs')
@@ -450,34 +272,8 @@ def _plot_pair_probability(path, trials, seed):
     return path
 
 
-def _write_results_table(groups, path):
-    ks = sorted({(r['results'] or {}).get('last_k') for rs in groups.values() for r in rs} - {None})
-    last_k = f'last-{ks[0]}' if len(ks) == 1 else 'last-k'
-    lines = [
-        f'| method | paper name | runs | seeds | best top-1 | {last_k} top-1 | cohesion | fisher ratio | silhouette |',
-        '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-    ]
-    for label, runs in groups.items():
-        tops = [_top1(r) for r in runs]
-        metrics = [(r['results'] or {}).get('metrics') or {} for r in runs]
-        lines.append('| ' + ' | '.join([
-            label,
-            PAPER_NAMES.get(runs[0]['method'], ''),
-            str(len(runs)),
-            ', '.join(str(r['seed']) for r in runs),
-            _format([t[0] for t in tops]),
-            _format([t[1] for t in tops]),
-            _format([m.get('cohesion') for m in metrics], 3),
-            _format([m.get('fisher_ratio') for m in metrics], 3),
-            _format([m.get('silhouette') for m in metrics], 3),
-        ]) + ' |')
-    text = '\n'.join(lines) + '\n\nmean ± sample std over runs; cohesion = 1 - intra-class distance / global spread.\n'
-    with open(path, 'w') as f:
-        f.write(text)
-    return path
-
-
-def make_report(run_dirs, out_dir, max_tsne_points=1000, seed=0, pair_trials=2000):
+def make_report(run_dirs, out_dir, max_tsne_points=1000, seed=0, pair_trials=2000, sweep_dirs=(), chosen=None,
+                note=''):
     """ Build the report pictures and results.md from run directories.
 
     Pictures without the data they need (no features.npz, fewer than two betas, ...) are
@@ -489,6 +285,10 @@ def make_report(run_dirs, out_dir, max_tsne_points=1000, seed=0, pair_trials=200
         max_tsne_points: features per t-SNE panel (a seeded subsample).
         seed: seed of the t-SNE subsample and embedding and of the pair simulation.
         pair_trials: simulated batches per point of pair_probability.png.
+        sweep_dirs: runs of a β sweep on a holdout (compare --beta-protocol): accuracy_vs_beta.png and the
+            table's sweep section come from them.
+        chosen: {method: β chosen by the sweep}.
+        note: line under the table's title.
 
     Returns:
         {'tsne' | 'accuracy_curves' | 'accuracy_vs_beta' | 'pair_probability' | 'results': path}
@@ -501,21 +301,25 @@ def make_report(run_dirs, out_dir, max_tsne_points=1000, seed=0, pair_trials=200
     runs = [load_run(d) for d in run_dirs]
     if not runs:
         raise ValueError('No run directories given; pass the output directories of train.py runs.')
+    sweep = [load_run(d, with_features=False) for d in sweep_dirs]
     os.makedirs(out_dir, exist_ok=True)
-    groups = _group_runs(runs)
+    groups = group_runs(runs)
+    results = os.path.join(out_dir, 'results.md')
+    with open(results, 'w') as f:
+        f.write(format_table(runs, sweep or None, chosen, note))
     built = {
         'tsne': _plot_tsne(groups, os.path.join(out_dir, 'tsne.png'), max_tsne_points, seed),
         'accuracy_curves': _plot_accuracy_curves(groups, os.path.join(out_dir, 'accuracy_curves.png')),
-        'accuracy_vs_beta': _plot_accuracy_vs_beta(runs, os.path.join(out_dir, 'accuracy_vs_beta.png')),
+        'accuracy_vs_beta': _plot_accuracy_vs_beta(sweep or runs, os.path.join(out_dir, 'accuracy_vs_beta.png')),
         'pair_probability': _plot_pair_probability(os.path.join(out_dir, 'pair_probability.png'), pair_trials, seed),
-        'results': _write_results_table(groups, os.path.join(out_dir, 'results.md')),
+        'results': results,
     }
     return {name: path for name, path in built.items() if path is not None}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog='python -m timm_synermix.report', description=__doc__.split('\n\n')[0].strip())
+        prog='python -m timm_synermix.experiments.report', description=__doc__.split('\n\n')[0].strip())
     parser.add_argument('runs', nargs='+', metavar='RUN_DIR',
                         help='train.py output directories, or folders holding them')
     parser.add_argument('--out', required=True, help='directory for the pictures and results.md')

@@ -108,8 +108,8 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         if out_of_range.any():
             bad = np.unique(labels[out_of_range])[:10].tolist()
             raise ValueError(
-                f'Labels {bad} are outside [0, {num_classes}): set num_classes to the number of classes '
-                f'in the data ({int(labels.max()) + 1}) or fix the class map.')
+                f'Labels {bad} are outside [0, {num_classes}): pass num_classes={int(labels.max()) + 1} (the '
+                f'number of classes in the data) or fix the class map.')
         if num_replicas is None:
             num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if rank is None:

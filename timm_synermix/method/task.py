@@ -207,7 +207,8 @@ class SynerMixTask(ClassificationTask):
             if low < 0 or high >= self.num_classes:
                 raise ValueError(
                     f'Target {low if low < 0 else high} is outside [0, {self.num_classes}): the model has '
-                    f'{self.num_classes} outputs; set num_classes to the number of classes in the data.')
+                    f'{self.num_classes} outputs; create it with num_classes={high + 1} or more (the number of '
+                    'classes in the data).')
 
     def forward(
             self,

@@ -1,7 +1,6 @@
 """Two views of one decoded image: augmented for L_inter, original for L_intra (SynerMix spec §2)."""
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
-import torch
 from torch.utils.data import Dataset
 
 __all__ = ['TwoViews', 'TwoViewDataset', 'create_original_transform']
