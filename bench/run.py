@@ -56,7 +56,7 @@ from timm.task import ClassificationTask
 
 from timm_synermix import (
     Mixup, SupplementedBatchSampler, SynerMixTask, TwoViewDataset, TwoViews, create_synermix_loader,
-    dataset_labels, synthesize_class_features,
+    create_synermix_task, dataset_labels, synthesize_class_features,
 )
 
 SECTIONS = ('step', 'memory', 'intra', 'sampler', 'loader')
@@ -282,10 +282,12 @@ def bench_model_steps(report: Report, spec, cfg: dict, device: torch.device, sec
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9)
     strict_size = getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False)
 
-    def task(**kw) -> SynerMixTask:
-        return SynerMixTask(model, mixup=make_mixup(num_classes), verbose=False, **kw).train()
+    def task(method: str = 'synermix', **kw) -> SynerMixTask:
+        # the paper's presets with the bench's mixup (elem mode, no smoothing): MixUp with or without SynerMix
+        return create_synermix_task(model, method, num_classes=num_classes, mixup_mode='elem', label_smoothing=0.0,
+                                    verbose=False, **kw).train()
 
-    plain = task(beta=0.0)
+    plain = task('mixup')
     synermix = task(beta=0.1)
 
     def step(t: nn.Module, x: torch.Tensor, target: torch.Tensor, orig: Optional[torch.Tensor]) -> None:

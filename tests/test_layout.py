@@ -1,0 +1,52 @@
+"""The three rooms: the method imports only torch, timm and the standard library; imports run one way."""
+import ast
+import pathlib
+import re
+import sys
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'timm_synermix'
+ROOMS = ('method', 'trainer', 'experiments')
+ALLOWED = {'method': set(), 'trainer': {'method'}, 'experiments': {'method', 'trainer'}}
+
+
+def _imports(path):
+    """(absolute module names, rooms reached by relative imports) of one file."""
+    modules, rooms = set(), set()
+    room = path.parent.name
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name.split('.')[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                modules.add(node.module.split('.')[0])
+                if node.module.startswith('timm_synermix.'):
+                    rooms.add(node.module.split('.')[1])
+            elif node.level == 1:
+                rooms.add(room)
+            elif node.module:
+                rooms.add(node.module.split('.')[0])
+    return modules, rooms
+
+
+def test_imports_run_experiments_to_trainer_to_method():
+    for room in ROOMS:
+        for path in (PACKAGE / room).glob('*.py'):
+            _, rooms = _imports(path)
+            assert rooms - {room} <= ALLOWED[room], f'{path.name} imports {rooms - {room}}'
+
+
+def test_the_method_needs_only_torch_timm_numpy_and_the_standard_library():
+    for path in (PACKAGE / 'method').glob('*.py'):
+        modules, _ = _imports(path)
+        third_party = {m for m in modules if m not in sys.stdlib_module_names}
+        assert third_party <= {'torch', 'timm', 'numpy'}, f'{path.name}: {third_party}'
+
+
+def test_the_method_speaks_in_parameter_names_not_flags():
+    for path in (PACKAGE / 'method').glob('*.py'):
+        assert not re.findall(r"--[a-z][a-z-]+", path.read_text()), path.name
+
+
+def test_train_py_only_calls_the_trainer():
+    text = (PACKAGE.parent / 'train.py').read_text()
+    assert len(text.splitlines()) <= 30 and 'from timm_synermix.trainer.main import main' in text
