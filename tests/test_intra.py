@@ -70,3 +70,15 @@ def test_intra_loss_is_mean_hard_label_ce_and_reaches_the_features():
 def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError, match=r'features \[N, D\] and labels \[N\]'):
         synthesize_class_features(torch.randn(4, 3), torch.tensor([0, 1, 1]))
+
+
+def test_dense_synthesis_equals_the_per_class_one_for_the_same_draws():
+    from timm_synermix.method.intra import synthesize_all_classes
+    features = torch.randn(12, 5)
+    labels = torch.tensor([3, 3, 0, 7, 7, 7, 0, 3, 9, 9, 0, 7])
+    sparse, sparse_labels = synthesize_class_features(features, labels, 2, torch.Generator().manual_seed(4))
+    dense, dense_labels, present = synthesize_all_classes(features, labels, 10, 2, torch.Generator().manual_seed(4))
+    assert present.sum() == 8 and dense.shape == (20, 5)
+    torch.testing.assert_close(dense[present], sparse)
+    assert torch.equal(dense_labels[present], sparse_labels)
+    assert dense[~present].abs().sum() == 0

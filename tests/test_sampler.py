@@ -163,3 +163,88 @@ def test_labels_outside_num_classes_are_rejected():
         SupplementedBatchSampler([0, 0, 5, 5], batch_size=2, num_classes=3)
     with pytest.raises(ValueError, match=r'Labels \[-1\]'):
         SupplementedBatchSampler([0, 0, -1, -1], batch_size=2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one batch shape: fixed-size supplemented batches, paired batches
+# ---------------------------------------------------------------------------------------------------------------
+
+def cifar100_like_labels(seed=0):
+    return np.random.default_rng(seed).permutation(np.repeat(np.arange(100), 50))
+
+
+def test_fixed_size_batches_all_have_the_same_size_and_two_images_per_class():
+    labels = cifar100_like_labels()
+    sampler = SupplementedBatchSampler(labels, batch_size=32, seed=0, fixed_size=48)
+    batches = epoch_batches(sampler)
+    assert len(batches) == 5000 // 32 and {len(b) for b in batches} == {48}
+    for batch in batches:
+        counts = np.bincount(labels[batch])
+        assert counts[counts > 0].min() >= 2
+
+
+def test_suggested_fixed_size_rarely_leaves_a_primary_out():
+    labels = cifar100_like_labels()
+    sampler = SupplementedBatchSampler(labels, batch_size=32, seed=0)
+    size = sampler.suggest_fixed_size()
+    assert size % 8 == 0 and 32 < size <= 64
+    fixed = SupplementedBatchSampler(labels, batch_size=32, seed=0, fixed_size=size)
+    plain = SupplementedBatchSampler(labels, batch_size=32, seed=0, supplement=False)
+    kept = sum(len(set(p.tolist()) & set(f.tolist())) for p, f in zip(epoch_batches(plain), epoch_batches(fixed)))
+    assert kept >= 0.98 * 32 * len(epoch_batches(plain))
+
+
+def paired(labels, batch_size=32, **kw):
+    from timm_synermix.method.sampler import PairedBatchSampler
+    return PairedBatchSampler(labels, batch_size=batch_size, **kw)
+
+
+def test_paired_batches_keep_the_batch_size_with_two_distinct_images_per_class():
+    labels = cifar100_like_labels()
+    sampler = paired(labels, seed=1)
+    batches = epoch_batches(sampler)
+    assert {len(b) for b in batches} == {32}
+    for batch in batches:
+        classes, counts = np.unique(labels[batch], return_counts=True)
+        assert (counts % 2 == 0).all()
+        for c in classes:   # each class's images in the batch: at least two distinct ones
+            assert len(set(batch[labels[batch] == c].tolist())) >= 2
+
+
+def test_paired_epoch_shows_every_image_once_and_borrows_one_per_odd_class():
+    labels = np.repeat(np.arange(7), [5, 4, 3, 6, 2, 9, 3])   # odd classes: 0, 2, 5, 6
+    sampler = paired(labels, batch_size=4, seed=2, drop_last=False)
+    seen = np.concatenate(epoch_batches(sampler))
+    assert set(seen.tolist()) == set(range(labels.size))
+    assert seen.size == labels.size + 4
+    extra = np.bincount(labels[seen], minlength=7) - np.bincount(labels, minlength=7)
+    assert extra.tolist() == [1, 0, 1, 0, 0, 1, 1]
+
+
+def test_paired_batches_are_deterministic_and_resume_mid_epoch():
+    labels = cifar100_like_labels()
+    a, b = paired(labels, seed=3), paired(labels, seed=3)
+    full = epoch_batches(a, epoch=2)
+    assert all(np.array_equal(x, y) for x, y in zip(full, epoch_batches(b, epoch=2)))
+    assert not np.array_equal(full[0], epoch_batches(a, epoch=3)[0])
+    resumed = paired(labels, seed=3)
+    resumed.load_state_dict({'seed': 3, 'epoch': 2, 'start_batch': 7})
+    rest = [np.asarray(x) for x in resumed]
+    assert len(rest) == len(full) - 7 and all(np.array_equal(x, y) for x, y in zip(rest, full[7:]))
+
+
+@pytest.mark.parametrize('drop_last', [True, False])
+def test_paired_ranks_yield_equal_batch_counts_and_disjoint_pairs(drop_last):
+    labels = cifar100_like_labels()[:4999]
+    ranks = [paired(labels, seed=0, num_replicas=3, rank=r, drop_last=drop_last) for r in range(3)]
+    batches = [epoch_batches(s) for s in ranks]
+    assert len({len(b) for b in batches}) == 1
+    if drop_last:
+        flat = [set(np.concatenate(b).tolist()) for b in batches]
+        borrowed = 50   # at most one borrowed image per odd class can repeat another rank's image
+        assert len(flat[0] & flat[1]) + len(flat[1] & flat[2]) + len(flat[0] & flat[2]) <= borrowed
+
+
+def test_paired_batch_size_must_be_even():
+    with pytest.raises(ValueError, match='batch_size=31: paired batches'):
+        paired(cifar100_like_labels(), batch_size=31)

@@ -251,3 +251,35 @@ def test_downscaled_originals_leave_batchnorm_running_stats_alone():
     for key, value in running.items():
         torch.testing.assert_close(value, reference.state_dict()[key])
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize('name', ['test_vit', 'test_resnet'])
+def test_joint_pass_gives_two_passes_loss_and_gradients_where_exact(name):
+    original, augmented, target = batch()
+    results = {}
+    for joint in ('never', 'auto'):
+        model = tiny_model(name, **({'img_size': 32} if name == 'test_vit' else {}))
+        if name == 'test_resnet':   # BatchNorm frozen: no layer depends on the batch, so auto joins the views
+            model.apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
+        task = SynerMixTask(model, beta=0.3, joint_pass=joint)
+        if name == 'test_resnet':
+            task.train()
+            model.apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
+        assert task._joint_now(original) == (joint == 'auto')
+        torch.manual_seed(5)
+        out = task(TwoViews(original, augmented), target)
+        out['loss'].backward()
+        results[joint] = (out['loss'].detach(), _grads(model))
+    torch.testing.assert_close(results['auto'][0], results['never'][0])
+    for key, grad in results['never'][1].items():
+        torch.testing.assert_close(results['auto'][1][key], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_auto_keeps_two_passes_for_batchnorm_in_training():
+    original, _, _ = batch()
+    assert not SynerMixTask(tiny_model(), beta=0.3)._joint_now(original)
+    assert SynerMixTask(tiny_model(), beta=0.3, joint_pass='shared-bn')._joint_now(original)

@@ -4,7 +4,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ['synthesize_class_features', 'intra_class_loss']
+__all__ = ['synthesize_class_features', 'synthesize_all_classes', 'intra_class_loss']
 
 
 def synthesize_class_features(
@@ -50,6 +50,50 @@ def synthesize_class_features(
     weighted = weights.unsqueeze(-1) * features.unsqueeze(0)
     synthesized = features.new_zeros(num_per_class, num_classes, features.shape[1]).index_add_(1, slot, weighted)
     return synthesized.reshape(-1, features.shape[1]), classes.repeat(num_per_class)
+
+
+def synthesize_all_classes(
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        num_classes: int,
+        num_per_class: int = 1,
+        generator: Optional[torch.Generator] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 1 for every class slot at once: no data-dependent shapes, so no host sync (e.g. on a GPU).
+
+    The same draws and features as `synthesize_class_features`, laid out densely over `num_classes`:
+    rows of classes absent from the batch are zero and masked out.
+
+    Args:
+        features: Pre-logit features [N, D].
+        labels: Class indices [N] in [0, num_classes).
+        num_classes: C, the classifier's class count.
+        num_per_class: P, synthesized features per class.
+        generator: Optional torch.Generator for the uniform draws.
+
+    Returns:
+        (synthesized [P*C, D], labels [P*C], present [P*C] bool: the class is in the batch).
+
+    Example:
+        ```python
+        f_syn, y_syn, present = synthesize_all_classes(pre_logits, target, num_classes=100)
+        ce = F.cross_entropy(model.get_classifier()(f_syn), y_syn, reduction='none')
+        loss_intra = (ce * present).sum() / present.sum()      # Eq. 2: the mean over the classes present
+        ```
+    """
+    if features.ndim != 2 or labels.ndim != 1 or features.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f'Expected features [N, D] and labels [N], got {tuple(features.shape)} and {tuple(labels.shape)}.')
+    if num_per_class < 1:
+        raise ValueError(f'num_per_class={num_per_class}: need at least one synthesized feature per class.')
+    r = 1.0 - torch.rand(
+        (num_per_class, labels.numel()), generator=generator, device=features.device, dtype=torch.float32)
+    totals = r.new_zeros(num_per_class, num_classes).index_add_(1, labels, r)
+    weights = (r / totals[:, labels]).to(features.dtype)
+    weighted = weights.unsqueeze(-1) * features.unsqueeze(0)
+    synthesized = features.new_zeros(num_per_class, num_classes, features.shape[1]).index_add_(1, labels, weighted)
+    classes = torch.arange(num_classes, device=labels.device).repeat(num_per_class)
+    return synthesized.reshape(-1, features.shape[1]), classes, (totals > 0).reshape(-1)
 
 
 def intra_class_loss(

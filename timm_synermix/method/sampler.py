@@ -1,8 +1,11 @@
-"""Supplementing batch sampler (SynerMix spec §1, paper §3.1.1).
+"""Supplementation (SynerMix spec §1, paper §3.1.1): batch samplers in which every class has two images.
 
 Every class present in an emitted mini-batch gets at least two images, so the intra-class
-synthesis (Eq. 1) always has something to mix. Supplements are drawn uniformly from the
-class's other training images in O(1) from per-class index tables built once.
+synthesis (Eq. 1) always has something to mix. `SupplementedBatchSampler` is the paper's
+scheme (a batch of N grows by one image per class seen once, to N̂ ≤ 2N; with `fixed_size`
+every batch has exactly N̂ images); `PairedBatchSampler` keeps the batch at N: N/2 classes ×
+two distinct images. Supplements are drawn uniformly from the class's other training images in
+O(1) from per-class index tables built once.
 """
 import math
 from typing import Dict, Iterator, List, Optional, Sequence, Union
@@ -11,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ['SupplementedBatchSampler', 'dataset_labels']
+__all__ = ['SupplementedBatchSampler', 'PairedBatchSampler', 'dataset_labels']
 
 
 def dataset_labels(dataset) -> np.ndarray:
@@ -46,6 +49,31 @@ def dataset_labels(dataset) -> np.ndarray:
         'Pass the labels as a list of ints, or give the dataset a `targets` attribute.')
 
 
+def _check_labels(labels: np.ndarray, batch_size: int, num_classes: Optional[int]) -> None:
+    if batch_size < 2:
+        raise ValueError(
+            f'batch_size={batch_size}: SynerMix needs at least 2 samples per batch to mix; use batch_size=2 or more.')
+    if labels.size == 0:
+        raise ValueError('The training set has no labels (empty dataset); check the data folder and split.')
+    upper = num_classes if num_classes is not None else np.iinfo(np.int64).max
+    out_of_range = (labels < 0) | (labels >= upper)
+    if out_of_range.any():
+        bad = np.unique(labels[out_of_range])[:10].tolist()
+        raise ValueError(
+            f'Labels {bad} are outside [0, {num_classes}): pass num_classes={int(labels.max()) + 1} (the '
+            f'number of classes in the data) or fix the class map.')
+
+
+def _world(num_replicas: Optional[int], rank: Optional[int]):
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if rank is None:
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if not 0 <= rank < num_replicas:
+        raise ValueError(f'rank={rank} is outside [0, num_replicas={num_replicas}).')
+    return num_replicas, rank
+
+
 class SupplementedBatchSampler(torch.utils.data.Sampler):
     """Batch sampler that gives every class in a batch at least two samples (spec §1).
 
@@ -54,6 +82,11 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
     more image of that class, not already in the batch, is drawn uniformly from the whole
     training set, so a batch grows from N to at most 2N. The emitted batch is shuffled: timm's
     Mixup pairs sample i with N-1-i, and supplements must not all sit at the end.
+
+    With `fixed_size` = N̂ every batch has exactly N̂ images, so cudnn and torch.compile see one
+    shape: a batch that would grow past N̂ leaves out (for this epoch) as many of its classes seen
+    once as it takes to fit, and one that stays below N̂ is topped up with further images of classes
+    it already holds. `suggest_fixed_size` picks an N̂ that rarely leaves anything out.
 
     Everything is a function of (seed, epoch, rank, batch index), so `set_epoch(epoch, start_batch)`
     resumes the exact batch sequence of an interrupted epoch.
@@ -72,6 +105,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             (its synthesized feature is then the sample itself) instead of raising.
         num_classes: When given, labels outside [0, num_classes) raise.
         class_names: Optional names used in error messages.
+        fixed_size: N̂, the size of every emitted batch (>= batch_size; needs drop_last), or None.
 
     Example:
         ```python
@@ -96,35 +130,21 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             allow_singleton_classes: bool = False,
             num_classes: Optional[int] = None,
             class_names: Optional[Sequence[str]] = None,
+            fixed_size: Optional[int] = None,
     ):
         labels = dataset_labels(labels)
-        if batch_size < 2:
-            raise ValueError(
-                f'batch_size={batch_size}: SynerMix needs at least 2 samples per batch to mix; use batch_size=2 or more.')
-        if labels.size == 0:
-            raise ValueError('The training set has no labels (empty dataset); check the data folder and split.')
-        upper = num_classes if num_classes is not None else np.iinfo(np.int64).max
-        out_of_range = (labels < 0) | (labels >= upper)
-        if out_of_range.any():
-            bad = np.unique(labels[out_of_range])[:10].tolist()
-            raise ValueError(
-                f'Labels {bad} are outside [0, {num_classes}): pass num_classes={int(labels.max()) + 1} (the '
-                f'number of classes in the data) or fix the class map.')
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if rank is None:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f'rank={rank} is outside [0, num_replicas={num_replicas}).')
-
+        _check_labels(labels, batch_size, num_classes)
+        if fixed_size is not None and (fixed_size < batch_size or not drop_last or not supplement):
+            raise ValueError(f'fixed_size={fixed_size} needs fixed_size >= batch_size={batch_size}, drop_last=True '
+                             'and supplement=True.')
         self.labels = labels
         self.batch_size = int(batch_size)
         self.drop_last = drop_last
         self.shuffle = shuffle
         self.seed = int(seed)
-        self.num_replicas = num_replicas
-        self.rank = rank
+        self.num_replicas, self.rank = _world(num_replicas, rank)
         self.supplement = supplement
+        self.fixed_size = fixed_size
         self.epoch = 0
         self.start_batch = 0
 
@@ -144,17 +164,20 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
                 f'Classes with a single training image cannot be supplemented: {", ".join(names)}{more}. '
                 'Add images to them, or pass allow_singleton_classes=True '
                 'to let them train with one sample.')
+        self._set_sizes()
 
-        if drop_last:
-            self.num_samples = labels.size // num_replicas
+    def _set_sizes(self) -> None:
+        n = self.labels.size
+        if self.drop_last:
+            self.num_samples = n // self.num_replicas
             self.num_batches = self.num_samples // self.batch_size
         else:
-            self.num_samples = math.ceil(labels.size / num_replicas)
+            self.num_samples = math.ceil(n / self.num_replicas)
             self.num_batches = math.ceil(self.num_samples / self.batch_size)
         if self.num_batches == 0:
             raise ValueError(
-                f'{labels.size} training samples over {num_replicas} rank(s) do not fill one batch of '
-                f'{batch_size} with drop_last=True: lower batch_size.')
+                f'{n} training samples over {self.num_replicas} rank(s) do not fill one batch of '
+                f'{self.batch_size} with drop_last=True: lower batch_size.')
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's permutation; `start_batch` skips batches already trained (resume)."""
@@ -185,24 +208,126 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             indices = np.concatenate([indices, indices[:total - n]])
         return indices[self.rank:total:self.num_replicas]
 
-    def _supplements(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        batch_labels = self.labels[batch]
-        classes, first, counts = np.unique(batch_labels, return_index=True, return_counts=True)
-        lonely = first[(counts == 1) & (self.counts[classes] > 1)]
-        if lonely.size == 0:
-            return lonely
-        members = batch[lonely]
+    def _other_images(self, members: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """For each member, another image of its class, uniformly (itself for a single-image class)."""
         cls = self.labels[members]
         # Uniform over the class's other images: draw among count-1 slots and skip the member's own slot.
         offset = (rng.random(members.size) * (self.counts[cls] - 1)).astype(np.int64)
-        offset += offset >= self.position_in_class[members]
+        offset += (offset >= self.position_in_class[members]) & (self.counts[cls] > 1)
         return self.order[self.starts[cls] + offset]
+
+    def _lonely(self, batch: np.ndarray) -> np.ndarray:
+        """Positions in `batch` of the classes it holds once (and that have other images)."""
+        classes, first, counts = np.unique(self.labels[batch], return_index=True, return_counts=True)
+        return np.sort(first[(counts == 1) & (self.counts[classes] > 1)])
+
+    def _supplements(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self._other_images(batch[self._lonely(batch)], rng)
+
+    def _fit(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Primaries plus supplements, exactly `fixed_size` long."""
+        lonely = self._lonely(batch)
+        excess = batch.size + lonely.size - self.fixed_size
+        if excess > 0:  # leave out the last classes seen once: each costs a primary and its supplement
+            # The dropped positions are the last lonely ones, so the kept lonely positions do not shift.
+            drop = lonely[lonely.size - (excess + 1) // 2:]
+            batch, lonely = np.delete(batch, drop), lonely[:lonely.size - drop.size]
+        batch = np.concatenate([batch, self._other_images(batch[lonely], rng)])
+        room = self.fixed_size - batch.size
+        if room > 0:  # top up with further images of classes the batch already holds
+            batch = np.concatenate([batch, self._other_images(rng.choice(batch, room), rng)])
+        return batch
+
+    def suggest_fixed_size(self, quantile: float = 0.95, multiple: int = 8, num_batches: int = 64) -> int:
+        """N̂ at the `quantile` of supplemented batch sizes of this data (simulated), rounded up to `multiple`."""
+        rng = np.random.default_rng([self.seed, 1 << 20])
+        sizes = [self.batch_size + self._lonely(rng.choice(self.labels.size, self.batch_size, replace=False)).size
+                 for _ in range(num_batches)]
+        return int(math.ceil(np.quantile(sizes, quantile) / multiple) * multiple)
 
     def __iter__(self) -> Iterator[List[int]]:
         shard = self._shard()
         for b in range(self.start_batch, self.num_batches):
             batch = shard[b * self.batch_size:(b + 1) * self.batch_size]
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, b])
-            if self.supplement:
+            if self.fixed_size is not None:
+                batch = self._fit(batch, rng)
+            elif self.supplement:
                 batch = np.concatenate([batch, self._supplements(batch, rng)])
+            yield batch[rng.permutation(batch.size)].tolist()
+
+
+class PairedBatchSampler(SupplementedBatchSampler):
+    """Batches of `batch_size` = N that hold N/2 pairs: two distinct images of one class each (spec §1).
+
+    The user's batch size stays the batch the model sees, so SynerMix costs one extra forward and
+    backward of N over a plain run. Against the paper, a batch holds N/2 class pairs instead of ~N
+    classes with supplements. Every training image appears once per epoch, as in a plain epoch; a
+    class with an odd count borrows one more of its own images, drawn uniformly. The pairs are shuffled
+    over the epoch (a class can hold several pairs of a batch) and sharded across ranks, which all
+    yield the same number of batches. Everything is a function of (seed, epoch, rank, batch index);
+    `set_epoch(epoch, start_batch)` resumes mid-epoch.
+
+    Args:
+        labels, drop_last, shuffle, seed, num_replicas, rank, allow_singleton_classes, num_classes,
+        class_names: as `SupplementedBatchSampler` (a single-image class pairs with itself when allowed).
+        batch_size: Images per batch, even.
+
+    Example:
+        ```python
+        sampler = PairedBatchSampler(dataset_labels(train_set), batch_size=32, seed=0)
+        sampler.set_epoch(0)
+        batch = next(iter(sampler))   # 32 indices: 16 classes x 2 images (or fewer classes, more pairs)
+        ```
+    """
+
+    def __init__(self, labels, batch_size: int, **kwargs):
+        if batch_size % 2:
+            raise ValueError(f'batch_size={batch_size}: paired batches hold pairs of one class; use an even '
+                             f'batch_size, e.g. {batch_size + 1}.')
+        for name in ('supplement', 'fixed_size'):
+            if kwargs.pop(name, None) not in (None, True):
+                raise ValueError(f'{name} has no meaning for paired batches.')
+        super().__init__(labels, batch_size, **kwargs)
+
+    def _set_sizes(self) -> None:
+        self.num_pairs = int(np.sum((self.counts + 1) // 2))
+        pairs_per_batch = self.batch_size // 2
+        if self.drop_last:
+            self.pairs_per_rank = self.num_pairs // self.num_replicas
+            self.num_batches = self.pairs_per_rank // pairs_per_batch
+        else:
+            self.pairs_per_rank = math.ceil(self.num_pairs / self.num_replicas)
+            self.num_batches = math.ceil(self.pairs_per_rank / pairs_per_batch)
+        self.num_samples = self.num_batches * self.batch_size
+        if self.num_batches == 0:
+            raise ValueError(
+                f'{self.num_pairs} pairs over {self.num_replicas} rank(s) do not fill one batch of '
+                f'{self.batch_size} with drop_last=True: lower batch_size.')
+
+    def _pairs(self) -> np.ndarray:
+        """The epoch's pairs [P, 2]: each class's images in a seeded random order, paired consecutively."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n = self.labels.size
+        within = np.lexsort((rng.random(n) if self.shuffle else np.arange(n), self.labels))
+        position = np.arange(n) - self.starts[self.labels[within]]
+        odd = np.flatnonzero(self.counts % 2)
+        leftover = within[self.starts[odd] + self.counts[odd] - 1]   # an odd class's last image in this order
+        borrowed = self._other_images(leftover, rng)
+        members = np.concatenate([within, borrowed])
+        classes = np.concatenate([self.labels[within], odd])
+        slots = np.concatenate([position, self.counts[odd]])
+        pairs = members[np.lexsort((slots, classes))].reshape(-1, 2)
+        return pairs[rng.permutation(len(pairs))] if self.shuffle else pairs
+
+    def __iter__(self) -> Iterator[List[int]]:
+        pairs = self._pairs()
+        total = self.pairs_per_rank * self.num_replicas
+        if total > len(pairs):
+            pairs = np.concatenate([pairs, pairs[:total - len(pairs)]])
+        pairs = pairs[self.rank:total:self.num_replicas]
+        per_batch = self.batch_size // 2
+        for b in range(self.start_batch, self.num_batches):
+            batch = pairs[b * per_batch:(b + 1) * per_batch].reshape(-1)
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, b])
             yield batch[rng.permutation(batch.size)].tolist()

@@ -1,7 +1,7 @@
 """SynerMixTask: timm training task with the SynerMix loss (SynerMix spec §4, paper Eq. 5)."""
 import contextlib
 import inspect
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -11,12 +11,13 @@ from timm.task import ClassificationTask
 from timm.utils.model import unwrap_model
 
 from .inter import ManifoldMixup, Mixup
-from .intra import synthesize_class_features
+from .intra import synthesize_all_classes
 from .views import TwoViews
 
 __all__ = ['SynerMixTask', 'SynerMixTrainableModule']
 
 SOURCES = ('original', 'augmented')
+JOINT_PASS = ('auto', 'never', 'shared-bn')
 
 
 @contextlib.contextmanager
@@ -34,13 +35,20 @@ def _frozen_running_stats(model: nn.Module):
             m.momentum = momentum
 
 
+def batch_dependent_layers(model: nn.Module) -> List[str]:
+    """Names of the layers whose training output depends on the rest of the batch (BatchNorm in train mode)."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+
+
 class SynerMixTrainableModule(nn.Module):
     """The task's `trainable_module`: both training passes in one `forward`.
 
     DistributedDataParallel, `no_sync` and EMA wrap this module, as for timm's own tasks, so DDP
     sees one forward per backward. The augmented pass runs first (a pending Manifold MixUp hook
     belongs to it), then the originals' pass, in train mode with its own BatchNorm batch
-    statistics (spec: two passes, two sets of batch statistics). Its parameters are the model's.
+    statistics (spec: two passes, two sets of batch statistics). With `joint=True` both views go
+    through one forward of 2N instead: the same result where no layer depends on the batch. Its
+    parameters are the model's.
     """
 
     def __init__(self, model: nn.Module):
@@ -58,19 +66,25 @@ class SynerMixTrainableModule(nn.Module):
             with_intra: bool = False,
             num_per_class: int = 1,
             freeze_original_stats: bool = False,
+            joint: bool = False,
     ):
+        """(augmented logits, synthesized logits, their labels, present-class mask); None x 3 without intra."""
         classifier = self.model.get_classifier()
-        augmented_features = self.pre_logits(augmented)
+        if with_intra and original is not None and joint:
+            features = self.pre_logits(torch.cat([augmented, original]))
+            augmented_features, features = features.split([augmented.shape[0], original.shape[0]])
+        else:
+            augmented_features = self.pre_logits(augmented)
+            features = augmented_features
+            if with_intra and original is not None:
+                with _frozen_running_stats(self.model) if freeze_original_stats else contextlib.nullcontext():
+                    features = self.pre_logits(original)
         output = classifier(augmented_features)
         if not with_intra:
-            return output, None, None
-        if original is None:
-            features = augmented_features
-        else:
-            with _frozen_running_stats(self.model) if freeze_original_stats else contextlib.nullcontext():
-                features = self.pre_logits(original)
-        synthesized, synthesized_labels = synthesize_class_features(features, target, num_per_class)
-        return output, classifier(synthesized), synthesized_labels
+            return output, None, None, None
+        num_classes = getattr(self.model, 'num_classes', 0) or output.shape[-1]
+        synthesized, labels, present = synthesize_all_classes(features, target, num_classes, num_per_class)
+        return output, classifier(synthesized), labels, present
 
 
 class SynerMixTask(ClassificationTask):
@@ -93,6 +107,10 @@ class SynerMixTask(ClassificationTask):
         original_scale: Resize the originals by this factor before their pass (cheap mode). Their
             pass then leaves BatchNorm running statistics alone: statistics of a smaller input would
             skew the full-resolution evaluation.
+        joint_pass: 'auto' runs both views in one forward of 2N where that is exact (no BatchNorm in train
+            mode: ViT, Swin, frozen or eval-mode BatchNorm), else two passes; 'never' always two passes;
+            'shared-bn' one forward also with BatchNorm, whose batch statistics the views then share
+            (faster, not the paper's two sets of statistics).
         criterion: Loss for L_inter; by default timm's soft-target CE with mixup, else CE
             (with `criterion_kwargs=dict(smoothing=...)` as ClassificationTask).
         criterion_kwargs, device, dtype, verbose: as `timm.task.ClassificationTask`.
@@ -114,6 +132,7 @@ class SynerMixTask(ClassificationTask):
             num_per_class: int = 1,
             intra_every: int = 1,
             original_scale: float = 1.0,
+            joint_pass: str = 'auto',
             criterion: Optional[Union[nn.Module, Callable]] = None,
             criterion_kwargs: Optional[Dict[str, Any]] = None,
             device: Optional[torch.device] = None,
@@ -140,6 +159,11 @@ class SynerMixTask(ClassificationTask):
                 'lower beta or use intra_every=1.')
         if not 0.0 < original_scale <= 1.0:
             raise ValueError(f'original_scale={original_scale} must be in (0, 1].')
+        if joint_pass not in JOINT_PASS:
+            raise ValueError(f'joint_pass="{joint_pass}" is not one of {JOINT_PASS}.')
+        if joint_pass == 'shared-bn' and (isinstance(mixup, ManifoldMixup) or original_scale != 1.0):
+            raise ValueError('joint_pass="shared-bn" needs both views at one size in one forward: not with '
+                             'ManifoldMixup (its hooks mix one view) or original_scale != 1.')
         if mixup is not None and not isinstance(mixup, (Mixup, ManifoldMixup)):
             raise TypeError(
                 f'mixup is a {type(mixup).__name__}: pass timm_synermix.Mixup (odd batches, originals unmixed) '
@@ -165,6 +189,8 @@ class SynerMixTask(ClassificationTask):
         self.original_scale = original_scale
         self.num_classes = getattr(model, 'num_classes', None)
         self.step = 0
+        self.joint_pass = joint_pass
+        self._norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.trainable_module = SynerMixTrainableModule(model)
 
     @property
@@ -179,6 +205,13 @@ class SynerMixTask(ClassificationTask):
         model.forward_head = torch.compile(model.forward_head, backend=backend, mode=mode, **compile_kwargs)
         self.eval_model = model
         return model
+
+    def _joint_now(self, original: Optional[torch.Tensor]) -> bool:
+        """Whether this step's two views go through one forward (see `joint_pass`)."""
+        if original is None or self.joint_pass == 'never' or self.original_scale != 1.0 or \
+                isinstance(self.mixup, ManifoldMixup):
+            return False
+        return self.joint_pass == 'shared-bn' or not any(m.training for m in self._norms)
 
     def get_eval_model(self, module: Optional[nn.Module] = None, ema: bool = False) -> Optional[nn.Module]:
         """The classifier alone (EMA copy with `ema=True`): what evaluation and checkpoints see."""
@@ -249,8 +282,9 @@ class SynerMixTask(ClassificationTask):
         inter_target = target
         if self.mixup is not None and self.training:
             augmented, inter_target = self.mixup(augmented, target)
-        output, synthesized_logits, synthesized_labels = self.trainable_module(
-            augmented, original, target, with_intra, self.num_per_class, self.original_scale != 1.0)
+        output, synthesized_logits, synthesized_labels, present = self.trainable_module(
+            augmented, original, target, with_intra, self.num_per_class, self.original_scale != 1.0,
+            self._joint_now(original))
         if isinstance(self.mixup, ManifoldMixup) and self.training:
             self.mixup.check_applied()
 
@@ -263,7 +297,9 @@ class SynerMixTask(ClassificationTask):
             # Steps skipped by intra_every keep the inter term's weight, so only the intra term thins out.
             loss = (1.0 - self.beta) * loss_inter if self.training else loss_inter
         else:
-            loss_intra = F.cross_entropy(synthesized_logits.float(), synthesized_labels)
+            # Eq. 2 over the classes present; dense rows keep the shapes fixed (no host sync).
+            losses = F.cross_entropy(synthesized_logits.float(), synthesized_labels, reduction='none')
+            loss_intra = (losses * present).sum() / present.sum()
             loss = self.beta * loss_intra + (1.0 - self.beta) * loss_inter
         return {'loss': loss, 'output': output, 'loss_intra': loss_intra, 'loss_inter': loss_inter,
                 'with_intra': synthesized_logits is not None}
