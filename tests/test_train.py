@@ -238,3 +238,13 @@ def test_too_few_eval_images_for_metrics_still_finish_the_run(tmp_path):
         results = json.load(f)
     assert results['metrics'] == {} and results['method'] == 'synermix'
     assert 'Feature metrics skipped' in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize('batches', ['paired', 'fixed'])
+def test_one_batch_shape_modes_train_with_every_step_the_same_size(batches, tiny_imagefolder, out_root):
+    extra = ('--synermix-batches', batches) + (('--synermix-fixed-size', '6') if batches == 'fixed' else ())
+    method_run('synermix', tiny_imagefolder, out_root, extra)
+    proc = RUNS[('synermix', extra)][1]
+    sizes = {line.split('Batch: ')[1].split()[0] for line in (proc.stdout + proc.stderr).splitlines()
+             if line.startswith('Train: 0')}
+    assert sizes == {'4' if batches == 'paired' else '6'}

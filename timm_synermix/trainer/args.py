@@ -23,6 +23,8 @@ PARAM_FLAGS = {
     'intra_every': '--synermix-every',
     'original_scale': '--synermix-orig-scale',
     'allow_singleton_classes': '--allow-singleton-classes',
+    'fixed_size': '--synermix-fixed-size',
+    'joint_pass': '--synermix-joint-pass',
     'batch_size': '--batch-size',
     'num_classes': '--num-classes',
     'layers': '--manifold-layers',
@@ -319,6 +321,17 @@ def _add_synermix_args(parser):
                        help='cheap mode: compute the intra term every K-th step only (default: 1)')
     group.add_argument('--synermix-orig-scale', type=float, default=1.0, metavar='S',
                        help='cheap mode: resize the originals by S before their pass (default: 1.0)')
+    group.add_argument('--synermix-batches', default='supplemented', choices=('supplemented', 'fixed', 'paired'),
+                       help='supplemented: the paper\'s batches (-b grows by one image per class seen once); '
+                            'fixed: the same, every batch exactly --synermix-fixed-size images (one shape for cudnn '
+                            'and torch.compile); paired: -b images as -b/2 classes x 2 (B/2 classes per batch '
+                            'instead of ~B; SynerMix then costs ~2x a plain run) (default: supplemented)')
+    group.add_argument('--synermix-fixed-size', type=int, default=None, metavar='N',
+                       help='batch size of --synermix-batches fixed (default: the 95th percentile of this data\'s '
+                            'supplemented sizes, rounded up to a multiple of 8)')
+    group.add_argument('--synermix-joint-pass', default='auto', choices=('auto', 'never', 'shared-bn'),
+                       help='auto: originals and augmented in one forward where exact (no BatchNorm in train mode); '
+                            'shared-bn: also with BatchNorm, the views sharing batch statistics (default: auto)')
     group.add_argument('--allow-singleton-classes', action='store_true', default=False,
                        help='let classes with one training image train with one sample instead of failing')
     group.add_argument('--manifold-mixup', action='store_true', default=False,

@@ -2,7 +2,7 @@
 import torch
 
 from ..method.loader import create_synermix_loader
-from ..method.sampler import SupplementedBatchSampler
+from ..method.sampler import PairedBatchSampler, SupplementedBatchSampler
 from ..method.views import create_original_transform
 from .args import to_flags
 from .errors import InputError
@@ -11,12 +11,22 @@ __all__ = ['create_train_sampler', 'create_train_loader', 'create_eval_loader']
 
 
 def create_train_sampler(args, labels, class_names) -> SupplementedBatchSampler:
-    """Supplemented batches when the run has the intra term (--synermix), plain ones otherwise."""
+    """The training batches: with the intra term (--synermix) supplemented, fixed-size or paired; else plain."""
+    if args.synermix_batches != 'supplemented' and not args.synermix:
+        raise InputError(f'--synermix-batches {args.synermix_batches} shapes batches for the intra term: add '
+                         f'--synermix (or a synermix --method), or drop --synermix-batches')
+    kwargs = dict(batch_size=args.batch_size, drop_last=True, shuffle=True, seed=args.seed,
+                  allow_singleton_classes=args.allow_singleton_classes, num_classes=args.num_classes,
+                  class_names=class_names)
     try:
-        return SupplementedBatchSampler(
-            labels, batch_size=args.batch_size, drop_last=True, shuffle=True, seed=args.seed,
-            supplement=args.synermix, allow_singleton_classes=args.allow_singleton_classes,
-            num_classes=args.num_classes, class_names=class_names)
+        if args.synermix_batches == 'paired':
+            return PairedBatchSampler(labels, **kwargs)
+        sampler = SupplementedBatchSampler(labels, supplement=args.synermix, **kwargs)
+        if args.synermix_batches == 'fixed':
+            size = args.synermix_fixed_size or sampler.suggest_fixed_size()
+            sampler = SupplementedBatchSampler(labels, supplement=True, fixed_size=size, **kwargs)
+            args.synermix_fixed_size = size
+        return sampler
     except ValueError as e:
         raise InputError(to_flags(str(e)))
 

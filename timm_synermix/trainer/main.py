@@ -196,7 +196,8 @@ def create_task(args, model, device):
             mixup_prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mixup_mode=args.mixup_mode,
             label_smoothing=args.smoothing, manifold_layers=args.manifold_layers,
             num_per_class=args.synermix_num_synth, intra_every=args.synermix_every,
-            original_scale=args.synermix_orig_scale, device=device, verbose=args.rank == 0)
+            original_scale=args.synermix_orig_scale, joint_pass=args.synermix_joint_pass, device=device,
+            verbose=args.rank == 0)
     except ValueError as e:
         raise InputError(to_flags(str(e)))
 
@@ -319,6 +320,11 @@ def log_setup(run, num_epochs) -> None:
     mix = run.task.mixup
     _logger.info(f'Method {args.method}: synermix={args.synermix} beta={args.synermix_beta} '
                  f'source={args.synermix_source} inter={type(mix).__name__ if mix else None} '
-                 f'supplemented batches={args.synermix}')
+                 f'batches={args.synermix_batches if args.synermix else "plain"}')
+    if args.synermix:
+        sizes = {'supplemented': f'{args.batch_size} before supplementation, more after (-b counts primaries)',
+                 'fixed': f'{args.synermix_fixed_size} (-b {args.batch_size} primaries, supplemented to a fixed size)',
+                 'paired': f'{args.batch_size} ({args.batch_size // 2} pairs of one class)'}
+        _logger.info(f'Batch size per step: {sizes[args.synermix_batches]}')
     _logger.info(f'Scheduled epochs: {num_epochs}. LR stepped per '
                  f'{"epoch" if run.scheduler.t_in_epochs else "update"}.')
