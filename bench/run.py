@@ -55,11 +55,12 @@ from timm.loss import SoftTargetCrossEntropy
 from timm.task import ClassificationTask
 
 from timm_synermix import (
-    Mixup, SupplementedBatchSampler, SynerMixTask, TwoViewDataset, TwoViews, create_synermix_loader,
-    create_synermix_task, dataset_labels, synthesize_class_features,
+    Mixup, PairedBatchSampler, SupplementedBatchSampler, SynerMixTask, TwoViewDataset, TwoViews,
+    create_synermix_loader, create_synermix_task, dataset_labels, synthesize_class_features,
 )
+from timm_synermix.method.task import batch_dependent_layers
 
-SECTIONS = ('step', 'memory', 'intra', 'sampler', 'loader')
+SECTIONS = ('step', 'memory', 'paired', 'shapes', 'syncs', 'mixup', 'intra', 'sampler', 'loader')
 
 # Model configurations per mode: (row name, timm model name, input px, create_model kwargs).
 MODELS = {
@@ -449,6 +450,173 @@ def bench_model_steps(report: Report, spec, cfg: dict, device: torch.device, sec
 
 
 # --------------------------------------------------------------------------------------------
+# One batch shape, paired batches, joint pass, host syncs, vectorised mixup
+
+def cifar100_like_labels() -> np.ndarray:
+    return np.random.default_rng(0).permutation(np.repeat(np.arange(100), 500))
+
+
+def bench_shapes(report: Report) -> None:
+    """Distinct batch sizes in one epoch of CIFAR-100-like labels at -b 32, per batch mode."""
+    labels = cifar100_like_labels()
+    supplemented = SupplementedBatchSampler(labels, 32, seed=0)
+    samplers = {
+        'supplemented': supplemented,
+        'fixed': SupplementedBatchSampler(labels, 32, seed=0, fixed_size=supplemented.suggest_fixed_size()),
+        'paired': PairedBatchSampler(labels, 32, seed=0),
+    }
+    for mode, sampler in samplers.items():
+        sampler.set_epoch(0)
+        sizes = [len(b) for b in sampler]
+        report.bench(f'shapes.{mode}.batch_sizes_per_epoch', [len(set(sizes))],
+                     f'distinct batch sizes in one epoch, 100 classes x 500 labels, -b 32: sizes '
+                     f'{min(sizes)}-{max(sizes)}, mean {np.mean(sizes):.1f}, {len(sizes)} batches',
+                     goal=None if mode == 'supplemented' else '<=1')
+
+
+class HostSyncCounter:
+    """Counts the tensor calls that make the host wait for the device (item, tolist, cpu, numpy, bool, ...)."""
+
+    NAMES = {'item', 'tolist', 'cpu', 'numpy', '__bool__', '__float__', '__int__', '__index__', 'unique', 'nonzero',
+             '_unique', '_unique2', 'unique_consecutive', 'masked_select'}
+
+    def __new__(cls):
+        from torch.overrides import TorchFunctionMode
+
+        class _Mode(TorchFunctionMode):
+            def __init__(self):
+                super().__init__()
+                self.calls = []
+
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                name = getattr(func, '__name__', str(func))
+                if name in HostSyncCounter.NAMES:
+                    self.calls.append(name)
+                return func(*args, **(kwargs or {}))
+        return _Mode()
+
+
+def bench_syncs(report: Report, cfg: dict, device: torch.device) -> None:
+    """Host syncs in the trainer's hot path: a SynerMix step with MixUp (elem) plus the loss meters' update."""
+    from timm_synermix.trainer.state import LossMeters
+    model = timm.create_model('resnet10t', num_classes=cfg['num_classes']).to(device)
+    task = create_synermix_task(model, 'synermix', num_classes=cfg['num_classes'], mixup_mode='elem',
+                                label_smoothing=0.0, verbose=False).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9)
+    meters = LossMeters(device)
+    labels = cifar100_like_labels() % cfg['num_classes']
+    sampler = PairedBatchSampler(labels, cfg['batch'], seed=0)
+    sampler.set_epoch(0)
+    batches = iter(sampler)
+    counts = []
+    for step in range(3):
+        y = torch.as_tensor(labels[next(batches)], device=device)
+        views = TwoViews(torch.randn(len(y), 3, 32, 32, device=device), torch.randn(len(y), 3, 32, 32, device=device))
+        with HostSyncCounter() as counter:
+            out = task(views, y)
+            out['loss'].backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            meters.update(out['loss'], out['loss_intra'], out['loss_inter'], len(y), out['with_intra'], step)
+        if step:   # the first step reads the targets' range once
+            counts.append(len(counter.calls))
+    report.bench('syncs.per_step', counts, 'host-sync tensor calls (item/tolist/cpu/numpy/bool/float/int/unique/'
+                 'nonzero) counted by a TorchFunctionMode in a SynerMix training step (paired batch, MixUp elem, '
+                 'forward, backward, SGD step, loss meters); steps after the first', goal='<=0')
+
+
+def bench_mixup(report: Report, cfg: dict, device: torch.device) -> None:
+    """timm_synermix.Mixup (vectorised elem mode) vs timm's Mixup, same draws, batch 256."""
+    from timm.data import Mixup as TimmMixup
+    kwargs = dict(mixup_alpha=1.0, cutmix_alpha=1.0, mode='elem', label_smoothing=0.0, num_classes=100)
+    ours, theirs = Mixup(**kwargs), TimmMixup(**kwargs)
+    x = torch.randn(256, 3, 64, 64, device=device)
+    y = torch.randint(0, 100, (256,), device=device)
+
+    def run(mixup) -> Callable[[], float]:
+        def once() -> float:
+            np.random.seed(0)
+            batch = x.clone()
+            return timed(lambda: mixup(batch, y), device)
+        return once
+    times = interleave({'ours': run(ours), 'timm': run(theirs)}, cfg['repeats'] * 2, cfg['warmup'])
+    report.bench('mixup.elem_vectorised_vs_timm', per_repeat(times, 'timm', 'ours'),
+                 f'timm Mixup(mode=elem, MixUp+CutMix) / ours, same numpy draws, batch 256 x 3x64x64 '
+                 f'(speed-up; >1 is faster); median ours {fmt_s(median(times["ours"]))}', goal='>1')
+
+
+def bench_paired(report: Report, spec, cfg: dict, device: torch.device) -> None:
+    """Paired and supplemented SynerMix steps against a plain timm step at the same -b; joint vs two passes."""
+    row, model_name, px, kwargs = spec
+    num_classes, b = cfg['num_classes'], cfg['batch']
+    labels = cifar100_like_labels() % num_classes
+    paired = torch.as_tensor(labels[next(iter(PairedBatchSampler(labels, b, seed=0)))], device=device)
+    plain_y = torch.as_tensor(labels[next(iter(SupplementedBatchSampler(labels, b, seed=0, supplement=False)))],
+                              device=device)
+    supplemented = torch.as_tensor(labels[next(iter(SupplementedBatchSampler(labels, b, seed=0)))], device=device)
+    gen = torch.Generator().manual_seed(0)
+    images = {n: torch.randn(n, 3, px, px, generator=gen).to(device) for n in {b, len(supplemented)}}
+    model = timm.create_model(model_name, num_classes=num_classes, **kwargs).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5, momentum=0.9)
+    timm_task = ClassificationTask(model, criterion_kwargs=dict(soft_targets=True), verbose=False).train()
+    from timm.data import Mixup as TimmMixup
+    timm_mixup = TimmMixup(mixup_alpha=1.0, mode='elem', label_smoothing=0.0, num_classes=num_classes)
+
+    def synermix(joint: str) -> SynerMixTask:
+        return create_synermix_task(model, 'synermix', num_classes=num_classes, mixup_mode='elem',
+                                    label_smoothing=0.0, joint_pass=joint, verbose=False).train()
+    tasks = {'auto': synermix('auto'), 'never': synermix('never')}
+
+    def step(fn) -> Callable[[], float]:
+        def once() -> float:
+            def work() -> None:
+                out = fn()
+                optimizer.zero_grad(set_to_none=True)
+                out['loss'].backward()
+                optimizer.step()
+            return timed(work, device)
+        return once
+
+    def synermix_step(y, joint='auto'):
+        x = images[len(y)]
+        return lambda: tasks[joint](TwoViews(x, x.clone()), y)
+    cases = {
+        'timm_plain': step(lambda: timm_task(*timm_mixup(images[b].clone(), plain_y))),
+        'paired': step(synermix_step(paired)),
+        'supplemented': step(synermix_step(supplemented)),
+    }
+    exact = not batch_dependent_layers(model)
+    if exact:
+        cases['paired_two_pass'] = step(synermix_step(paired, 'never'))
+    times = interleave(cases, cfg['repeats'], cfg['warmup'])
+    note = f'{model_name} {px}px, {num_classes} classes, -b {b}, MixUp elem, task default joint_pass=auto'
+    report.bench(f'step.{row}.paired_vs_plain_run', per_repeat(times, 'paired', 'timm_plain'),
+                 f'SynerMix step on a paired batch of {b} / timm ClassificationTask + timm Mixup step on {b}; {note}',
+                 goal='<=2.05')
+    report.bench(f'step.{row}.supplemented_vs_plain_run', per_repeat(times, 'supplemented', 'timm_plain'),
+                 f'SynerMix step on the supplemented batch ({b} -> {len(supplemented)}) / the same plain timm step; '
+                 f'{note}')
+    if exact:
+        report.bench(f'step.{row}.joint_vs_two_pass', per_repeat(times, 'paired', 'paired_two_pass'),
+                     f'SynerMix step with both views in one forward / two passes (exact here: no BatchNorm in '
+                     f'train mode); {note}', goal='<1')
+    else:
+        report.note(f'step.{row}.joint_vs_two_pass: not exact for {model_name} (BatchNorm in train mode), so not '
+                    f'the default; joint_pass="shared-bn" offers it with shared batch statistics')
+
+    def plain_once() -> None:
+        step(lambda: timm_task(*timm_mixup(images[b].clone(), plain_y)))()
+
+    def paired_once() -> None:
+        step(synermix_step(paired))()
+    plain_once(), paired_once()
+    peak_plain, peak_paired = peak_step_memory(plain_once, device), peak_step_memory(paired_once, device)
+    report.bench(f'memory.{row}.paired_vs_plain_run', [peak_paired / peak_plain],
+                 f'peak tensor bytes of a paired SynerMix step / a plain timm step at -b {b}: '
+                 f'{peak_paired / 2 ** 20:.1f} MiB vs {peak_plain / 2 ** 20:.1f} MiB', goal='<=2')
+
+
+# --------------------------------------------------------------------------------------------
 # Intra op vs the authors' per-class loop
 
 def intra_loop(features: torch.Tensor, labels: torch.Tensor):
@@ -669,6 +837,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if 'step' in sections or 'memory' in sections:
         for spec in MODELS[cfg['models']]:
             bench_model_steps(report, spec, cfg, device, sections)
+    if 'paired' in sections:
+        for spec in MODELS[cfg['models']]:
+            bench_paired(report, spec, cfg, device)
+    if 'shapes' in sections:
+        bench_shapes(report)
+    if 'syncs' in sections:
+        bench_syncs(report, cfg, device)
+    if 'mixup' in sections:
+        bench_mixup(report, cfg, device)
     if 'intra' in sections:
         bench_intra(report, cfg, device)
     if 'sampler' in sections:

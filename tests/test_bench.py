@@ -27,19 +27,26 @@ def test_bench_smoke_prints_every_row(tmp_path):
             assert match, f'malformed BENCH line: {line}'
             name, ratio, details = match.groups()
             value = float(ratio)
-            assert math.isfinite(value) and value > 0, line
+            assert math.isfinite(value) and (value > 0 or name.startswith('syncs.')), line
             assert 'n=' in details, line     # the spread over repeats is reported
             rows[name] = value
     assert rows, result.stdout[-3000:]
 
     sections = {name.split('.')[0] for name in rows}
-    assert sections == {'step', 'intra', 'memory', 'sampler', 'loader'}, sections
+    assert sections == {'step', 'intra', 'memory', 'sampler', 'loader', 'shapes', 'syncs', 'mixup'}, sections
     for model in ('resnet10t', 'mobilenetv3_small', 'swin_micro'):
         for row in ('synermix_vs_plain', 'synermix_vs_unsupplemented', 'intra_every_2', 'beta0_vs_timm',
                     'synermix_vs_handwritten'):
             assert f'step.{model}.{row}' in rows
-        assert f'memory.{model}' in rows
+        assert f'memory.{model}' in rows and f'memory.{model}.paired_vs_plain_run' in rows
+        assert f'step.{model}.paired_vs_plain_run' in rows and f'step.{model}.supplemented_vs_plain_run' in rows
         assert f'intra.share_of_step.{model}' in rows
+    assert 'step.swin_micro.joint_vs_two_pass' in rows   # exact for LayerNorm models only
+    assert 'step.resnet10t.joint_vs_two_pass' not in rows
+    for mode in ('supplemented', 'fixed', 'paired'):
+        assert f'shapes.{mode}.batch_sizes_per_epoch' in rows
+    assert rows['shapes.fixed.batch_sizes_per_epoch'] == rows['shapes.paired.batch_sizes_per_epoch'] == 1
+    assert {'syncs.per_step', 'mixup.elem_vectorised_vs_timm'} <= set(rows)
     assert 'step.resnet10t.original_scale_0.5' in rows
     for classes in (10, 100, 257):
         assert f'intra.vs_loop.{classes}_classes' in rows
@@ -63,3 +70,19 @@ def test_bench_only_selects_sections():
     assert result.returncode == 0, result.stderr[-3000:]
     names = [line.split()[1] for line in result.stdout.splitlines() if line.startswith('BENCH ')]
     assert names and all(name.startswith('sampler.') for name in names)
+
+
+def test_host_sync_counter_counts_reads_of_device_values():
+    import torch
+    sys.path.insert(0, str(ROOT / 'bench'))
+    try:
+        from run import HostSyncCounter
+    finally:
+        sys.path.remove(str(ROOT / 'bench'))
+    x = torch.arange(6.)
+    with HostSyncCounter() as counter:
+        (x * 2).sum()
+        x.sum().item()
+        torch.unique(x)
+        bool(x[0] > 1)
+    assert sorted(counter.calls) == ['__bool__', 'item', 'unique']

@@ -12,6 +12,7 @@ __version__ = '0.1.0'
 # not need timm (e.g. `python -m timm_synermix.experiments.digits`) skip its multi-second import.
 _EXPORTS = {
     'SupplementedBatchSampler': 'method.sampler',
+    'PairedBatchSampler': 'method.sampler',
     'dataset_labels': 'method.sampler',
     'TwoViews': 'method.views',
     'TwoViewDataset': 'method.views',

@@ -190,6 +190,7 @@ class SynerMixTask(ClassificationTask):
         self.num_classes = getattr(model, 'num_classes', None)
         self.step = 0
         self.joint_pass = joint_pass
+        self._targets_checked = False
         self._norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.trainable_module = SynerMixTrainableModule(model)
 
@@ -235,7 +236,9 @@ class SynerMixTask(ClassificationTask):
             raise ValueError(
                 f'SynerMixTask needs class-index targets [N], got {tuple(target.shape)} {target.dtype}: mix through '
                 'the task\'s `mixup`, not a collate-time mixup (FastCollateMixup) in the loader.')
-        if target.device.type == 'cpu' and self.num_classes and target.numel():
+        # The range is read from the first batch only: reading it needs the values on the host (a sync).
+        if not self._targets_checked and self.num_classes and target.numel():
+            self._targets_checked = True
             low, high = int(target.min()), int(target.max())
             if low < 0 or high >= self.num_classes:
                 raise ValueError(
