@@ -21,7 +21,8 @@ METHODS = ['baseline', 'mixup', 'manifold-mixup', 'synermix-intra', 'synermix-in
            'synermix-manifold']
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'train_loss_intra', 'train_loss_inter', 'eval_loss', 'eval_top1',
                    'eval_top5', 'lr']
-RESULT_KEYS = {'method', 'best_top1', 'best_epoch', 'last_k', 'last_k_mean_top1', 'last_k_std_top1', 'metrics'}
+RESULT_KEYS = {'method', 'best_top1', 'best_epoch', 'last_k', 'last_k_mean_top1', 'last_k_std_top1', 'metrics',
+               'cost'}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -61,6 +62,15 @@ def test_method_one_epoch_writes_outputs(method, tiny_imagefolder, out_root):
     assert results['best_epoch'] == 0 and results['last_k'] == 1
     assert results['best_top1'] == pytest.approx(float(row['eval_top1']))
     assert isinstance(results['metrics'], dict)
+    # cost: 4 steps of 4 images (supplemented ones grow), twice where the originals take a second pass
+    cost = results['cost']
+    assert cost['epochs'] == 1 and cost['train_seconds'] > 0
+    if not has_intra:
+        assert cost['image_passes'] == 16
+    elif method == 'synermix-intra-aug':
+        assert 16 <= cost['image_passes'] <= 32
+    else:
+        assert 32 <= cost['image_passes'] <= 64 and cost['image_passes'] % 2 == 0
     if method == 'synermix':
         assert {'silhouette', 'accuracy'} <= set(results['metrics'])
 

@@ -207,7 +207,11 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
     if hasattr(run.optimizer, 'sync_lookahead'):
         run.optimizer.sync_lookahead()
     values = _check_finite(run, epoch)
-    return OrderedDict((k, values[k]) for k in ('loss', 'loss_intra', 'loss_inter'))
+    metrics = OrderedDict((k, values[k]) for k in ('loss', 'loss_intra', 'loss_inter'))
+    # The cost of the epoch in images through forward+backward: the originals' pass adds one per intra sample.
+    extra_pass = task.source == 'original' and task.beta > 0
+    metrics['image_passes'] = int(values['samples'] + (values['intra_samples'] if extra_pass else 0))
+    return metrics
 
 
 def evaluate(run: Run, model: torch.nn.Module, log_suffix: str = '') -> Dict[str, float]:
@@ -243,7 +247,7 @@ def _evaluate_epoch(run: Run) -> Optional[Dict[str, float]]:
     return metrics
 
 
-def _end_epoch(run: Run, epoch: int, train_metrics: Dict[str, float]) -> None:
+def _end_epoch(run: Run, epoch: int, train_metrics: Dict[str, float], seconds: float) -> None:
     """Evaluate, record the epoch, step the scheduler, save the checkpoint and summary.csv."""
     args, state = run.args, run.state
     if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
@@ -252,6 +256,7 @@ def _end_epoch(run: Run, epoch: int, train_metrics: Dict[str, float]) -> None:
     lrs = [g['lr'] for g in run.optimizer.param_groups]
     row = OrderedDict(epoch=epoch)
     row.update(('train_' + k, v) for k, v in train_metrics.items())
+    row['train_seconds'] = seconds
     row.update(('eval_' + k, (eval_metrics or {}).get(k)) for k in ('loss', 'top1', 'top5'))
     row['lr'] = sum(lrs) / len(lrs)
     state.history.append(row)
@@ -281,6 +286,8 @@ def train_and_evaluate(run: Run, start_epoch: int, num_epochs: int, start_batch:
         run.sampler.set_epoch(epoch, start_batch=first)
         if not first:
             run.state.meters.reset()
+        started = time.time()
         train_metrics = train_one_epoch(run, epoch, start_batch=first)
+        seconds = time.time() - started
         run.sampler.set_epoch(epoch + 1)
-        _end_epoch(run, epoch, train_metrics)
+        _end_epoch(run, epoch, train_metrics, seconds)

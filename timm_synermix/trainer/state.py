@@ -96,7 +96,7 @@ class LossMeters:
             loss=values['loss'] / samples, loss_intra=values['loss_intra'] / max(values['intra_samples'], 1.0),
             loss_inter=values['loss_inter'] / samples, batch=values['samples'] / max(values['steps'], 1.0),
             last_loss=last[0], last_intra=last[1], last_inter=last[2], last_batch=last[3],
-            first_bad_step=int(bad.item()))
+            samples=values['samples'], intra_samples=values['intra_samples'], first_bad_step=int(bad.item()))
 
     def state_dict(self) -> Dict[str, float]:
         return dict(zip(self._FIELDS, self.sums.tolist()))
