@@ -9,7 +9,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-from timm.data.mixup import Mixup as TimmMixup, mixup_target
+from timm.data.mixup import Mixup as TimmMixup, mixup_target, rand_bbox_minmax
 
 __all__ = ['Mixup', 'ManifoldMixup', 'default_manifold_layers', 'INPUT_LAYER']
 
@@ -22,6 +22,12 @@ class Mixup(TimmMixup):
     odd batch is its own partner and stays unmixed), and the λ of the last call is kept in
     `self.lam` so Manifold MixUp and logging can reuse it. It is only ever called on the
     augmented images; the originals for the intra term never pass through it.
+
+    The 'elem' and 'pair' modes are vectorised where timm loops over the batch in Python: the
+    numpy draws are timm's, in timm's order, and the mixed rows are gathered, mixed and written
+    back by a fixed number of tensor ops whatever the batch size, with the λ and box arrays
+    copied to the device once per call and no host sync. The images, λ and targets equal timm's
+    bit for bit. 'batch' mode is timm's own code.
 
     Args:
         mixup_alpha: MixUp Beta(α, α) parameter, active if > 0.
@@ -41,22 +47,108 @@ class Mixup(TimmMixup):
         ```
     """
 
+    # timm does the CutMix box and MixUp weight arithmetic on numpy scalars taken from its float32
+    # λ array. NumPy < 2 promotes those scalars to float64 when they meet a Python number (NEP 50
+    # ended that), so the batched arithmetic runs in whichever dtype the scalar one gets.
+    _SCALAR_DTYPE = type(1 - np.float32(1))
+
     @staticmethod
     def pair_index(batch_size: int, device=None) -> torch.Tensor:
         """Partner of each sample: timm mixes sample i with sample N-1-i."""
         return torch.arange(batch_size - 1, -1, -1, device=device)
 
+    def _mix_elem(self, x: torch.Tensor) -> torch.Tensor:
+        # timm's loop mixes the middle sample of an odd batch with itself: pixels and target stay
+        # as they were up to rounding, but λ is drawn (and kept) like any other sample's.
+        return self._mix_with_partner(x, *self._draw_elem(len(x), x.shape))
+
     def _mix_pair(self, x: torch.Tensor) -> torch.Tensor:
-        if len(x) % 2 == 0:
-            return super()._mix_pair(x)
-        # The middle sample of an odd batch has no partner: mix the even batch around it, whose
-        # pairing (i <-> N-1-i) is the same as the full batch's for every other sample.
-        middle = len(x) // 2
-        around = torch.cat([x[:middle], x[middle + 1:]])
-        lam = super()._mix_pair(around)
-        x[:middle] = around[:middle]
-        x[middle + 1:] = around[middle:]
-        return torch.cat([lam[:middle], lam.new_ones(1, 1), lam[middle:]])
+        # timm draws for the first half and mirrors it; the middle sample of an odd batch has no
+        # partner and stays unmixed (λ = 1), which leaves every other pairing i <-> N-1-i as is.
+        lam, mixup, boxes = self._draw_elem(len(x) // 2, x.shape)
+        odd = len(x) % 2
+        return self._mix_with_partner(
+            x, self._mirrored(lam, 1., odd), self._mirrored(mixup, False, odd), self._mirrored(boxes, 0, odd))
+
+    @staticmethod
+    def _mirrored(half: np.ndarray, middle: object, odd: int) -> np.ndarray:
+        filler = np.full((odd, *half.shape[1:]), middle, half.dtype)
+        return np.concatenate([half, filler, half[::-1]])
+
+    def _draw_elem(self, batch_size: int, img_shape) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """timm's per-sample draws: λ, which samples take MixUp, and the CutMix boxes.
+
+        Consumes numpy's global RNG as timm's `_mix_elem` loop does: `_params_per_elem`, then a box
+        for each sample with λ != 1 that takes CutMix, in sample order. Returns λ [N] (corrected for
+        the box area as timm does), the MixUp mask [N] and boxes [N, 4] as (yl, yh, xl, xh), empty
+        (all 0) for samples without CutMix.
+        """
+        lam, use_cutmix = self._params_per_elem(batch_size)
+        mixed = lam != 1.
+        cut = np.flatnonzero(mixed & use_cutmix)
+        boxes = np.zeros((batch_size, 4), np.int64)
+        if cut.size:
+            boxes[cut], lam[cut] = self._cutmix_boxes(lam[cut], img_shape)
+        return lam, mixed & ~use_cutmix, boxes
+
+    def _cutmix_boxes(self, lam: np.ndarray, img_shape) -> Tuple[np.ndarray, np.ndarray]:
+        """timm's `cutmix_bbox_and_lam` for each λ in turn: boxes [k, 4] and λ [k]."""
+        img_h, img_w = img_shape[-2:]
+        if self.cutmix_minmax is None:
+            boxes = self._rand_bboxes(img_h, img_w, lam)
+        else:
+            # A minmax box's position is drawn within bounds set by its size draw: one at a time.
+            boxes = np.array([rand_bbox_minmax(img_shape, self.cutmix_minmax) for _ in lam], np.int64)
+        if self.correct_lam or self.cutmix_minmax is not None:
+            yl, yh, xl, xh = boxes.T
+            lam = 1. - (yh - yl) * (xh - xl) / float(img_h * img_w)
+        return boxes, lam
+
+    @classmethod
+    def _rand_bboxes(cls, img_h: int, img_w: int, lam: np.ndarray) -> np.ndarray:
+        """timm's `rand_bbox` (no margin) for each λ in turn, all drawn in one numpy call."""
+        ratio = np.sqrt(1 - lam.astype(cls._SCALAR_DTYPE))
+        cut_h, cut_w = (img_h * ratio).astype(np.int64), (img_w * ratio).astype(np.int64)
+        # timm draws cy then cx for each box. Legacy RandomState.randint takes one masked 32-bit
+        # draw per value for scalar and array bounds alike (numpy's random_bounded_uint64_fill and
+        # random_bounded_uint64), so the bounds H, W, H, W, ... give timm's stream value for value.
+        cy, cx = np.random.randint(0, np.tile(np.array([img_h, img_w]), len(lam))).reshape(-1, 2).T
+        return np.stack([
+            np.clip(cy - cut_h // 2, 0, img_h), np.clip(cy + (cut_h + 1) // 2, 0, img_h),
+            np.clip(cx - cut_w // 2, 0, img_w), np.clip(cx + (cut_w + 1) // 2, 0, img_w)], 1)
+
+    def _mix_with_partner(
+            self, x: torch.Tensor, lam: np.ndarray, mixup: np.ndarray, boxes: np.ndarray) -> torch.Tensor:
+        """Mix sample i with its partner N-1-i in place (Eq. 3) and return λ [N, 1] in x's dtype.
+
+        MixUp samples become λ_i x_i + (1 - λ_i) x_{N-1-i}; CutMix samples take their partner's
+        pixels inside box i. Only these rows are gathered, mixed and written back, by a fixed
+        number of tensor ops whatever N; the rest of x is not touched.
+        """
+        n, dtype = len(x), x.dtype
+        blended = np.flatnonzero(mixup)
+        # timm pastes nothing for an empty box (λ near 1): such a sample keeps every pixel.
+        cut = np.flatnonzero((boxes[:, 1] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 2]))
+        k, c = len(blended), len(cut)
+        # timm multiplies by the numpy scalars λ and 1 - λ, which torch applies at x's compute
+        # precision (float32 for half types), rounding each product to x's dtype before the sum:
+        # so do in-place products into rows of x's dtype.
+        floats = np.concatenate([lam, lam[blended], 1 - lam[blended].astype(self._SCALAR_DTYPE)])
+        floats = torch.from_numpy(floats).to(x.device, torch.promote_types(dtype, torch.float32), non_blocking=True)
+        ints = np.concatenate([blended, n - 1 - blended, cut, n - 1 - cut, boxes[cut].ravel()])
+        ints = torch.from_numpy(ints).to(x.device, non_blocking=True)
+        # Gathered before any write, so every sample mixes with its partner's unmixed pixels.
+        own, partner, cut_own, cut_partner = x.index_select(0, ints[:2 * (k + c)]).split([k, k, c, c])
+        if k:
+            lam_i, rest_i = floats[n:].view(2, k, *[1] * (x.ndim - 1)).unbind(0)
+            x.index_copy_(0, ints[:k], own.mul_(lam_i).add_(partner.mul_(rest_i)))
+        if c:
+            yl, yh, xl, xh = ints[2 * (k + c):].view(c, 4, 1, 1, 1).unbind(1)
+            rows = torch.arange(x.shape[-2], device=x.device).view(-1, 1)
+            cols = torch.arange(x.shape[-1], device=x.device)
+            inside = ((rows >= yl) & (rows < yh)) & ((cols >= xl) & (cols < xh))
+            x.index_copy_(0, ints[2 * k:2 * k + c], torch.where(inside, cut_partner, cut_own, out=cut_own))
+        return floats[:n].to(dtype).unsqueeze(1)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.mode == 'elem':
