@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench bench-quick clean
+.PHONY: install fonts test demo bench bench-quick study study-quick clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -16,6 +16,18 @@ $(STAMP): $(PY) setup.cfg
 
 install: $(STAMP)
 
+# The study's glyphs come from Debian's font packages (apt needs root); without them it falls back to the fonts
+# matplotlib ships, which give fewer classes, and says so.
+FONT_PACKAGES := fonts-dejavu-core fonts-dejavu-extra fonts-noto-core fonts-texgyre fonts-urw-base35 \
+	fonts-liberation2 fonts-freefont-ttf fonts-crosextra-carlito fonts-lato fonts-open-sans fonts-roboto-unhinted \
+	fonts-cantarell
+
+fonts:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		dpkg -s $(FONT_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FONT_PACKAGES) >/dev/null; }; \
+	else echo "fonts: not root or no apt-get: skipping the Debian font packages ($(FONT_PACKAGES))"; fi
+
 test: $(STAMP)
 	$(PY) -m pytest tests
 
@@ -28,5 +40,11 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --quick
 
+study: $(STAMP) fonts
+	$(PY) -m timm_synermix.experiments.study --out results/study
+
+study-quick: $(STAMP)
+	$(PY) -m timm_synermix.experiments.study --quick --out study_output/quick
+
 clean:
-	rm -rf $(VENV) output demo_output bench_output
+	rm -rf $(VENV) output demo_output bench_output study_output

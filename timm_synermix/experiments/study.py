@@ -42,7 +42,7 @@ from .runs import beta_text, fmt, load_run
 __all__ = ['FULL', 'QUICK', 'ROWS', 'plan_study', 'matched_epochs', 'run_study', 'main']
 
 FULL = dict(
-    model='resnet10t', size=32, epochs=8, batch=32, lr=0.05, train_fonts=16, seeds=(0, 1, 2), last_k=3,
+    model='resnet10t', size=32, epochs=10, batch=32, lr=0.05, train_fonts=20, seeds=(0, 1, 2), last_k=3,
     workers=2, max_tsne_points=1500, log_interval=50,
 )
 QUICK = dict(
