@@ -172,7 +172,8 @@ def _child_env(threads):
     return env
 
 
-def execute_run(name, args, run_dir, train_script=None, python=None, threads=None, log_path=None, stream=None):
+def execute_run(name, args, run_dir, train_script=None, python=None, threads=None, log_path=None, stream=None,
+                label=None):
     """ Run ``train.py ARGS`` once, unless ``run_dir/results.json`` exists (then it is reused).
 
     A finished run must have been made with the same arguments (recorded in ``run_dir/compare.json``); a run
@@ -187,6 +188,7 @@ def execute_run(name, args, run_dir, train_script=None, python=None, threads=Non
         threads: OMP_NUM_THREADS of the run (default: inherited).
         log_path: where to keep the run's full output (default: none).
         stream: where progress lines go (default: sys.stdout).
+        label: the table row the run belongs to (default: its method), kept in the run's RUN_META file.
 
     Returns:
         dict(name, run_dir, wall_s, skipped)
@@ -246,7 +248,7 @@ def execute_run(name, args, run_dir, train_script=None, python=None, threads=Non
     if not (run_dir / 'results.json').is_file():
         raise CompareError(f'run {name} ended without {run_dir}/results.json: is --output/--experiment right, '
                            f'and does {shlex.join(trainer_command(python, train_script))} write this project\'s outputs?')
-    meta_path.write_text(json.dumps(dict(args=args, wall_s=wall_s), indent=2))
+    meta_path.write_text(json.dumps(dict(args=args, wall_s=wall_s, label=label), indent=2))
     print(f'[{name}] done in {wall_s:.1f} s', file=stream, flush=True)
     return dict(name=name, run_dir=str(run_dir), wall_s=wall_s, skipped=False)
 

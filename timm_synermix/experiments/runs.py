@@ -90,7 +90,8 @@ def load_run(run_dir, with_features=True):
     Returns:
         dict(name, path, method, beta, seed, model, experiment, args, summary {column: array},
         results (dict or None), features (array or None), labels (array or None), metrics (dict),
-        wall_s (from compare's RUN_META file, or None))
+        wall_s and label (from compare's RUN_META file: its wall time, and the row it belongs to, by default
+        the method))
     """
     import yaml
 
@@ -138,6 +139,7 @@ def load_run(run_dir, with_features=True):
         labels=labels,
         metrics=(results or {}).get('metrics') or {},
         wall_s=meta.get('wall_s'),
+        label=meta.get('label') or str(method),
     )
 
 
@@ -175,19 +177,19 @@ def group_runs(runs):
     several_models = len({r['model'] for r in runs}) > 1
     betas = {}
     for r in runs:
-        betas.setdefault(r['method'], set()).add(r['beta'])
+        betas.setdefault(r['label'], set()).add(r['beta'])
 
     def label(r):
-        text = r['method']
+        text = r['label']
         if several_models:
             text = f'{r["model"]} {text}'
-        if has_intra(r['method']) and len(betas[r['method']]) > 1:
+        if has_intra(r['method']) and len(betas[r['label']]) > 1:
             text = f'{text} β={r["beta"]:g}' if r['beta'] is not None else f'{text} β=?'
         return text
 
     def key(r):
         seed = r['seed'] if isinstance(r['seed'], int) else -1
-        return (str(r['model']), order.get(r['method'], len(order)), r['method'], r['beta'] or 0., seed)
+        return (str(r['model']), order.get(r['method'], len(order)), r['label'], r['beta'] or 0., seed)
 
     groups = {}
     for r in sorted(runs, key=key):
@@ -208,7 +210,7 @@ def format_table(finals, sweep=None, chosen=None, note='', holdout=0.1):
     groups = {}
     for r in finals:
         beta = r['beta'] if has_intra(r['method']) else None
-        groups.setdefault((r['method'], beta), []).append(r)
+        groups.setdefault((r['label'], beta), []).append(r)
     ks = sorted({r['results'].get('last_k') for r in finals} - {None})
     k = str(ks[0]) if len(ks) == 1 else 'k'
     single = all(len(rs) == 1 for rs in groups.values())
@@ -220,7 +222,8 @@ def format_table(finals, sweep=None, chosen=None, note='', holdout=0.1):
         f'| silhouette | wall time / run |',
         '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ]
-    for (method, beta), runs in groups.items():
+    for (label, beta), runs in groups.items():
+        method = runs[0]['method']
         if beta is None:
             beta_cell = '–'
         else:
@@ -233,7 +236,7 @@ def format_table(finals, sweep=None, chosen=None, note='', holdout=0.1):
             last = fmt([r['results'].get('last_k_mean_top1') for r in runs])
         metric = lambda key: fmt([r['metrics'].get(key) for r in runs], 3)  # noqa: E731
         lines.append('| ' + ' | '.join([
-            method, paper_name(method), beta_cell, ', '.join(str(r['seed']) for r in runs),
+            label, paper_name(method), beta_cell, ', '.join(str(r['seed']) for r in runs),
             fmt([r['results'].get('best_top1') for r in runs]), last,
             metric('intra_distance'), metric('cohesion'), metric('fisher_ratio'), metric('silhouette'),
             fmt([r['wall_s'] for r in runs], 0, ' s'),
