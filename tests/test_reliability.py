@@ -171,14 +171,19 @@ def bad_data(tiny_imagefolder, tmp_path_factory):
     os.makedirs(root / 'empty')
     with open(root / 'typo.yaml', 'w') as f:
         yaml.safe_dump({'model': 'test_resnet', 'smothing': 0.0}, f)
+    with open(root / 'types.yaml', 'w') as f:   # a boolean as a string would turn EMA on; a list is no epoch count
+        yaml.safe_dump({'model_ema': 'false', 'epochs': [1], 'lr': '1e-2'}, f)
+    val_extra = str(root / 'val_extra')
+    shutil.copytree(tiny_imagefolder, val_extra)
+    shutil.copytree(os.path.join(val_extra, 'validation', 'class1'), os.path.join(val_extra, 'validation', 'class9'))
     import timm
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in timm.create_model('resnet18', num_classes=3).state_dict().items()},
               str(root / 'resnet18.safetensors'))
     torch.save({'fc.weight': torch.zeros(3, 8)}, root / 'weights.pth')
     return dict(singleton=singleton, broken=broken, empty=str(root / 'empty'), missing=str(root / 'missing'),
-                typo=str(root / 'typo.yaml'), resnet18=str(root / 'resnet18.safetensors'),
-                foreign=str(root / 'weights.pth'))
+                typo=str(root / 'typo.yaml'), types=str(root / 'types.yaml'), val_extra=val_extra,
+                resnet18=str(root / 'resnet18.safetensors'), foreign=str(root / 'weights.pth'))
 
 
 BASE = [*COMMON, '--no-feature-metrics']
@@ -209,6 +214,20 @@ BAD_INPUT = {
     'nan-loss': (['--resume', '{out}/last.pth.tar', '--experiment', '{out_name}', '--epochs', '2', '--no-resume-opt',
                   '--lr', 'inf'], None, 'training stopped and the last good checkpoint', 'in-process'),
     'existing-experiment': (['--experiment', '{out_name}'], None, 'pass --resume', 'in-process'),
+    'val-class-unknown-to-train': ([], 'val_extra', "classes the 'train' split lacks: class9", 'in-process'),
+    'yaml-types': (['-c', '{types}'], None, "epochs: [1] must be an integer; model_ema: 'false' must be true or "
+                                           'false', 'in-process'),
+    'epochs-zero': (['--epochs', '0'], None, '--epochs 0 must be at least 1', 'in-process'),
+    'negative-lr-and-workers': (['--lr', '-1', '-j', '-2'], None,
+                                '-j/--workers -2 must be 0 or more; --lr -1.0 must be 0 or more', 'in-process'),
+    'unknown-names': (['--model', 'resnet1O', '--opt', 'sdg', '--sched', 'cosin'], None,
+                      '--model resnet1O is not a timm model (did you mean', 'subprocess'),
+    'mean-length': (['--mean', '0.5', '0.5'], None, '--mean has 2 values: give 1 or 3', 'in-process'),
+    'start-past-epochs': (['--start-epoch', '3', '--epochs', '2'], None, 'a later start trains nothing', 'in-process'),
+    'resume-into-another-run': (['--resume', '{out}/last.pth.tar', '--experiment', 'other'], None,
+                                'holds another run: resume with --experiment guarded', 'in-process'),
+    'folder-in-use': (['--resume', '{out}/last.pth.tar', '--experiment', '{out_name}', '--epochs', '2'], None,
+                      'is in use by process', 'in-process'),
 }
 
 
@@ -220,6 +239,11 @@ def test_bad_input_one_line_exit_2_folder_untouched(row, trained, bad_data, tiny
     out_root = str(tmp_path / 'out')
     guarded = os.path.join(out_root, 'guarded')
     shutil.copytree(trained, guarded, copy_function=os.link)
+    if row == 'resume-into-another-run':  # a second finished run, which the resume must not overwrite
+        shutil.copytree(trained, os.path.join(out_root, 'other'), copy_function=os.link)
+    if row == 'folder-in-use':   # another live process holds the folder
+        with open(os.path.join(guarded, '.lock'), 'w') as f:
+            f.write(f'{os.getppid()} {socket.gethostname()}\n')
     if row == 'truncated-resume':  # a last.pth.tar cut short (as a non-atomic writer could leave it)
         data = open(os.path.join(guarded, 'last.pth.tar'), 'rb').read()
         os.unlink(os.path.join(guarded, 'last.pth.tar'))
@@ -305,3 +329,67 @@ def test_dead_rank_makes_the_other_exit_within_timeout(fault, tiny_imagefolder, 
     assert elapsed < timeout + 30, elapsed
     if fault == 'hung':
         assert elapsed > timeout / 2, elapsed  # it was the timeout, not a closed socket, that ended it
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# no silent wrong numbers; folders; interrupts
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_eval_classes_keep_training_indices_when_validation_lacks_one(tiny_imagefolder, tmp_path):
+    data = str(tmp_path / 'data')
+    shutil.copytree(tiny_imagefolder, data)
+    shutil.rmtree(os.path.join(data, 'validation', 'class1'))   # timm alone would relabel class2 as 1
+    assert _main(data, *BASE, '--output', tmp_path, '--experiment', 'run') == 0
+    import numpy as np
+    labels = np.load(tmp_path / 'run' / 'features.npz')['labels']
+    assert sorted(set(labels.tolist())) == [0, 2]
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_rerun(tiny_imagefolder, tmp_path):
+    folder = tmp_path / 'run'
+    folder.mkdir()
+    (folder / 'args.yaml').write_text('model: test_resnet\n')   # what a start that failed could leave
+    assert _main(tiny_imagefolder, *BASE, '--output', tmp_path, '--experiment', 'run') == 0
+    assert (folder / 'results.json').is_file()
+
+
+def test_a_dead_processs_lock_is_taken_over(tiny_imagefolder, tmp_path):
+    dead = subprocess.Popen(['true'])
+    dead.wait()
+    folder = tmp_path / 'run'
+    folder.mkdir()
+    (folder / '.lock').write_text(f'{dead.pid} {socket.gethostname()}\n')
+    assert _main(tiny_imagefolder, *BASE, '--output', tmp_path, '--experiment', 'run') == 0
+    assert not (folder / '.lock').exists()
+
+
+def test_wsd_schedule_with_the_default_decay_epochs_trains(tiny_imagefolder, tmp_path):
+    i = BASE.index('--decay-epochs')
+    base = BASE[:i] + BASE[i + 2:]
+    assert _main(tiny_imagefolder, *base, '--sched', 'wsd', '--epochs', '5', '--output', tmp_path,
+                 '--experiment', 'wsd') == 0
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_stop_at_a_safe_point_with_a_resumable_checkpoint(sig, tiny_imagefolder, tmp_path):
+    argv = [tiny_imagefolder, *BASE, '--epochs', '50', '--output', tmp_path, '--experiment', 'run']
+    proc = subprocess.Popen(train_cmd(*argv), cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    folder = tmp_path / 'run'
+    deadline = time.time() + 240
+    while not (folder / 'checkpoint-1.pth.tar').exists():   # two epochs done: mid-training
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + sig, err[-3000:]
+    line = [x for x in err.splitlines() if x.startswith('train.py: stopped by')]
+    assert len(line) == 1 and 'no final results written; continue with: python train.py' in line[0]
+    assert not (folder / 'results.json').exists() and not (folder / '.lock').exists()
+    command = line[0].split('continue with: ')[1].split()
+    resume = command[command.index('--resume') + 1]
+    assert os.path.basename(resume).startswith('recovery-') and os.path.isfile(resume)
+    ckpt = load_ckpt(resume)
+    assert ckpt['synermix']['next_batch'] is not None   # mid-epoch: the step after the signal
+    run_train(*command[2:command.index('--epochs')], '--epochs', '3', *command[command.index('--epochs') + 2:])
+    assert (folder / 'results.json').is_file()

@@ -10,6 +10,7 @@ import yaml
 
 from .config import load_config, parser_dests
 from .errors import InputError
+from .validation import check_config_types
 
 __all__ = ['PROG', 'PARAM_FLAGS', 'to_flags', 'build_parsers', 'parse_args']
 
@@ -193,7 +194,9 @@ def _add_schedule_args(parser):
                        help='manual epoch number (useful on restarts)')
     group.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES',
                        help='list of decay epoch indices for multistep lr. must be increasing')
-    group.add_argument('--decay-epochs', type=float, default=90, metavar='N', help='epoch interval to decay LR')
+    group.add_argument('--decay-epochs', type=float, default=None, metavar='N',
+                       help='epoch interval to decay LR (step), or the decay phase (wsd/rsqrt; a value < 1 is a '
+                            'fraction); default: 90 for step, 0.2 for wsd/rsqrt')
     group.add_argument('--warmup-epochs', type=int, default=5, metavar='N',
                        help='epochs to warmup LR, if scheduler supports')
     group.add_argument('--warmup-prefix', action='store_true', default=False,
@@ -371,7 +374,9 @@ def parse_args(argv=None):
     config_parser, parser = build_parsers()
     args_config, remaining = config_parser.parse_known_args(argv)
     if args_config.config:
-        parser.set_defaults(**load_config(args_config.config, parser_dests(parser)))
+        cfg = load_config(args_config.config, parser_dests(parser))
+        check_config_types(cfg, parser, args_config.config)
+        parser.set_defaults(**cfg)
     args = parser.parse_args(remaining)
     args.config = args_config.config
     args.debug = args.debug or args_config.debug

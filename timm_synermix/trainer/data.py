@@ -2,6 +2,7 @@
 
 `--val-holdout` evaluates on a stratified part of the training set: the paper's protocol for choosing β.
 """
+import logging
 import os
 from typing import List, Optional, Tuple
 
@@ -12,6 +13,8 @@ from .errors import InputError
 from .splits import split_indices
 
 __all__ = ['TransformSubset', 'holdout_split', 'create_datasets', 'class_names']
+
+_logger = logging.getLogger('train')
 
 
 class TransformSubset(torch.utils.data.Subset):
@@ -68,8 +71,7 @@ def _is_folder_dataset(name):
     return not name or name.lower().startswith(('folder/', 'imagefolder/', 'tar/'))
 
 
-def create_datasets(args):
-    from timm.data import create_dataset
+def _check_data_dir(args) -> None:
     if args.data:  # the positional DIR, given on the command line, beats a config file's data_dir
         args.data_dir = args.data
     if _is_folder_dataset(args.dataset):
@@ -77,44 +79,74 @@ def create_datasets(args):
             raise InputError('no dataset given: pass the ImageFolder root as DIR (or --data-dir), or --dataset torch/<name>')
         if not os.path.exists(args.data_dir):
             raise InputError(f'data dir {args.data_dir!r} does not exist: pass the ImageFolder root (with '
-                            f'{args.train_split}/ and {args.val_split or "validation"}/ class folders) as DIR')
+                             f'{args.train_split}/ and {args.val_split or "validation"}/ class folders) as DIR')
         if os.path.isdir(args.data_dir) and not os.listdir(args.data_dir):
             raise InputError(f'data dir {args.data_dir!r} is empty: put the images in {args.train_split}/<class>/ '
-                            f'(and {args.val_split or "validation"}/<class>/) under it, or pass another DIR')
+                             f'(and {args.val_split or "validation"}/<class>/) under it, or pass another DIR')
+        if args.val_split and not args.val_holdout and os.path.isdir(args.data_dir):
+            from timm.data.dataset_factory import _search_split
+            if os.path.abspath(_search_split(args.data_dir, args.val_split)) == os.path.abspath(args.data_dir):
+                raise InputError(f'no {args.val_split!r} folder under {args.data_dir!r}: add one, pass --val-split '
+                                 f'NAME, --val-holdout 0.1 to hold out part of the training set, or --val-split "" '
+                                 f'for no eval')
     elif args.dataset.lower().startswith('torch/') and not args.data_dir:
         args.data_dir = os.path.join('data', args.dataset.split('/', 1)[1])
-    input_img_mode = args.input_img_mode or 'RGB'
-    common = dict(class_map=args.class_map, download=args.dataset_download, batch_size=args.batch_size,
-                  input_img_mode=input_img_mode)
 
-    def make(split, is_training):
-        try:
-            dataset = create_dataset(args.dataset, root=args.data_dir, split=split, is_training=is_training,
-                                     seed=args.seed, **common)
-        except (RuntimeError, FileNotFoundError, AssertionError, ValueError) as e:
-            hint = ' (add --dataset-download to fetch it)' if args.dataset.startswith('torch/') and \
-                not args.dataset_download else ''
-            raise InputError(f'cannot load {split!r} split of {args.dataset or "ImageFolder"} at {args.data_dir!r}: '
-                            f'{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}')
-        if len(dataset) == 0:
-            raise InputError(f'the {split!r} split at {args.data_dir!r} has no images: put them in '
-                            f'{split}/<class>/ folders, or pass another DIR')
-        return dataset
 
-    if _is_folder_dataset(args.dataset) and args.val_split and not args.val_holdout and os.path.isdir(args.data_dir):
-        from timm.data.dataset_factory import _search_split
-        if os.path.abspath(_search_split(args.data_dir, args.val_split)) == os.path.abspath(args.data_dir):
-            raise InputError(f'no {args.val_split!r} folder under {args.data_dir!r}: add one, pass --val-split NAME, '
-                            f'--val-holdout 0.1 to hold out part of the training set, or --val-split "" for no eval')
-    dataset_train = make(args.train_split, True)
+def _make_dataset(args, split: str, is_training: bool, class_map=None):
+    from timm.data import create_dataset
+    try:
+        dataset = create_dataset(
+            args.dataset, root=args.data_dir, split=split, is_training=is_training, seed=args.seed,
+            class_map=class_map if class_map is not None else args.class_map, download=args.dataset_download,
+            batch_size=args.batch_size, input_img_mode=args.input_img_mode or 'RGB')
+    except (RuntimeError, FileNotFoundError, AssertionError, ValueError) as e:
+        hint = ' (add --dataset-download to fetch it)' if args.dataset.startswith('torch/') and \
+            not args.dataset_download else ''
+        raise InputError(f'cannot load {split!r} split of {args.dataset or "ImageFolder"} at {args.data_dir!r}: '
+                         f'{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}')
+    if len(dataset) == 0:
+        raise InputError(f'the {split!r} split at {args.data_dir!r} has no images: put them in '
+                         f'{split}/<class>/ folders, or pass another DIR')
+    return dataset
+
+
+def _class_to_idx(dataset):
+    reader = getattr(dataset, 'reader', None)
+    return getattr(reader, 'class_to_idx', None) or getattr(dataset, 'class_to_idx', None)
+
+
+def _eval_dataset(args, dataset_train):
+    """The eval split labelled with the training split's class map (timm would give each split its own)."""
+    dataset_eval = _make_dataset(args, args.val_split, False)
+    train_map, eval_map = _class_to_idx(dataset_train), _class_to_idx(dataset_eval)
+    if not train_map or not eval_map or train_map == eval_map:
+        return dataset_eval
+    unknown = sorted(set(eval_map) - set(train_map))
+    if unknown:
+        more = f' (and {len(unknown) - 10} more)' if len(unknown) > 10 else ''
+        raise InputError(f'the {args.val_split!r} split has classes the {args.train_split!r} split lacks: '
+                         f'{", ".join(map(str, unknown[:10]))}{more}; its accuracy would be computed on labels the '
+                         f'model cannot predict: remove those folders or add them to {args.train_split}/')
+    missing = sorted(set(train_map) - set(eval_map))
+    if missing:
+        _logger.warning(f'{len(missing)} training class(es) have no {args.val_split!r} images: '
+                        f'{", ".join(map(str, missing[:20]))}{" ..." if len(missing) > 20 else ""}')
+    return _make_dataset(args, args.val_split, False, class_map=dict(train_map))
+
+
+def create_datasets(args):
+    """(training dataset, eval dataset or None) from the data flags; eval labels use training's class map."""
+    _check_data_dir(args)
+    dataset_train = _make_dataset(args, args.train_split, True)
     dataset_eval = None
     if args.val_holdout:
         if not 0.0 < args.val_holdout < 1.0:
             raise InputError(f'--val-holdout {args.val_holdout} must be a fraction in (0, 1), e.g. 0.1')
         dataset_train, dataset_eval = holdout_split(
-            dataset_train, make(args.train_split, False), args.val_holdout, seed=args.seed)
+            dataset_train, _make_dataset(args, args.train_split, False), args.val_holdout, seed=args.seed)
     elif args.val_split:
-        dataset_eval = make(args.val_split, False)
+        dataset_eval = _eval_dataset(args, dataset_train)
     return dataset_train, dataset_eval
 
 

@@ -21,9 +21,42 @@ from .checkpoint import atomic_write
 from .outputs import write_summary
 from .state import RngState, TrainingState
 
-__all__ = ['Run', 'train_one_epoch', 'evaluate', 'train_and_evaluate']
+__all__ = ['Run', 'StopRequest', 'TrainingInterrupted', 'train_one_epoch', 'evaluate', 'train_and_evaluate']
 
 _logger = logging.getLogger('train')
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped training at a safe point, after writing a resumable checkpoint."""
+
+    def __init__(self, signum: int, checkpoint: Optional[str]):
+        super().__init__(signum, checkpoint)
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+class StopRequest:
+    """Signal handler for Ctrl-C / SIGTERM: remembered, acted on after the next optimizer update.
+
+    A second signal interrupts at once. Under torch.distributed the ranks agree at log intervals (one
+    all-reduce there), so they stop at the same step.
+    """
+
+    def __init__(self):
+        self.signum = 0
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def agreed(self, run: 'Run', at_log: bool) -> int:
+        if not run.args.distributed:
+            return self.signum
+        if not at_log:
+            return 0
+        flag = torch.tensor([self.signum], device=run.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())
 
 
 @dataclass
@@ -44,6 +77,7 @@ class Run:
     updates_per_epoch: int
     output_dir: str
     args_yaml: Optional[str] = None  # rewritten with each checkpoint (a resumed run's new settings)
+    stop: Optional[StopRequest] = None
 
     @property
     def primary(self) -> bool:
@@ -99,10 +133,12 @@ def _check_finite(run: Run, epoch: int) -> Dict[str, float]:
     values = run.state.meters.read(distributed=run.args.distributed)
     if values['first_bad_step'] >= 0:
         last = os.path.join(run.output_dir, 'last.pth.tar')
-        keep = f'the last good checkpoint, {last!r}, is kept' if os.path.isfile(last) else \
-            'no checkpoint was written yet'
+        if os.path.isfile(last):
+            keep, then = f'the last good checkpoint, {last!r}, is kept', f'continue with --resume {last}'
+        else:
+            keep, then = 'no checkpoint was written yet', 'rerun the same command'
         raise InputError(f'loss is not finite at epoch {epoch}, step {values["first_bad_step"]}; training stopped '
-                         f'and {keep}: lower --lr or set --clip-grad, then --resume it')
+                         f'and {keep}: lower --lr or set --clip-grad, then {then}')
     return values
 
 
@@ -195,12 +231,17 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
             torch.cuda.synchronize()
         clock.updated()
         update_idx = batch_idx // accum
-        if update_idx % args.log_interval == 0 or last_batch:
+        at_log = update_idx % args.log_interval == 0 or last_batch
+        if at_log:
             _log_train(run, epoch, update_idx, clock)
         if args.recovery_interval and (update_idx + 1) % args.recovery_interval == 0 and not last_batch:
             _save_recovery(run, epoch, batch_idx + 1, num_updates, update_idx)
         if run.scheduler is not None:
             run.scheduler.step_update(num_updates=num_updates)
+        signum = run.stop.agreed(run, at_log) if run.stop is not None else 0
+        if signum:
+            _save_recovery(run, epoch, batch_idx + 1, num_updates, update_idx)
+            raise TrainingInterrupted(signum, run.saver.curr_recovery_file if run.saver is not None else None)
         clock.samples = 0
         clock.data_start = time.time()
 

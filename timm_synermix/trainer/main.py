@@ -16,8 +16,11 @@ model_best.pth.tar}, plus results.json, features.npz and model_best.safetensors.
 import json
 import logging
 import os
+import shlex
+import signal
 import sys
-from contextlib import suppress
+import threading
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from functools import partial
 
@@ -26,16 +29,18 @@ import torch
 from ..method.presets import create_synermix_task
 from ..method.sampler import dataset_labels
 from .args import PROG, parse_args, to_flags
-from .checkpoint import AtomicCheckpointSaver, atomic_write, load_training_checkpoint
+from .checkpoint import AtomicCheckpointSaver, atomic_write, load_training_checkpoint, newest_good_checkpoint
 from .config import apply_method, args_to_yaml, parser_dests, run_preset
 from .data import class_names, create_datasets
 from .distributed import init_distributed_device
 from .errors import InputError, first_line
 from .loaders import create_eval_loader, create_train_loader, create_train_sampler
-from .loop import Run, train_and_evaluate
+from .lock import ExperimentLock
+from .loop import Run, StopRequest, TrainingInterrupted, train_and_evaluate
 from .models import create_model_from_args
 from .outputs import write_final_outputs
 from .state import LossMeters, RngState, TrainingState
+from .validation import check_args
 
 __all__ = ['main']
 
@@ -61,13 +66,12 @@ def train(argv) -> int:
     utils.setup_default_logging()
     args, parser = parse_args(argv)
     apply_method(args)
+    check_args(args)
     args_text = args_to_yaml(args, parser_dests(parser))
     device, autocast, loss_scaler = setup_device(args)
     output_dir = experiment_dir(args)
     resume_ckpt = load_training_checkpoint(args.resume) if args.resume else None
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not args.resume:
-        raise InputError(f'experiment folder {output_dir!r} exists: pass --resume '
-                         f'{os.path.join(output_dir, "last.pth.tar")} to continue it, or another --experiment')
+    check_output_dir(args, output_dir)
     if args.distributed:
         torch.distributed.barrier()
     utils.random_seed(args.seed, args.rank)
@@ -89,31 +93,71 @@ def train(argv) -> int:
     scheduler, num_epochs, updates_per_epoch = create_scheduler(args, optimizer, sampler, loader_eval)
     state = TrainingState(sampler, scheduler, LossMeters(device), RngState(args.world_size, args.rank), args.method)
     start_epoch, start_batch = restore_state(args, state, saved, resume_epoch, updates_per_epoch)
+    lock = ExperimentLock(output_dir) if args.rank == 0 else None
     saver = create_saver(args, task, model, optimizer, loss_scaler, state, output_dir, args_text, loader_eval,
-                         resume_ckpt)
+                         resume_ckpt, lock)
     resume_ckpt = None  # free the checkpoint's tensors before training
     run = Run(args, device, task, optimizer, scheduler, loss_scaler, autocast, loader_train, loader_eval, sampler,
-              state, saver, updates_per_epoch, output_dir, args_yaml=args_text if args.resume else None)
+              state, saver, updates_per_epoch, output_dir, args_yaml=args_text if args.resume else None,
+              stop=StopRequest())
     log_setup(run, num_epochs)
     try:
-        train_and_evaluate(run, start_epoch, num_epochs, start_batch)
-    except KeyboardInterrupt:
-        last = os.path.join(output_dir, 'last.pth.tar')
-        print(f'{PROG}: interrupted; no final results written. Continue with --resume {last}', file=sys.stderr)
-        return 130
+        with _signals_to(run.stop):
+            train_and_evaluate(run, start_epoch, num_epochs, start_batch)
+        finish(run, dataset_eval, data_config)
+    except TrainingInterrupted as e:
+        name = signal.Signals(e.signum).name
+        print(f'{PROG}: stopped by {name} after a resumable checkpoint, no final results written; continue with: '
+              f'{resume_command(argv, e.checkpoint)}', file=sys.stderr)
+        return 128 + e.signum
+    finally:
+        if lock is not None:
+            lock.release()
+    return 0
 
+
+@contextmanager
+def _signals_to(handler):
+    """Ctrl-C and SIGTERM call `handler` while training (main thread only, where Python delivers signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def resume_command(argv, checkpoint) -> str:
+    """This run's command line with --resume CHECKPOINT (replacing any --resume given)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == '--resume':
+            skip = True
+        elif not a.startswith('--resume='):
+            kept.append(a)
+    runner = ['python', PROG] if os.path.basename(sys.argv[0]) == PROG else ['python', '-m', 'timm_synermix.trainer']
+    return shlex.join([*runner, *kept, '--resume', str(checkpoint)])
+
+
+def finish(run, dataset_eval, data_config) -> None:
+    """After the last epoch: results.json, features.npz and model_best.safetensors (rank 0)."""
+    args = run.args
     if args.distributed:
         torch.distributed.barrier()
-    if saver is not None:
-        _logger.info(f'*** Best metric: {saver.best_metric} (epoch {saver.best_epoch})')
-        full_eval = loader_eval if not args.distributed or loader_eval is None else \
-            create_eval_loader(args, dataset_eval, data_config, device, distributed=False)
+    if run.saver is not None:
+        _logger.info(f'*** Best metric: {run.saver.best_metric} (epoch {run.saver.best_epoch})')
+        full_eval = run.loader_eval if not args.distributed or run.loader_eval is None else \
+            create_eval_loader(args, dataset_eval, data_config, run.device, distributed=False)
         results = write_final_outputs(run, dataset_eval, full_eval, args.cifar_stem)
         _logger.info(f'Results: {json.dumps({k: v for k, v in results.items() if k != "metrics"})}')
     if args.distributed:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return 0
 
 
 def setup_device(args):
@@ -153,6 +197,26 @@ def experiment_dir(args) -> str:
         str(args.input_size[-1] if args.input_size else (args.img_size or 'default'))])
     args.experiment_name = exp_name
     return os.path.join(args.output if args.output else './output/train', exp_name)
+
+
+def check_output_dir(args, output_dir) -> None:
+    """Never write into another run: a folder holding a run is continued only by resuming its own checkpoint.
+
+    A folder without checkpoints or results (a run that failed before its first checkpoint) is reused.
+    """
+    held = os.path.isdir(output_dir) and any(
+        name.endswith('.pth.tar') or name == 'results.json' for name in os.listdir(output_dir))
+    if not held:
+        return
+    if not args.resume:
+        good = newest_good_checkpoint(output_dir)
+        fix = f'pass --resume {good} to continue it' if good else 'remove it to start afresh'
+        raise InputError(f'experiment folder {output_dir!r} holds a run: {fix}, or use another --experiment')
+    resume_dir = os.path.dirname(os.path.abspath(args.resume))
+    if resume_dir != os.path.abspath(output_dir):
+        raise InputError(f'--resume {args.resume!r} is a checkpoint of {resume_dir!r}, but the output folder '
+                         f'{output_dir!r} holds another run: resume with --experiment '
+                         f'{os.path.basename(resume_dir)} (and the same --output), or a new --experiment')
 
 
 def set_num_classes(args, labels, names) -> None:
@@ -260,8 +324,11 @@ def create_scheduler(args, optimizer, sampler, loader_eval):
     from timm.scheduler import create_scheduler_v2, scheduler_kwargs
     decreasing = (args.eval_metric if loader_eval is not None else 'loss') == 'loss'
     updates_per_epoch = (sampler.num_batches + args.grad_accum_steps - 1) // args.grad_accum_steps
-    scheduler, num_epochs = create_scheduler_v2(
-        optimizer, **scheduler_kwargs(args, decreasing_metric=decreasing), updates_per_epoch=updates_per_epoch)
+    try:
+        scheduler, num_epochs = create_scheduler_v2(
+            optimizer, **scheduler_kwargs(args, decreasing_metric=decreasing), updates_per_epoch=updates_per_epoch)
+    except (ValueError, AssertionError) as e:
+        raise InputError(f'--sched {args.sched}: {first_line(e)}: fix --decay-epochs/--warmup-epochs/--epochs')
     return scheduler, num_epochs, updates_per_epoch
 
 
@@ -288,11 +355,13 @@ def restore_state(args, state, saved, resume_epoch, updates_per_epoch):
     return start_epoch, start_batch
 
 
-def create_saver(args, task, model, optimizer, loss_scaler, state, output_dir, args_text, loader_eval, ckpt):
-    """Rank 0's checkpoint saver; writes args.yaml (a resumed run rewrites it with its first checkpoint)."""
+def create_saver(args, task, model, optimizer, loss_scaler, state, output_dir, args_text, loader_eval, ckpt, lock):
+    """Rank 0's checkpoint saver, once it holds the folder's lock; writes args.yaml (a resumed run rewrites it
+    with its first checkpoint)."""
     if args.rank != 0:
         return None
     os.makedirs(output_dir, exist_ok=True)
+    lock.acquire()
     decreasing = (args.eval_metric if loader_eval is not None else 'loss') == 'loss'
     saver = AtomicCheckpointSaver(
         model=model, optimizer=optimizer, args=args, amp_scaler=loss_scaler, checkpoint_dir=output_dir,

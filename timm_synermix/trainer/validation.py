@@ -1,0 +1,131 @@
+"""Every input checked before anything is written: YAML value types, value ranges, names timm must know.
+
+Each problem is one line naming the option and the fix; several problems are reported together.
+"""
+import argparse
+import difflib
+from typing import Any, Dict, List
+
+from .errors import InputError
+
+__all__ = ['check_config_types', 'check_args']
+
+
+def _type_name(kind) -> str:
+    return {int: 'an integer', float: 'a number', str: 'a string'}.get(kind, getattr(kind, '__name__', str(kind)))
+
+
+def _fits(value: Any, kind) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str or kind is None:
+        return isinstance(value, str)
+    return True
+
+
+def _value_problem(action: argparse.Action, value: Any) -> str:
+    """Why `value` does not fit `action` (as parsed from the command line), or ''."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        return '' if isinstance(value, bool) else 'true or false (a YAML boolean, not a string)'
+    if value is None:
+        return '' if action.default is None else f'{_type_name(action.type)}, not empty'
+    if action.nargs in ('+', '*') or isinstance(action.nargs, int):
+        if action.nargs == '*' and isinstance(value, dict):
+            return ''
+        values = value if isinstance(value, list) else None
+        if values is None or not all(_fits(v, action.type) for v in values):
+            return f'a list of {_type_name(action.type)}s'
+        if isinstance(action.nargs, int) and len(values) != action.nargs:
+            return f'a list of {action.nargs} values'
+        return ''
+    if action.nargs == '?' and value is None:
+        return ''
+    # argparse converts a string default with the option's type, as if typed on the command line (YAML reads
+    # 1e-3 as a string); lists are not converted.
+    if isinstance(value, str) and action.type in (int, float):
+        try:
+            value = action.type(value)
+        except ValueError:
+            return _type_name(action.type)
+    if not _fits(value, action.type):
+        return _type_name(action.type)
+    if action.choices is not None and value not in action.choices:
+        return f'one of {", ".join(map(str, action.choices))}'
+    return ''
+
+
+def check_config_types(cfg: Dict[str, Any], parser: argparse.ArgumentParser, path: str) -> None:
+    """Raise one InputError listing every YAML value whose type the command line would not have accepted."""
+    actions = {a.dest: a for a in parser._actions}
+    problems = [f'{key}: {value!r} must be {need}' for key, value in cfg.items()
+                if key in actions and (need := _value_problem(actions[key], value))]
+    if problems:
+        raise InputError(f'config file {path!r}: ' + '; '.join(problems))
+
+
+def _ranges(args) -> List[str]:
+    checks = [
+        ('--epochs', args.epochs, args.epochs >= 1, 'at least 1'),
+        ('-b/--batch-size', args.batch_size, args.batch_size >= 1, 'at least 1'),
+        ('-vb/--validation-batch-size', args.validation_batch_size,
+         args.validation_batch_size is None or args.validation_batch_size >= 1, 'at least 1'),
+        ('--img-size', args.img_size, args.img_size is None or args.img_size >= 1, 'at least 1 (pixels)'),
+        ('--input-size', args.input_size, args.input_size is None or min(args.input_size) >= 1, 'three positive ints'),
+        ('-j/--workers', args.workers, args.workers >= 0, '0 or more'),
+        ('--lr', args.lr, args.lr is None or args.lr >= 0, '0 or more'),
+        ('--lr-base', args.lr_base, args.lr_base >= 0, '0 or more'),
+        ('--warmup-epochs', args.warmup_epochs, args.warmup_epochs >= 0, '0 or more'),
+        ('--log-interval', args.log_interval, args.log_interval >= 1, 'at least 1'),
+        ('--recovery-interval', args.recovery_interval, args.recovery_interval >= 0, '0 (off) or more'),
+        ('--checkpoint-hist', args.checkpoint_hist, args.checkpoint_hist >= 1, 'at least 1'),
+        ('--grad-accum-steps', args.grad_accum_steps, args.grad_accum_steps >= 1, 'at least 1'),
+        ('--report-last-k', args.report_last_k, args.report_last_k >= 1, 'at least 1'),
+        ('--smoothing', args.smoothing, 0 <= args.smoothing < 1, 'in [0, 1)'),
+        ('--mixup', args.mixup, args.mixup >= 0, '0 (off) or more'),
+        ('--cutmix', args.cutmix, args.cutmix >= 0, '0 (off) or more'),
+        ('--mixup-prob', args.mixup_prob, 0 <= args.mixup_prob <= 1, 'in [0, 1]'),
+        ('--reprob', args.reprob, 0 <= args.reprob <= 1, 'in [0, 1]'),
+        ('--drop', args.drop, 0 <= args.drop < 1, 'in [0, 1)'),
+        ('--dist-timeout', args.dist_timeout, args.dist_timeout > 0, 'above 0 (seconds)'),
+        ('--synermix-every', args.synermix_every, args.synermix_every >= 1, 'at least 1'),
+        ('--synermix-num-synth', args.synermix_num_synth, args.synermix_num_synth >= 1, 'at least 1'),
+        ('--start-epoch', args.start_epoch, args.start_epoch is None or 0 <= args.start_epoch < args.epochs,
+         f'in [0, --epochs {args.epochs}): a later start trains nothing'),
+    ]
+    problems = [f'{flag} {value} must be {need}' for flag, value, ok, need in checks if not ok]
+    chans = args.in_chans or (args.input_size[0] if args.input_size else 3)
+    for flag, values in (('--mean', args.mean), ('--std', args.std)):
+        if values is not None and len(values) not in (1, chans):
+            problems.append(f'{flag} has {len(values)} values: give 1 or {chans} (one per input channel)')
+    if args.std is not None and min(args.std) <= 0:
+        problems.append('--std values must be above 0')
+    return problems
+
+
+def _names(args) -> List[str]:
+    import timm
+    from timm.optim import list_optimizers
+    problems = []
+    if not timm.is_model(args.model) and not args.model.startswith(('hf-hub:', 'hf_hub:', 'local-dir:')):
+        close = difflib.get_close_matches(args.model, timm.list_models(), n=3)
+        problems.append(f'--model {args.model} is not a timm model' + (f' (did you mean {", ".join(close)}?)'
+                                                                        if close else ': see timm.list_models()'))
+    optimizers = set(list_optimizers())
+    opt = args.opt.lower().split('_')[-1]
+    if opt not in optimizers:
+        close = difflib.get_close_matches(opt, sorted(optimizers), n=3)
+        problems.append(f'--opt {args.opt} is not a timm optimizer' + (f' (did you mean {", ".join(close)}?)'
+                                                                        if close else ''))
+    schedulers = ('cosine', 'tanh', 'step', 'constant', 'multistep', 'plateau', 'poly', 'wsd', 'rsqrt', 'none')
+    if args.sched not in schedulers:
+        problems.append(f'--sched {args.sched} is not a timm scheduler: use one of {", ".join(schedulers)}')
+    return problems
+
+
+def check_args(args) -> None:
+    """Raise one InputError naming every out-of-range value and unknown model/optimizer/scheduler name."""
+    problems = _ranges(args) + _names(args)
+    if problems:
+        raise InputError('; '.join(problems))
