@@ -104,3 +104,17 @@ def test_library_parameter_names_become_flags_in_messages():
     assert to_flags('use batch_size=2 or more; pass allow_singleton_classes=True') == \
         'use --batch-size 2 or more; pass --allow-singleton-classes'
     assert to_flags('source="augmented" mixes') == '--synermix-source augmented mixes'
+
+
+def test_every_timm_train_py_flag_is_accepted_with_timms_default(parser):
+    import json
+    import os
+    path = os.path.join(os.path.dirname(__file__), 'data', 'timm_train_flags.json')
+    with open(path) as f:
+        timm_flags = json.load(f)['flags']
+    actions = {option: action for action in parser._actions for option in action.option_strings}
+    assert not sorted(set(timm_flags) - set(actions))
+    # --decay-epochs None means timm's scheduler default: 90 for step, a 0.2 fraction for wsd/rsqrt
+    differ = {flag: (default, actions[flag].default) for flag, default in timm_flags.items()
+              if actions[flag].default != default}
+    assert differ == {'--decay-epochs': (90, None)}

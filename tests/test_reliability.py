@@ -226,6 +226,8 @@ BAD_INPUT = {
     'start-past-epochs': (['--start-epoch', '3', '--epochs', '2'], None, 'a later start trains nothing', 'in-process'),
     'resume-into-another-run': (['--resume', '{out}/last.pth.tar', '--experiment', 'other'], None,
                                 'holds another run: resume with --experiment guarded', 'in-process'),
+    'augmix-not-yet': (['--aug-splits', '3', '--jsd-loss'], None, 'AugMix splits', 'in-process'),
+    'distillation-not-yet': (['--kd-model-name', 'resnet18'], None, 'knowledge distillation', 'in-process'),
     'folder-in-use': (['--resume', '{out}/last.pth.tar', '--experiment', '{out_name}', '--epochs', '2'], None,
                       'is in use by process', 'in-process'),
 }

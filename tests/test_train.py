@@ -258,3 +258,32 @@ def test_one_batch_shape_modes_train_with_every_step_the_same_size(batches, tiny
     sizes = {line.split('Batch: ')[1].split()[0] for line in (proc.stdout + proc.stderr).splitlines()
              if line.startswith('Train: 0')}
     assert sizes == {'4' if batches == 'paired' else '6'}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# timm's flags
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_rsb_recipe_bce_loss_trains_with_synermix(tiny_imagefolder, out_root):
+    # ResNet-Strikes-Back: BCE with a target threshold on top of MixUp/CutMix; SynerMix's intra term stays CE
+    out = method_run('synermix', tiny_imagefolder, out_root,
+                     ('--bce-loss', '--bce-target-thresh', '0.2', '--mixup', '0.1', '--cutmix', '1.0'))
+    proc = RUNS[('synermix', ('--bce-loss', '--bce-target-thresh', '0.2', '--mixup', '0.1', '--cutmix', '1.0'))][1]
+    assert 'criterion=BinaryCrossEntropy' in proc.stdout + proc.stderr
+    _, rows = read_summary(out)
+    assert float(rows[0]['train_loss_intra']) > 0
+
+
+def test_val_interval_evaluates_and_checkpoints_every_nth_epoch_and_the_last(tiny_imagefolder, out_root):
+    out = method_run('baseline', tiny_imagefolder, out_root, ('--epochs', '3', '--val-interval', '2'))
+    _, rows = read_summary(out)
+    assert [int(r['epoch']) for r in rows] == [1, 2]
+    assert not os.path.exists(os.path.join(out, 'checkpoint-0.pth.tar'))
+
+
+def test_head_init_scale_and_bias_set_the_classifier():
+    from timm_synermix.trainer.args import parse_args
+    from timm_synermix.trainer.models import create_model_from_args
+    args, _ = parse_args(['--model', 'test_resnet', '--head-init-scale', '0', '--head-init-bias', '-2'])
+    head = create_model_from_args(args, 3).get_classifier()
+    assert head.weight.abs().sum() == 0 and torch.all(head.bias == -2)

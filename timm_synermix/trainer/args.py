@@ -353,6 +353,92 @@ def _add_synermix_args(parser):
                        help='skip the feature-space metrics in results.json (features.npz is still written)')
 
 
+def _add_more_timm_args(parser):
+    # The rest of timm's train.py flags, with timm's names and defaults. `validation.check_supported` refuses,
+    # in one line with the reason, those this script does not implement yet when they are set.
+    group = parser.add_argument_group('More timm parameters (see the README for those not supported yet)')
+    group.add_argument('--train-num-samples', default=None, type=int, metavar='N',
+                       help='samples in the train split, for iterable datasets')
+    group.add_argument('--val-num-samples', default=None, type=int, metavar='N',
+                       help='samples in the validation split, for iterable datasets')
+    group.add_argument('--input-key', default=None, type=str, help='dataset key of the input images (hfds/)')
+    group.add_argument('--target-key', default=None, type=str, help='dataset key of the targets (hfds/)')
+    group.add_argument('--dataset-trust-remote-code', action='store_true', default=False,
+                       help='let a Hugging Face dataset run code from its repository')
+    group.add_argument('--fuser', default='', type=str, help='jit fuser for --torchscript')
+    group.add_argument('--fast-norm', action='store_true', default=False, help='timm\'s fast norm layers')
+    group.add_argument('--head-init-scale', default=None, type=float, help='scale the classifier\'s initial weights')
+    group.add_argument('--head-init-bias', default=None, type=float, help='initial classifier bias')
+    group.add_argument('--torchscript', action='store_true', default=False, help='torch.jit.script the model')
+    group.add_argument('--model-dtype', default=None, type=str, help='model dtype without AMP (default: float32)')
+    group.add_argument('--device-modules', default=None, type=str, nargs='+', help='device backend modules to import')
+    group.add_argument('--layer-decay-min-scale', type=float, default=0, help='layer-wise lr decay: smallest scale')
+    group.add_argument('--layer-decay-no-opt-scale', type=float, default=None,
+                       help='layer-wise lr decay: scale below which a layer is not optimized')
+    group.add_argument('--epoch-repeats', type=float, default=0., metavar='N', help='repeat the dataset N times per epoch')
+    group.add_argument('--aug-repeats', type=float, default=0, help='repeated augmentation count')
+    group.add_argument('--aug-splits', type=int, default=0, help='AugMix augmentation splits (0, or 2 or more)')
+    group.add_argument('--jsd-loss', action='store_true', default=False, help='Jensen-Shannon loss over --aug-splits')
+    group.add_argument('--bce-loss', action='store_true', default=False,
+                       help='binary cross-entropy as the training loss (with SynerMix: the inter term; the intra term '
+                            'stays cross-entropy on hard labels)')
+    group.add_argument('--bce-sum', action='store_true', default=False, help='sum the BCE over classes')
+    group.add_argument('--bce-target-thresh', type=float, default=None, help='binarize soft BCE targets at this value')
+    group.add_argument('--bce-pos-weight', type=float, default=None, help='BCE positive weight')
+    group.add_argument('--resplit', action='store_true', default=False, help='no random erasing on the first split')
+    group.add_argument('--drop-connect', type=float, default=None, metavar='PCT',
+                       help='deprecated name of --drop-path')
+    group.add_argument('--split-bn', action='store_true', default=False, help='BatchNorm per augmentation split')
+    group.add_argument('--val-interval', type=int, default=1, metavar='N',
+                       help='epochs between evaluation and checkpointing (the last epoch always does both)')
+    group.add_argument('--save-images', action='store_true', default=False, help='save the first batch as images')
+    group.add_argument('--tta', type=int, default=0, metavar='N', help='test-time augmentation factor')
+    group.add_argument('--use-multi-epochs-loader', action='store_true', default=False,
+                       help='timm\'s MultiEpochsDataLoader')
+    group.add_argument('--wandb-resume-id', default='', type=str, metavar='ID', help='wandb run id to resume')
+    _add_variable_size_args(group)
+    _add_distillation_args(group)
+
+
+def _add_variable_size_args(group):
+    group.add_argument('--train-img-sizes', type=int, nargs='+', default=None, help='scheduled training resolutions')
+    group.add_argument('--train-batch-sizes', type=int, nargs='+', default=None, help='batch size per resolution')
+    group.add_argument('--train-size-probs', type=float, nargs='+', default=None, help='weights of the resolutions')
+    group.add_argument('--train-size-schedule', type=str, default='constant', choices=('constant', 'progressive'),
+                       help='resolution schedule')
+    group.add_argument('--train-size-schedule-spread', type=float, default=0.65, help='progressive schedule spread')
+    group.add_argument('--train-size-random-mix', type=float, default=0.1, help='random share of a progressive schedule')
+    group.add_argument('--train-batches-per-epoch', '--train-steps-per-epoch', type=int, default=None,
+                       help='loader batches per epoch')
+    group.add_argument('--variable-batch-loss-scale', default='none', type=str, choices=('none', 'sqrt', 'linear'),
+                       help='gradient scale for scheduled batch sizes')
+    group.add_argument('--naflex-loader', action='store_true', default=False, help='NaFlex variable-size loader')
+    group.add_argument('--naflex-train-seq-lens', type=int, nargs='+', default=[128, 256, 576, 784, 1024],
+                       help='NaFlex sequence lengths')
+    group.add_argument('--naflex-max-seq-len', type=int, default=576, help='NaFlex validation sequence length')
+    group.add_argument('--naflex-patch-sizes', type=int, nargs='+', default=None, help='NaFlex patch sizes')
+    group.add_argument('--naflex-patch-size-probs', type=float, nargs='+', default=None,
+                       help='NaFlex patch size probabilities')
+    group.add_argument('--naflex-loss-scale', default='linear', type=str, choices=('none', 'sqrt', 'linear'),
+                       help='NaFlex loss scale')
+    group.add_argument('--naflex-patchify-channels-first', action='store_true', default=False,
+                       help='NaFlex channels-first patchify')
+
+
+def _add_distillation_args(group):
+    group.add_argument('--kd-model-name', default=None, type=str, help='teacher model for knowledge distillation')
+    group.add_argument('--kd-distill-type', default='logit', type=str, choices=['logit', 'feature', 'token'],
+                       help='distillation type')
+    group.add_argument('--kd-loss-type', default='kl', type=str, help='logit distillation loss')
+    group.add_argument('--distill-loss-weight', default=None, type=float, help='weight of the distillation loss')
+    group.add_argument('--task-loss-weight', default=None, type=float, help='weight of the task loss')
+    group.add_argument('--kd-temperature', default=4.0, type=float, help='distillation temperature')
+    group.add_argument('--kd-student-feature-dim', default=None, type=int, help='student feature size')
+    group.add_argument('--kd-teacher-feature-dim', default=None, type=int, help='teacher feature size')
+    group.add_argument('--kd-token-distill-type', default='soft', type=str, choices=['soft', 'hard'],
+                       help='token distillation type')
+
+
 def build_parsers():
     """(config parser reading only -c/--debug, the full parser)."""
     config_parser = _ArgumentParser(description='Training Config', add_help=False)
@@ -364,7 +450,8 @@ def build_parsers():
     parser.add_argument('-c', '--config', default='', type=str, metavar='FILE',
                         help='YAML config file specifying default arguments (keys: argparse dest names)')
     for add in (_add_dataset_args, _add_model_args, _add_device_args, _add_optimizer_args, _add_schedule_args,
-                _add_augmentation_args, _add_batch_norm_args, _add_ema_args, _add_misc_args, _add_synermix_args):
+                _add_augmentation_args, _add_batch_norm_args, _add_ema_args, _add_misc_args, _add_more_timm_args,
+                _add_synermix_args):
         add(parser)
     return config_parser, parser
 

@@ -99,7 +99,8 @@ def _make_dataset(args, split: str, is_training: bool, class_map=None):
         dataset = create_dataset(
             args.dataset, root=args.data_dir, split=split, is_training=is_training, seed=args.seed,
             class_map=class_map if class_map is not None else args.class_map, download=args.dataset_download,
-            batch_size=args.batch_size, input_img_mode=args.input_img_mode or 'RGB')
+            batch_size=args.batch_size, input_img_mode=args.input_img_mode or 'RGB', input_key=args.input_key,
+            target_key=args.target_key, trust_remote_code=args.dataset_trust_remote_code)
     except (RuntimeError, FileNotFoundError, AssertionError, ValueError) as e:
         hint = ' (add --dataset-download to fetch it)' if args.dataset.startswith('torch/') and \
             not args.dataset_download else ''

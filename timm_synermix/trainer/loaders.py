@@ -38,13 +38,17 @@ def create_train_loader(args, dataset, sampler, data_config, device: torch.devic
         interpolation = data_config['interpolation']
     original_transform = None
     if two_views:
+        if args.resplit:
+            raise InputError('--resplit keeps random erasing off a clean first split; with SynerMix the originals are '
+                             'that clean view already: drop --resplit')
         original_transform = create_original_transform(data_config, use_prefetcher=args.prefetcher)
     return create_synermix_loader(
         dataset, input_size=data_config['input_size'], batch_sampler=sampler, two_views=two_views,
         original_transform=original_transform, is_training=True, use_prefetcher=args.prefetcher, device=device,
         num_workers=args.workers, pin_memory=args.pin_mem, persistent_workers=False,
         worker_seeding=args.worker_seeding, mean=data_config['mean'], std=data_config['std'], re_prob=args.reprob,
-        re_mode=args.remode, re_count=args.recount, interpolation=interpolation, crop_pct=data_config['crop_pct'],
+        re_mode=args.remode, re_count=args.recount, re_split=args.resplit, interpolation=interpolation,
+        crop_pct=data_config['crop_pct'],
         no_aug=args.no_aug, train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio,
         hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
         grayscale_prob=args.grayscale_prob or 0., gaussian_blur_prob=args.gaussian_blur_prob or 0.,

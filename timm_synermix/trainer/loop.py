@@ -288,11 +288,17 @@ def _evaluate_epoch(run: Run) -> Optional[Dict[str, float]]:
     return metrics
 
 
-def _end_epoch(run: Run, epoch: int, train_metrics: Dict[str, float], seconds: float) -> None:
+def _end_epoch(run: Run, epoch: int, train_metrics: Dict[str, float], seconds: float, num_epochs: int) -> None:
     """Evaluate, record the epoch, step the scheduler, save the checkpoint and summary.csv."""
     args, state = run.args, run.state
     if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
         utils.distribute_bn(run.task.get_trainable_module(), args.world_size, args.dist_bn == 'reduce')
+    if (epoch + 1) % args.val_interval and epoch + 1 != num_epochs:  # timm: no eval, no checkpoint this epoch
+        if run.primary:
+            _logger.info('Skipping eval and checkpointing (--val-interval)')
+        if run.scheduler is not None:
+            run.scheduler.step(epoch + 1, metric=None)
+        return
     eval_metrics = _evaluate_epoch(run)
     lrs = [g['lr'] for g in run.optimizer.param_groups]
     row = OrderedDict(epoch=epoch)
@@ -331,4 +337,4 @@ def train_and_evaluate(run: Run, start_epoch: int, num_epochs: int, start_batch:
         train_metrics = train_one_epoch(run, epoch, start_batch=first)
         seconds = time.time() - started
         run.sampler.set_epoch(epoch + 1)
-        _end_epoch(run, epoch, train_metrics, seconds)
+        _end_epoch(run, epoch, train_metrics, seconds, num_epochs)

@@ -253,9 +253,16 @@ def create_model(args, device):
 
 def create_task(args, model, device):
     """The run's SynerMixTask, built from its preset (`create_synermix_task`) with the flags' settings."""
+    criterion = None
+    if args.bce_loss:  # timm's BCE as the inter criterion; the intra term stays cross-entropy on hard labels
+        from timm.loss import BinaryCrossEntropy
+        mixing = args.manifold_mixup or args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+        criterion = BinaryCrossEntropy(smoothing=0. if mixing else args.smoothing,
+                                       target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum,
+                                       pos_weight=args.bce_pos_weight).to(device)
     try:
         return create_synermix_task(
-            model, run_preset(args).name, beta=args.synermix_beta, num_classes=args.num_classes,
+            model, run_preset(args).name, beta=args.synermix_beta, num_classes=args.num_classes, criterion=criterion,
             mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
             mixup_prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mixup_mode=args.mixup_mode,
             label_smoothing=args.smoothing, manifold_layers=args.manifold_layers,
@@ -375,7 +382,8 @@ def create_saver(args, task, model, optimizer, loss_scaler, state, output_dir, a
     if args.log_wandb:
         try:
             import wandb
-            wandb.init(project=args.wandb_project, name=args.experiment_name, config=args, tags=args.wandb_tags)
+            wandb.init(project=args.wandb_project, name=args.experiment_name, config=args, tags=args.wandb_tags,
+                       id=args.wandb_resume_id or None, resume='must' if args.wandb_resume_id else None)
         except ImportError:
             _logger.warning("You've requested to log metrics to wandb but package not found.")
             args.log_wandb = False

@@ -166,10 +166,22 @@ def create_train_model(
 def create_model_from_args(args, num_classes: int) -> nn.Module:
     """The model of a train.py run: timm's model flags (drop rates, pooling, BatchNorm, --model-kwargs)."""
     in_chans = args.in_chans if args.in_chans is not None else (args.input_size[0] if args.input_size else 3)
+    if args.fast_norm:
+        from timm.layers import set_fast_norm
+        set_fast_norm()
+    drop_path = args.drop_path if args.drop_path is not None else args.drop_connect  # timm's deprecated alias
     kwargs = dict(
-        in_chans=in_chans, drop_rate=args.drop, drop_path_rate=args.drop_path, drop_block_rate=args.drop_block,
+        in_chans=in_chans, drop_rate=args.drop, drop_path_rate=drop_path, drop_block_rate=args.drop_block,
         global_pool=args.gp, bn_momentum=args.bn_momentum, bn_eps=args.bn_eps, **args.model_kwargs)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    return create_train_model(
+    model = create_train_model(
         args.model, num_classes=num_classes, pretrained=args.pretrained, pretrained_path=args.pretrained_path,
         cifar_stem=args.cifar_stem, initial_checkpoint=args.initial_checkpoint, **kwargs)
+    head = model.get_classifier()
+    with torch.no_grad():
+        if args.head_init_scale is not None:
+            head.weight.mul_(args.head_init_scale)
+            head.bias.mul_(args.head_init_scale)
+        if args.head_init_bias is not None:
+            head.bias.fill_(args.head_init_bias)
+    return model

@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 
 from .errors import InputError
 
-__all__ = ['check_config_types', 'check_args']
+__all__ = ['check_config_types', 'check_args', 'NOT_SUPPORTED']
 
 
 def _type_name(kind) -> str:
@@ -91,6 +91,7 @@ def _ranges(args) -> List[str]:
         ('--dist-timeout', args.dist_timeout, args.dist_timeout > 0, 'above 0 (seconds)'),
         ('--synermix-every', args.synermix_every, args.synermix_every >= 1, 'at least 1'),
         ('--synermix-num-synth', args.synermix_num_synth, args.synermix_num_synth >= 1, 'at least 1'),
+        ('--val-interval', args.val_interval, args.val_interval >= 1, 'at least 1'),
         ('--start-epoch', args.start_epoch, args.start_epoch is None or 0 <= args.start_epoch < args.epochs,
          f'in [0, --epochs {args.epochs}): a later start trains nothing'),
     ]
@@ -124,8 +125,33 @@ def _names(args) -> List[str]:
     return problems
 
 
+# timm flags accepted for compatibility that this script does not implement yet: refused when set, with why.
+NOT_SUPPORTED = {
+    'aug_splits': ('AugMix splits (--aug-splits/--jsd-loss/--split-bn) need split-aware batches and BatchNorm; not '
+                   'implemented yet', lambda a: a.aug_splits > 0 or a.jsd_loss or a.split_bn),
+    'aug_repeats': ('repeated augmentation needs timm\'s RepeatAugSampler, which the batch sampler does not replace '
+                    'yet', lambda a: a.aug_repeats > 0),
+    'epoch_repeats': ('epoch repeats are not implemented by the batch sampler yet', lambda a: a.epoch_repeats > 0),
+    'tta': ('test-time augmentation is not implemented yet: evaluate with timm\'s validate.py --tta',
+            lambda a: a.tta > 0),
+    'variable_size': ('scheduled resolutions and NaFlex (--train-img-sizes, --naflex-loader, ...) need their own '
+                      'loaders; not implemented yet', lambda a: bool(a.train_img_sizes) or a.naflex_loader
+                      or a.train_batches_per_epoch is not None or a.variable_batch_loss_scale != 'none'),
+    'kd_model_name': ('knowledge distillation (--kd-*) needs a teacher pass of its own; not implemented yet',
+                      lambda a: a.kd_model_name is not None),
+    'torchscript': ('torchscript cannot script the two-view task: use --torchcompile', lambda a: a.torchscript or a.fuser),
+    'model_dtype': ('a non-AMP model dtype is not implemented yet: use --amp --amp-dtype', lambda a: a.model_dtype),
+    'device_modules': ('extra device backends are not implemented yet', lambda a: a.device_modules),
+    'use_multi_epochs_loader': ('the multi-epoch loader cannot take the batch sampler', lambda a: a.use_multi_epochs_loader),
+    'num_samples': ('--train-num-samples/--val-num-samples size iterable datasets, which are not supported yet',
+                    lambda a: a.train_num_samples is not None or a.val_num_samples is not None),
+    'save_images': ('--save-images is not implemented yet', lambda a: a.save_images),
+}
+
+
 def check_args(args) -> None:
-    """Raise one InputError naming every out-of-range value and unknown model/optimizer/scheduler name."""
+    """Raise one InputError naming every out-of-range value, unknown name and timm flag not supported yet."""
     problems = _ranges(args) + _names(args)
+    problems += [f'{why}' for why, given in NOT_SUPPORTED.values() if given(args)]
     if problems:
         raise InputError('; '.join(problems))
