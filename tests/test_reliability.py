@@ -395,3 +395,13 @@ def test_ctrl_c_and_sigterm_stop_at_a_safe_point_with_a_resumable_checkpoint(sig
     assert ckpt['synermix']['next_batch'] is not None   # mid-epoch: the step after the signal
     run_train(*command[2:command.index('--epochs')], '--epochs', '3', *command[command.index('--epochs') + 2:])
     assert (folder / 'results.json').is_file()
+
+
+def test_a_non_finite_loss_stops_every_rank_naming_the_step(tiny_imagefolder, tmp_path):
+    if not os.path.exists(os.path.join(os.path.dirname(train_cmd()[0]), 'torchrun')):
+        pytest.skip('torchrun not installed next to the interpreter')
+    proc = run_train(tiny_imagefolder, *BASE, '--lr', 'inf', '-b', '2', '--output', tmp_path, '--experiment', 'nan',
+                     '--dist-timeout', '60', check=False, torchrun=2)
+    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if 'train.py: error: loss is not finite' in x]
+    assert proc.returncode != 0 and len(lines) == 2, (proc.stdout + proc.stderr)[-3000:]
+    assert all('at epoch 0, step 1' in x for x in lines)   # the first step's update makes the second step's loss inf
