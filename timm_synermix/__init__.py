@@ -22,6 +22,7 @@ _EXPORTS = {
     'ManifoldMixup': 'method.inter',
     'default_manifold_layers': 'method.inter',
     'synthesize_class_features': 'method.intra',
+    'synthesize_all_classes': 'method.intra',
     'intra_class_loss': 'method.intra',
     'SynerMixTask': 'method.task',
     'Preset': 'method.presets',

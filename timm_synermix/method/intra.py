@@ -35,21 +35,12 @@ def synthesize_class_features(
         loss_intra = F.cross_entropy(model.get_classifier()(f_syn), y_syn)
         ```
     """
-    if features.ndim != 2 or labels.ndim != 1 or features.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f'Expected features [N, D] and labels [N], got {tuple(features.shape)} and {tuple(labels.shape)}.')
-    if num_per_class < 1:
-        raise ValueError(f'num_per_class={num_per_class}: need at least one synthesized feature per class.')
-    classes, slot = torch.unique(labels, return_inverse=True)
-    num_classes = classes.numel()
-    # 1 - U[0, 1) is U(0, 1]: no zero draw, so a class seen once never gets the weight 0 / 0.
-    r = 1.0 - torch.rand(
-        (num_per_class, labels.numel()), generator=generator, device=features.device, dtype=torch.float32)
-    totals = r.new_zeros(num_per_class, num_classes).index_add_(1, slot, r)
-    weights = (r / totals[:, slot]).to(features.dtype)
-    weighted = weights.unsqueeze(-1) * features.unsqueeze(0)
-    synthesized = features.new_zeros(num_per_class, num_classes, features.shape[1]).index_add_(1, slot, weighted)
-    return synthesized.reshape(-1, features.shape[1]), classes.repeat(num_per_class)
+    if labels.numel() == 0:
+        raise ValueError('labels is empty: there is no class to synthesize a feature for.')
+    # The dense form over the classes up to the largest label, with the absent classes' rows dropped.
+    synthesized, classes, present = synthesize_all_classes(
+        features, labels, int(labels.max()) + 1, num_per_class, generator)
+    return synthesized[present], classes[present]
 
 
 def synthesize_all_classes(
