@@ -118,3 +118,21 @@ def test_every_timm_train_py_flag_is_accepted_with_timms_default(parser):
     differ = {flag: (default, actions[flag].default) for flag, default in timm_flags.items()
               if actions[flag].default != default}
     assert differ == {'--decay-epochs': (90, None)}
+
+
+def test_unknown_yaml_keys_are_all_reported_with_right_suggestions(tmp_path, parser):
+    path = tmp_path / 'keys.yaml'
+    path.write_text(yaml.safe_dump({'bce_summ': True, 'tta_x': 1, 'lr': 0.1, 'completely_unrelated': 3}))
+    with pytest.raises(InputError) as e:
+        load_config(str(path), parser_dests(parser))
+    message = str(e.value)
+    assert "'bce_summ' (did you mean 'bce_sum'?)" in message and "'tta_x' (did you mean 'tta'?)" in message
+    assert "'completely_unrelated'" in message and 'resume' not in message
+
+
+def test_numeric_strings_in_yaml_are_read_as_the_command_line_would(tmp_path):
+    from timm_synermix.trainer.args import parse_args
+    path = tmp_path / 'numbers.yaml'
+    path.write_text(yaml.safe_dump({'lr': '3e-4', 'epochs': '10', 'mean': ['0.5', 0.4, '0.3']}))
+    args, _ = parse_args(['-c', str(path)])
+    assert args.lr == 3e-4 and args.epochs == 10 and args.mean == [0.5, 0.4, 0.3]

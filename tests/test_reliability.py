@@ -202,7 +202,7 @@ BAD_INPUT = {
     'manifold-layer': (['--method', 'manifold-mixup', '--manifold-layers', 'layer9'], None,
                        'layer "layer9" is not a module', 'in-process'),
     'batch-size-1': (['--method', 'synermix', '-b', '1'], None, '--batch-size 1: SynerMix needs', 'in-process'),
-    'yaml-unknown-key': (['-c', '{typo}'], None, "unknown key 'smothing'; did you mean 'smoothing'", 'in-process'),
+    'yaml-unknown-key': (['-c', '{typo}'], None, "unknown key 'smothing' (did you mean 'smoothing'?)", 'in-process'),
     'missing-data': ([], 'missing', 'does not exist', 'in-process'),
     'empty-data': ([], 'empty', 'is empty', 'in-process'),
     'undecodable-image': (['--method', 'baseline'], 'broken', 'broken.png', 'in-process (skips, warns)'),

@@ -22,7 +22,7 @@ METHODS = ['baseline', 'mixup', 'manifold-mixup', 'synermix-intra', 'synermix-in
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'train_loss_intra', 'train_loss_inter', 'eval_loss', 'eval_top1',
                    'eval_top5', 'lr']
 RESULT_KEYS = {'method', 'best_top1', 'best_epoch', 'last_k', 'last_k_mean_top1', 'last_k_std_top1', 'metrics',
-               'cost'}
+               'cost', 'finished'}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -287,3 +287,38 @@ def test_head_init_scale_and_bias_set_the_classifier():
     args, _ = parse_args(['--model', 'test_resnet', '--head-init-scale', '0', '--head-init-bias', '-2'])
     head = create_model_from_args(args, 3).get_classifier()
     assert head.weight.abs().sum() == 0 and torch.all(head.bias == -2)
+
+
+def test_an_args_yaml_written_by_timms_train_py_loads_and_trains(tiny_imagefolder, tmp_path):
+    # tests/data/timm_args.yaml: written by timm's own train.py (1.0.29.dev0) on a tiny ImageFolder, paths neutralised
+    config = os.path.join(ROOT, 'tests', 'data', 'timm_args.yaml')
+    run_train('-c', config, tiny_imagefolder, '--epochs', '1', '--output', tmp_path, '--experiment', 'timm-args')
+    with open(tmp_path / 'timm-args' / 'results.json') as f:
+        assert json.load(f)['method'] == 'baseline'
+
+
+def test_resume_with_more_epochs_continues_the_longer_schedule(tiny_imagefolder, tmp_path):
+    common = [tiny_imagefolder, *COMMON, '--sched', 'cosine', '--no-feature-metrics', '--output', tmp_path,
+              '--experiment', 'longer']
+    run_train(*common, '--epochs', '3')
+    run_train(*common, '--epochs', '4', '--resume', tmp_path / 'longer' / 'last.pth.tar')
+    _, rows = read_summary(tmp_path / 'longer')
+    # cosine over 4 epochs from lr 0.05: epoch 3 trains at 0.05 * (1 + cos(3π/4)) / 2 = 0.00732, not at 0
+    assert [int(r['epoch']) for r in rows] == [0, 1, 2, 3]
+    assert float(rows[3]['lr']) == pytest.approx(0.05 * (1 + np.cos(3 * np.pi / 4)) / 2, rel=1e-4)
+
+
+def test_resume_auto_starts_then_continues_and_stop_epoch_keeps_the_schedule(tiny_imagefolder, tmp_path):
+    common = [tiny_imagefolder, *COMMON, '--sched', 'cosine', '--no-feature-metrics', '--output', tmp_path,
+              '--experiment', 'auto', '--epochs', '4', '--resume', 'auto']
+    run_train(*common, '--stop-epoch', '2', '--save-epochs', '1')
+    folder = tmp_path / 'auto'
+    with open(folder / 'results.json') as f:
+        assert json.load(f)['finished'] is False   # a stopped run never reads as the finished schedule
+    assert load_ckpt(folder / 'milestone-1.pth.tar')['epoch'] == 0
+    run_train(*common)
+    _, rows = read_summary(folder)
+    assert [int(r['epoch']) for r in rows] == [0, 1, 2, 3]
+    assert float(rows[1]['lr']) == pytest.approx(0.05 * (1 + np.cos(np.pi / 4)) / 2, rel=1e-4)
+    with open(folder / 'results.json') as f:
+        assert json.load(f)['finished'] is True

@@ -92,7 +92,10 @@ def _add_model_args(parser):
     group.add_argument('--initial-checkpoint', default='', type=str, metavar='PATH',
                        help='Load this checkpoint into model after initialization (default: none)')
     group.add_argument('--resume', default='', type=str, metavar='PATH',
-                       help='Resume full model and optimizer state from checkpoint (default: none)')
+                       help='resume model, optimizer and training state from this checkpoint; "auto": from the '
+                            'experiment folder\'s newest checkpoint if there is one, else start (needs --experiment)')
+    group.add_argument('--pretrained-cfg-overlay', nargs='*', default={}, action=_ParseKwargs,
+                       help='key=value pairs overriding the model\'s pretrained config')
     group.add_argument('--no-resume-opt', action='store_true', default=False,
                        help='prevent resume of optimizer state when resuming model')
     group.add_argument('--num-classes', type=int, default=None, metavar='N',
@@ -190,6 +193,12 @@ def _add_schedule_args(parser):
     group.add_argument('--min-lr', type=float, default=0, metavar='LR',
                        help='lower lr bound for cyclic schedulers that hit 0 (default: 0)')
     group.add_argument('--epochs', type=int, default=300, metavar='N', help='number of epochs to train (default: 300)')
+    group.add_argument('--stop-epoch', default=None, type=int, metavar='N',
+                       help='stop after N epochs without shortening the schedule of --epochs (evaluated and saved)')
+    group.add_argument('--save-epochs', default=None, type=int, nargs='+', metavar='N',
+                       help='also keep milestone-N.pth.tar after N completed epochs (evaluated)')
+    group.add_argument('--lr-decay-fn', default=None, type=str, help='decay phase function of wsd/rsqrt schedules')
+    group.add_argument('--lr-stable-timescale', default=None, type=float, help='rsqrt schedule timescale in epochs')
     group.add_argument('--start-epoch', default=None, type=int, metavar='N',
                        help='manual epoch number (useful on restarts)')
     group.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES',
@@ -462,8 +471,7 @@ def parse_args(argv=None):
     args_config, remaining = config_parser.parse_known_args(argv)
     if args_config.config:
         cfg = load_config(args_config.config, parser_dests(parser))
-        check_config_types(cfg, parser, args_config.config)
-        parser.set_defaults(**cfg)
+        parser.set_defaults(**check_config_types(cfg, parser, args_config.config))
     args = parser.parse_args(remaining)
     args.config = args_config.config
     args.debug = args.debug or args_config.debug

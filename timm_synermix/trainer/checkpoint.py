@@ -178,6 +178,12 @@ class AtomicCheckpointSaver(CheckpointSaver):
             save_state['synermix'] = to_weights_only(self.training_state.state_dict())
         atomic_write(save_path, lambda f: torch.save(save_state, f))
 
+    def save_milestone(self, epoch: int, metric: Optional[float] = None) -> str:
+        """`milestone-N.pth.tar` after N = epoch + 1 completed epochs, kept whatever --checkpoint-hist says."""
+        path = os.path.join(self.checkpoint_dir, f'milestone-{epoch + 1}{self.extension}')
+        self._save(path, epoch, metric)
+        return path
+
     def _replace(self, src, dst):
         os.replace(src, dst)
         fsync_dir(os.path.dirname(os.path.abspath(dst)))

@@ -48,12 +48,15 @@ def load_config(path: str, valid_keys: Iterable[str]) -> Dict:
     if not isinstance(cfg, dict):
         raise InputError(f'config file {path!r} must be a mapping of option: value')
     valid = sorted(valid_keys)
+    unknown = []
     for key in cfg:
         norm = str(key).replace('-', '_')
         if norm not in valid:
-            close = difflib.get_close_matches(norm, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else '; keys are train.py option names with _ for -'
-            raise InputError(f"config file {path!r}: unknown key '{key}'{hint}")
+            close = difflib.get_close_matches(norm, valid, n=1, cutoff=0.75)
+            unknown.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ''))
+    if unknown:
+        raise InputError(f'config file {path!r}: unknown key{"s" if len(unknown) > 1 else ""} {", ".join(unknown)}: '
+                         f'keys are train.py option names with _ for -')
     return {str(k).replace('-', '_'): v for k, v in cfg.items()}
 
 

@@ -293,7 +293,9 @@ def _end_epoch(run: Run, epoch: int, train_metrics: Dict[str, float], seconds: f
     args, state = run.args, run.state
     if args.distributed and args.dist_bn in ('broadcast', 'reduce'):
         utils.distribute_bn(run.task.get_trainable_module(), args.world_size, args.dist_bn == 'reduce')
-    if (epoch + 1) % args.val_interval and epoch + 1 != num_epochs:  # timm: no eval, no checkpoint this epoch
+    milestone = bool(args.save_epochs) and epoch + 1 in args.save_epochs
+    last = epoch + 1 in (num_epochs, args.stop_epoch)
+    if (epoch + 1) % args.val_interval and not (last or milestone):  # timm: no eval, no checkpoint this epoch
         if run.primary:
             _logger.info('Skipping eval and checkpointing (--val-interval)')
         if run.scheduler is not None:
@@ -323,12 +325,15 @@ def _end_epoch(run: Run, epoch: int, train_metrics: Dict[str, float], seconds: f
             import wandb
             wandb.log(dict(row))
         run.saver.save_checkpoint(epoch, metric=latest)
+        if milestone:
+            run.saver.save_milestone(epoch, metric=latest)
     state.rng_states = None
 
 
 def train_and_evaluate(run: Run, start_epoch: int, num_epochs: int, start_batch: int = 0) -> None:
     """Epochs `start_epoch`..`num_epochs - 1`; the first may start mid-epoch at `start_batch`."""
-    for epoch in range(start_epoch, num_epochs):
+    # --stop-epoch ends early without shortening the schedule (the LR follows --epochs).
+    for epoch in range(start_epoch, min(num_epochs, run.args.stop_epoch or num_epochs)):
         first = start_batch if epoch == start_epoch else 0
         run.sampler.set_epoch(epoch, start_batch=first)
         if not first:
@@ -336,5 +341,8 @@ def train_and_evaluate(run: Run, start_epoch: int, num_epochs: int, start_batch:
         started = time.time()
         train_metrics = train_one_epoch(run, epoch, start_batch=first)
         seconds = time.time() - started
+        position = run.state.position
+        position.epochs_done, position.train_seconds = epoch + 1, position.train_seconds + seconds
+        position.image_passes += train_metrics['image_passes']
         run.sampler.set_epoch(epoch + 1)
         _end_epoch(run, epoch, train_metrics, seconds, num_epochs)

@@ -70,6 +70,7 @@ def train(argv) -> int:
     args_text = args_to_yaml(args, parser_dests(parser))
     device, autocast, loss_scaler = setup_device(args)
     output_dir = experiment_dir(args)
+    resolve_auto_resume(args, output_dir)
     resume_ckpt = load_training_checkpoint(args.resume) if args.resume else None
     check_output_dir(args, output_dir)
     if args.distributed:
@@ -92,7 +93,8 @@ def train(argv) -> int:
     prepare_task(args, task, device)
     scheduler, num_epochs, updates_per_epoch = create_scheduler(args, optimizer, sampler, loader_eval)
     state = TrainingState(sampler, scheduler, LossMeters(device), RngState(args.world_size, args.rank), args.method)
-    start_epoch, start_batch = restore_state(args, state, saved, resume_epoch, updates_per_epoch)
+    saved_epochs = getattr((resume_ckpt or {}).get('args'), 'epochs', args.epochs)
+    start_epoch, start_batch = restore_state(args, state, saved, resume_epoch, updates_per_epoch, saved_epochs)
     lock = ExperimentLock(output_dir) if args.rank == 0 else None
     saver = create_saver(args, task, model, optimizer, loss_scaler, state, output_dir, args_text, loader_eval,
                          resume_ckpt, lock)
@@ -197,6 +199,17 @@ def experiment_dir(args) -> str:
         str(args.input_size[-1] if args.input_size else (args.img_size or 'default'))])
     args.experiment_name = exp_name
     return os.path.join(args.output if args.output else './output/train', exp_name)
+
+
+def resolve_auto_resume(args, output_dir) -> None:
+    """--resume auto: the experiment folder's newest good checkpoint, or a fresh start when it has none."""
+    if args.resume != 'auto':
+        return
+    if not args.experiment:
+        raise InputError('--resume auto resumes the experiment folder of --experiment: pass --experiment NAME')
+    good = newest_good_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    _logger.info(f'--resume auto: {"resuming " + good if good else "no checkpoint in " + output_dir + ", starting"}')
+    args.resume = good or ''
 
 
 def check_output_dir(args, output_dir) -> None:
@@ -339,11 +352,19 @@ def create_scheduler(args, optimizer, sampler, loader_eval):
     return scheduler, num_epochs, updates_per_epoch
 
 
-def restore_state(args, state, saved, resume_epoch, updates_per_epoch):
-    """(start epoch, start batch): `state` as the checkpoint left it, the scheduler at the start epoch."""
+def restore_state(args, state, saved, resume_epoch, updates_per_epoch, saved_epochs):
+    """(start epoch, start batch): `state` as the checkpoint left it, the scheduler at the start epoch.
+
+    A resume with another --epochs keeps the new schedule (as timm: the LR curve stretches or shrinks to the new
+    length) instead of the checkpoint's, which would end at the old length.
+    """
     start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
     if saved:
-        state.load_state_dict(saved, load_scheduler=not args.no_resume_opt)
+        same_schedule = saved_epochs == args.epochs
+        if not same_schedule:
+            _logger.info(f'--epochs {args.epochs} (the checkpoint was scheduled for {saved_epochs}): the LR follows '
+                         f'the new schedule from epoch {start_epoch}')
+        state.load_state_dict(saved, load_scheduler=same_schedule and not args.no_resume_opt)
     state.history.drop_from(start_epoch)
     if state.scheduler is not None and start_epoch > 0:
         if args.sched_on_updates:

@@ -148,8 +148,8 @@ def create_train_model(
             weights = [n + '.weight' for n in names if n + '.weight' in pretrained_sd]
             head = pretrained_sd[weights[0]].shape[0] if weights else -1
             try:
-                model = create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(
-                    file=pretrained_path, num_classes=head), **kwargs)
+                overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, file=pretrained_path, num_classes=head)
+                model = create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
             except RuntimeError as e:
                 plain = create_model(model_name, **kwargs)
                 bad = mismatched_keys(plain, pretrained_sd, ignore=_head_to_reset(plain, pretrained_sd))
@@ -172,7 +172,8 @@ def create_model_from_args(args, num_classes: int) -> nn.Module:
     drop_path = args.drop_path if args.drop_path is not None else args.drop_connect  # timm's deprecated alias
     kwargs = dict(
         in_chans=in_chans, drop_rate=args.drop, drop_path_rate=drop_path, drop_block_rate=args.drop_block,
-        global_pool=args.gp, bn_momentum=args.bn_momentum, bn_eps=args.bn_eps, **args.model_kwargs)
+        global_pool=args.gp, bn_momentum=args.bn_momentum, bn_eps=args.bn_eps,
+        pretrained_cfg_overlay=args.pretrained_cfg_overlay or None, **args.model_kwargs)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     model = create_train_model(
         args.model, num_classes=num_classes, pretrained=args.pretrained, pretrained_path=args.pretrained_path,

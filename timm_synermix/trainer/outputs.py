@@ -73,10 +73,12 @@ def write_final_outputs(run, dataset_eval, eval_loader_full, cifar_stem: bool) -
     from .checkpoint import export_safetensors, to_weights_only
     args, out = run.args, run.output_dir
     results = summarize_results(run.state.history.rows, args.method, args.report_last_k)
-    rows = run.state.history.rows
     # What the run cost: images through forward+backward (the originals' pass included), training seconds.
-    results['cost'] = dict(image_passes=int(sum(r.get('train_image_passes') or 0 for r in rows)),
-                           train_seconds=float(sum(r.get('train_seconds') or 0.0 for r in rows)), epochs=len(rows))
+    position = run.state.position
+    results['cost'] = dict(image_passes=position.image_passes, train_seconds=position.train_seconds,
+                           epochs=position.epochs_done)
+    # A run stopped by --stop-epoch is reported as such, never as the finished schedule.
+    results['finished'] = args.stop_epoch is None or args.stop_epoch >= args.epochs
     metrics = None
     if dataset_eval is not None:
         from .metrics import compute_feature_metrics, extract_features

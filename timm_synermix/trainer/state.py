@@ -17,18 +17,26 @@ __all__ = ['LoopPosition', 'History', 'LossMeters', 'RngState', 'TrainingState']
 
 
 class LoopPosition:
-    """Where training stands: the epoch, the next batch of it (None at an epoch's end), updates done."""
+    """Where training stands: the epoch, the next batch of it (None at an epoch's end), updates done, and
+    the cost so far (images through forward+backward, training seconds) over the finished epochs."""
 
     def __init__(self, epoch: int = 0, next_batch: Optional[int] = None, num_updates: int = 0):
         self.epoch, self.next_batch, self.num_updates = epoch, next_batch, num_updates
+        self.epochs_done, self.image_passes, self.train_seconds = 0, 0, 0.0
 
     def state_dict(self) -> Dict[str, Any]:
-        return {'epoch': self.epoch, 'next_batch': self.next_batch, 'num_updates': self.num_updates}
+        return {'epoch': self.epoch, 'next_batch': self.next_batch, 'num_updates': self.num_updates,
+                'cost': {'epochs': self.epochs_done, 'image_passes': self.image_passes,
+                         'train_seconds': self.train_seconds}}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.epoch = int(state.get('epoch', 0))
         self.next_batch = state.get('next_batch')
         self.num_updates = int(state.get('num_updates') or 0)
+        cost = state.get('cost') or {}
+        self.epochs_done = int(cost.get('epochs', 0))
+        self.image_passes = int(cost.get('image_passes', 0))
+        self.train_seconds = float(cost.get('train_seconds', 0.0))
 
 
 class History:

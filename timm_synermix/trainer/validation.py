@@ -35,20 +35,14 @@ def _value_problem(action: argparse.Action, value: Any) -> str:
         if action.nargs == '*' and isinstance(value, dict):
             return ''
         values = value if isinstance(value, list) else None
-        if values is None or not all(_fits(v, action.type) for v in values):
+        if values is None or not all(_fits(_number(v, action.type), action.type) for v in values):
             return f'a list of {_type_name(action.type)}s'
         if isinstance(action.nargs, int) and len(values) != action.nargs:
             return f'a list of {action.nargs} values'
         return ''
     if action.nargs == '?' and value is None:
         return ''
-    # argparse converts a string default with the option's type, as if typed on the command line (YAML reads
-    # 1e-3 as a string); lists are not converted.
-    if isinstance(value, str) and action.type in (int, float):
-        try:
-            value = action.type(value)
-        except ValueError:
-            return _type_name(action.type)
+    value = _number(value, action.type)
     if not _fits(value, action.type):
         return _type_name(action.type)
     if action.choices is not None and value not in action.choices:
@@ -56,13 +50,29 @@ def _value_problem(action: argparse.Action, value: Any) -> str:
     return ''
 
 
-def check_config_types(cfg: Dict[str, Any], parser: argparse.ArgumentParser, path: str) -> None:
-    """Raise one InputError listing every YAML value whose type the command line would not have accepted."""
+def _number(value: Any, kind) -> Any:
+    """A numeric string as the number the command line would give (YAML 1.1 reads 1e-3 as a string)."""
+    if isinstance(value, str) and kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            return value
+    return value
+
+
+def check_config_types(cfg: Dict[str, Any], parser: argparse.ArgumentParser, path: str) -> Dict[str, Any]:
+    """`cfg` with numeric strings converted as the command line would; one InputError listing every YAML value
+    whose type the command line would not have accepted."""
     actions = {a.dest: a for a in parser._actions}
     problems = [f'{key}: {value!r} must be {need}' for key, value in cfg.items()
                 if key in actions and (need := _value_problem(actions[key], value))]
     if problems:
         raise InputError(f'config file {path!r}: ' + '; '.join(problems))
+    out = {}
+    for key, value in cfg.items():
+        kind = actions[key].type if key in actions else None
+        out[key] = [_number(v, kind) for v in value] if isinstance(value, list) else _number(value, kind)
+    return out
 
 
 def _ranges(args) -> List[str]:
@@ -96,6 +106,11 @@ def _ranges(args) -> List[str]:
          f'in [0, --epochs {args.epochs}): a later start trains nothing'),
     ]
     problems = [f'{flag} {value} must be {need}' for flag, value, ok, need in checks if not ok]
+    if args.stop_epoch is not None and not 1 <= args.stop_epoch <= args.epochs:
+        problems.append(f'--stop-epoch {args.stop_epoch} must be in [1, --epochs {args.epochs}]')
+    if args.save_epochs and not all(1 <= e <= args.epochs for e in args.save_epochs):
+        problems.append(f'--save-epochs {" ".join(map(str, args.save_epochs))} must each be in [1, --epochs '
+                        f'{args.epochs}]')
     chans = args.in_chans or (args.input_size[0] if args.input_size else 3)
     for flag, values in (('--mean', args.mean), ('--std', args.std)):
         if values is not None and len(values) not in (1, chans):
