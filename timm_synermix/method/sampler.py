@@ -238,12 +238,16 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             batch = np.concatenate([batch, self._other_images(rng.choice(batch, room), rng)])
         return batch
 
+    def simulated_sizes(self, num_batches: int = 64) -> np.ndarray:
+        """Supplemented sizes of `num_batches` random batches of this data (seeded; the epoch is not touched)."""
+        rng = np.random.default_rng([self.seed, 1 << 20])
+        return np.asarray([self.batch_size + self._lonely(rng.choice(self.labels.size, self.batch_size,
+                                                                     replace=False)).size
+                           for _ in range(num_batches)])
+
     def suggest_fixed_size(self, quantile: float = 0.95, multiple: int = 8, num_batches: int = 64) -> int:
         """N̂ at the `quantile` of supplemented batch sizes of this data (simulated), rounded up to `multiple`."""
-        rng = np.random.default_rng([self.seed, 1 << 20])
-        sizes = [self.batch_size + self._lonely(rng.choice(self.labels.size, self.batch_size, replace=False)).size
-                 for _ in range(num_batches)]
-        return int(math.ceil(np.quantile(sizes, quantile) / multiple) * multiple)
+        return int(math.ceil(np.quantile(self.simulated_sizes(num_batches), quantile) / multiple) * multiple)
 
     def __iter__(self) -> Iterator[List[int]]:
         shard = self._shard()
