@@ -178,11 +178,15 @@ def create_model_from_args(args, num_classes: int) -> nn.Module:
     model = create_train_model(
         args.model, num_classes=num_classes, pretrained=args.pretrained, pretrained_path=args.pretrained_path,
         cifar_stem=args.cifar_stem, initial_checkpoint=args.initial_checkpoint, **kwargs)
-    head = model.get_classifier()
-    with torch.no_grad():
-        if args.head_init_scale is not None:
-            head.weight.mul_(args.head_init_scale)
-            head.bias.mul_(args.head_init_scale)
-        if args.head_init_bias is not None:
-            head.bias.fill_(args.head_init_bias)
+    if args.head_init_scale is not None or args.head_init_bias is not None:
+        head = model.get_classifier() if hasattr(model, 'get_classifier') else None
+        if not isinstance(getattr(head, 'weight', None), torch.Tensor) or getattr(head, 'bias', None) is None:
+            raise InputError(f'--head-init-scale/--head-init-bias need a classifier with weight and bias; '
+                             f'{args.model} has none: drop them')
+        with torch.no_grad():
+            if args.head_init_scale is not None:
+                head.weight.mul_(args.head_init_scale)
+                head.bias.mul_(args.head_init_scale)
+            if args.head_init_bias is not None:
+                head.bias.fill_(args.head_init_bias)
     return model
