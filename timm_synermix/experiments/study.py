@@ -26,8 +26,8 @@ Example:
 import argparse
 import json
 import math
+import re
 import shlex
-import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -227,7 +227,9 @@ def _write_results(out, cfg, data, finals, sweep_dirs, chosen, matched, factor, 
     (out / 'results.md').write_text(text + '\n' + cost_table(runs))
     (out / 'study.json').write_text(json.dumps([dict(name=Path(r['path']).name, label=r['label'], seed=r['seed'],
                                                      beta=r['beta'], results=r['results']) for r in runs], indent=1))
-    shutil.copy(Path(data['root']) / 'manifest.json', out / 'data_manifest.json')
+    # The manifest names every font file; those shipped inside Python packages lose this machine's prefix.
+    manifest = (Path(data['root']) / 'manifest.json').read_text()
+    (out / 'data_manifest.json').write_text(re.sub(r'"[^"]*/site-packages/', '"<site-packages>/', manifest))
     return pictures
 
 
