@@ -228,6 +228,9 @@ BAD_INPUT = {
                                 'holds another run: resume with --experiment guarded', 'in-process'),
     'augmix-not-yet': (['--aug-splits', '3', '--jsd-loss'], None, 'AugMix splits', 'in-process'),
     'distillation-not-yet': (['--kd-model-name', 'resnet18'], None, 'knowledge distillation', 'in-process'),
+    'truncated-initial-checkpoint': (['--initial-checkpoint', '{out}/last.pth.tar'], None, 'could not be loaded',
+                                     'in-process'),
+    'output-is-a-file': (['--output', '{out}/args.yaml'], None, 'is a file, not a folder', 'in-process'),
     'folder-in-use': (['--resume', '{out}/last.pth.tar', '--experiment', '{out_name}', '--epochs', '2'], None,
                       'is in use by process', 'in-process'),
 }
@@ -246,7 +249,7 @@ def test_bad_input_one_line_exit_2_folder_untouched(row, trained, bad_data, tiny
     if row == 'folder-in-use':   # another live process holds the folder
         with open(os.path.join(guarded, '.lock'), 'w') as f:
             f.write(f'{os.getppid()} {socket.gethostname()}\n')
-    if row == 'truncated-resume':  # a last.pth.tar cut short (as a non-atomic writer could leave it)
+    if row in ('truncated-resume', 'truncated-initial-checkpoint'):  # cut short, as a non-atomic writer could leave it
         data = open(os.path.join(guarded, 'last.pth.tar'), 'rb').read()
         os.unlink(os.path.join(guarded, 'last.pth.tar'))
         with open(os.path.join(guarded, 'last.pth.tar'), 'wb') as f:
@@ -256,7 +259,9 @@ def test_bad_input_one_line_exit_2_folder_untouched(row, trained, bad_data, tiny
     argv = [a.format(**fields) for a in argv]
     if '--experiment' not in argv:
         argv += ['--experiment', 'new']
-    full = [bad_data[data_key] if data_key else tiny_imagefolder, *BASE, *argv, '--output', out_root]
+    full = [bad_data[data_key] if data_key else tiny_imagefolder, *BASE, *argv]
+    if '--output' not in argv:
+        full += ['--output', out_root]
 
     if how == 'subprocess':
         proc = run_train(*full, check=False)

@@ -217,6 +217,9 @@ def check_output_dir(args, output_dir) -> None:
 
     A folder without checkpoints or results (a run that failed before its first checkpoint) is reused.
     """
+    for folder in (os.path.dirname(os.path.abspath(output_dir)), output_dir):
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise InputError(f'output path {folder!r} is a file, not a folder: pass another --output/--experiment')
     held = os.path.isdir(output_dir) and any(
         name.endswith('.pth.tar') or name == 'results.json' for name in os.listdir(output_dir))
     if not held:

@@ -159,7 +159,12 @@ def create_train_model(
     if initial_checkpoint:
         if not os.path.isfile(initial_checkpoint):
             raise InputError(f'--initial-checkpoint {initial_checkpoint!r} does not exist: pass a checkpoint file')
-        load_checkpoint(model, initial_checkpoint)
+        try:
+            load_checkpoint(model, initial_checkpoint)
+        except Exception as e:  # truncated, not a torch file, or weights of another model
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise InputError(f'--initial-checkpoint {initial_checkpoint!r} could not be loaded into --model '
+                             f'{model_name} ({type(e).__name__}: {first}): pass a complete checkpoint of that model')
     return model
 
 
