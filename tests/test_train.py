@@ -322,3 +322,16 @@ def test_resume_auto_starts_then_continues_and_stop_epoch_keeps_the_schedule(tin
     assert float(rows[1]['lr']) == pytest.approx(0.05 * (1 + np.cos(np.pi / 4)) / 2, rel=1e-4)
     with open(folder / 'results.json') as f:
         assert json.load(f)['finished'] is True
+
+
+def test_without_synermix_a_run_reproduces_timms_train_py(tiny_imagefolder, tmp_path):
+    # Pinned from timm's own train.py (huggingface/pytorch-image-models aa4b5850, with timm 1.0.31 installed), run
+    # once on this same tiny ImageFolder with exactly these flags: per-epoch train loss, eval loss and top-1.
+    timm_numbers = [(0.9993695318698883, 0.7611895799636841, 66.66666666666667),
+                    (0.9673071354627609, 0.49695785840352374, 100.0)]
+    run_train(tiny_imagefolder, '--model', 'test_resnet', '--num-classes', '3', '--img-size', '32', '-b', '4',
+              '--epochs', '2', '--device', 'cpu', '-j', '0', '--sched', 'cosine', '--warmup-epochs', '0', '--lr', '0.05',
+              '--seed', '7', '--no-feature-metrics', '--output', tmp_path, '--experiment', 'parity')
+    _, rows = read_summary(tmp_path / 'parity')
+    ours = [(float(r['train_loss']), float(r['eval_loss']), float(r['eval_top1'])) for r in rows]
+    np.testing.assert_allclose(ours, timm_numbers, rtol=1e-5)

@@ -106,6 +106,9 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         num_classes: When given, labels outside [0, num_classes) raise.
         class_names: Optional names used in error messages.
         fixed_size: N̂, the size of every emitted batch (>= batch_size; needs drop_last), or None.
+        permutation: 'seeded' (the epoch's permutation from (seed, epoch)), or 'torch': drawn from torch's global
+            RNG as torch's RandomSampler does (so plain batches come in timm's own training order; one
+            process, supplement=False). Its seed is kept in `state_dict()` for a mid-epoch resume.
 
     Example:
         ```python
@@ -131,9 +134,14 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             num_classes: Optional[int] = None,
             class_names: Optional[Sequence[str]] = None,
             fixed_size: Optional[int] = None,
+            permutation: str = 'seeded',
     ):
         labels = dataset_labels(labels)
         _check_labels(labels, batch_size, num_classes)
+        if permutation not in ('seeded', 'torch') or \
+                (permutation == 'torch' and (supplement or num_replicas not in (None, 1))):
+            raise ValueError(f'permutation="{permutation}": use "seeded", or "torch" with supplement=False on one '
+                             'process.')
         if fixed_size is not None and (fixed_size < batch_size or not drop_last or not supplement):
             raise ValueError(f'fixed_size={fixed_size} needs fixed_size >= batch_size={batch_size}, drop_last=True '
                              'and supplement=True.')
@@ -145,6 +153,8 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         self.num_replicas, self.rank = _world(num_replicas, rank)
         self.supplement = supplement
         self.fixed_size = fixed_size
+        self.permutation = permutation
+        self.torch_seed: Optional[int] = None
         self.epoch = 0
         self.start_batch = 0
 
@@ -183,22 +193,29 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         """Select the epoch's permutation; `start_batch` skips batches already trained (resume)."""
         if not 0 <= start_batch <= self.num_batches:
             raise ValueError(f'start_batch={start_batch} is outside [0, {self.num_batches}].')
+        if int(epoch) != self.epoch or not start_batch:
+            self.torch_seed = None  # a new epoch draws its own permutation
         self.epoch = int(epoch)
         self.start_batch = int(start_batch)
 
     def state_dict(self) -> Dict[str, int]:
-        return {'seed': self.seed, 'epoch': self.epoch, 'start_batch': self.start_batch}
+        return {'seed': self.seed, 'epoch': self.epoch, 'start_batch': self.start_batch, 'torch_seed': self.torch_seed}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
         self.seed = int(state['seed'])
         self.set_epoch(state['epoch'], state.get('start_batch', 0))
+        self.torch_seed = state.get('torch_seed')
 
     def __len__(self) -> int:
         return self.num_batches - self.start_batch
 
     def _shard(self) -> np.ndarray:
         n = self.labels.size
-        if self.shuffle:
+        if self.shuffle and self.permutation == 'torch':
+            if self.torch_seed is None:  # drawn as torch's RandomSampler draws it, when iteration starts
+                self.torch_seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            indices = torch.randperm(n, generator=torch.Generator().manual_seed(self.torch_seed)).numpy()
+        elif self.shuffle:
             indices = np.random.default_rng([self.seed, self.epoch]).permutation(n)
         else:
             indices = np.arange(n)
@@ -258,6 +275,9 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
                 batch = self._fit(batch, rng)
             elif self.supplement:
                 batch = np.concatenate([batch, self._supplements(batch, rng)])
+            elif self.permutation == 'torch':
+                yield batch.tolist()  # in the permutation's order, as torch's BatchSampler cuts it
+                continue
             yield batch[rng.permutation(batch.size)].tolist()
 
 

@@ -21,7 +21,9 @@ def create_train_sampler(args, labels, class_names) -> SupplementedBatchSampler:
     try:
         if args.synermix_batches == 'paired':
             return PairedBatchSampler(labels, **kwargs)
-        sampler = SupplementedBatchSampler(labels, supplement=args.synermix, **kwargs)
+        # Without supplementation on one process, batches come in timm's own training order (torch's RandomSampler).
+        permutation = 'torch' if not args.synermix and not args.distributed else 'seeded'
+        sampler = SupplementedBatchSampler(labels, supplement=args.synermix, permutation=permutation, **kwargs)
         if args.synermix_batches == 'fixed':
             size = args.synermix_fixed_size or sampler.suggest_fixed_size()
             sampler = SupplementedBatchSampler(labels, supplement=True, fixed_size=size, **kwargs)
