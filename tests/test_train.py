@@ -181,8 +181,9 @@ def test_torchrun_two_procs_match_single_process_without_batchnorm(tiny_imagefol
     common = [a for a in COMMON if a not in ('-b', '4')]
     argv = [tiny_imagefolder, *common, '--model', 'test_vit', '--model-kwargs', 'img_size=32', '--method', 'baseline',
             '--no-aug', '--lr', '0.05', '--output', out_root, '--no-feature-metrics']
-    run_train(*argv, '-b', '8', '--experiment', 'vit-single')
-    run_train(*argv, '-b', '8', '--experiment', 'vit-single-lr0', '--lr', '0')
+    # --batch-order seeded: the single process cuts the same global batches as the two ranks share
+    run_train(*argv, '-b', '8', '--experiment', 'vit-single', '--batch-order', 'seeded')
+    run_train(*argv, '-b', '8', '--experiment', 'vit-single-lr0', '--lr', '0', '--batch-order', 'seeded')
     proc = run_train(*argv, '-b', '4', '--experiment', 'vit-ddp', torchrun=2)
     assert 'distributed mode' in proc.stdout + proc.stderr
     single, ddp = (_conv_linear_weights(os.path.join(out_root, e)) for e in ('vit-single', 'vit-ddp'))

@@ -338,6 +338,11 @@ def _add_synermix_args(parser):
                             'fixed: the same, every batch exactly --synermix-fixed-size images (one shape for cudnn '
                             'and torch.compile); paired: -b images as -b/2 classes x 2 (B/2 classes per batch '
                             'instead of ~B; SynerMix then costs ~2x a plain run) (default: supplemented)')
+    group.add_argument('--batch-order', default='timm', choices=('timm', 'seeded'),
+                       help='order of plain batches (no supplementation): timm\'s own (torch RandomSampler, one '
+                            'process; the numbers of timm\'s train.py) or seeded by (--seed, epoch) like SynerMix\'s, '
+                            'which gives the same global batches on any number of processes (default: timm; under '
+                            'torchrun always seeded)')
     group.add_argument('--synermix-fixed-size', type=int, default=None, metavar='N',
                        help='batch size of --synermix-batches fixed (default: the 95th percentile of this data\'s '
                             'supplemented sizes, rounded up to a multiple of 8)')
