@@ -423,10 +423,14 @@ def log_setup(run, num_epochs) -> None:
                  f'source={args.synermix_source} inter={type(mix).__name__ if mix else None} '
                  f'batches={args.synermix_batches if args.synermix else "plain"}')
     if args.synermix:
-        sizes = {'supplemented': f'{args.batch_size} before supplementation (-b counts primaries), about '
-                                 f'{run.sampler.simulated_sizes().mean():.1f} after on this data',
-                 'fixed': f'{args.synermix_fixed_size} (-b {args.batch_size} primaries, supplemented to a fixed size)',
-                 'paired': f'{args.batch_size} ({args.batch_size // 2} pairs of one class)'}
-        _logger.info(f'Batch size per step: {sizes[args.synermix_batches]}')
+        mode = args.synermix_batches
+        if mode == 'supplemented':  # simulated only for this mode: the others have one size
+            size = (f'{args.batch_size} before supplementation (-b counts primaries), about '
+                    f'{run.sampler.simulated_sizes().mean():.1f} after on this data')
+        elif mode == 'fixed':
+            size = f'{args.synermix_fixed_size} (-b {args.batch_size} primaries, supplemented to a fixed size)'
+        else:
+            size = f'{args.batch_size} ({args.batch_size // 2} pairs of one class)'
+        _logger.info(f'Batch size per step: {size}')
     _logger.info(f'Scheduled epochs: {num_epochs}. LR stepped per '
                  f'{"epoch" if run.scheduler.t_in_epochs else "update"}.')
