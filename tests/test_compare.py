@@ -6,7 +6,6 @@ the real train.py on a tiny real-digit ImageFolder.
 """
 import json
 import os
-import sys
 import textwrap
 import time
 

@@ -2,7 +2,6 @@
 stops with exit code 2 and one line, no traceback, and the output folder untouched (issue 13's contract)."""
 import json
 import math
-import os
 import random
 
 import pytest

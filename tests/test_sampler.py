@@ -248,3 +248,30 @@ def test_paired_ranks_yield_equal_batch_counts_and_disjoint_pairs(drop_last):
 def test_paired_batch_size_must_be_even():
     with pytest.raises(ValueError, match='batch_size=31: paired batches'):
         paired(cifar100_like_labels(), batch_size=31)
+
+
+def test_repeated_images_count_once_so_each_class_still_gets_two_distinct_images():
+    labels = balanced_labels(num_classes=10, per_class=6)
+    sampler = SupplementedBatchSampler(labels, batch_size=12, seed=0, num_repeats=3)
+    batches = epoch_batches(sampler)
+    assert sum(len(b) for b in batches) > 12 * len(batches)   # supplements were needed: repeats did not count
+    for batch in batches:
+        distinct = np.unique(batch)
+        assert np.bincount(labels[distinct], minlength=10)[np.unique(labels[batch])].min() >= 2
+        assert np.bincount(batch).max() == 3                  # each primary shows up 3 times
+
+
+def test_repeated_augmentation_keeps_the_epoch_length_and_shows_a_third_of_the_images_three_times():
+    labels = balanced_labels(num_classes=10, per_class=6)
+    plain = SupplementedBatchSampler(labels, batch_size=12, seed=0, supplement=False, num_repeats=3)
+    batches = epoch_batches(plain)
+    counts = np.bincount(np.concatenate(batches), minlength=labels.size)
+    assert len(batches) == 60 // 12 and sorted(set(counts.tolist())) == [0, 3] and (counts == 3).sum() == 20
+
+
+def test_repeats_have_no_meaning_for_paired_or_fixed_size_batches():
+    from timm_synermix import PairedBatchSampler
+    with pytest.raises(ValueError, match='num_repeats=3 with paired'):
+        PairedBatchSampler(balanced_labels(), batch_size=8, num_repeats=3)
+    with pytest.raises(ValueError, match='num_repeats=3'):
+        SupplementedBatchSampler(balanced_labels(), batch_size=8, fixed_size=16, num_repeats=3)

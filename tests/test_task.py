@@ -1,6 +1,4 @@
 import inspect
-import os
-import sys
 
 import pytest
 import timm
@@ -283,3 +281,36 @@ def test_auto_keeps_two_passes_for_batchnorm_in_training():
     original, _, _ = batch()
     assert not SynerMixTask(tiny_model(), beta=0.3)._joint_now(original)
     assert SynerMixTask(tiny_model(), beta=0.3, joint_pass='shared-bn')._joint_now(original)
+
+
+def test_an_image_twice_in_a_batch_is_mixed_once():
+    from timm_synermix.method.intra import first_occurrences, synthesize_all_classes
+    images = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    images = torch.stack([images[0], images[0], images[1]])          # image 0 twice, as repeated augmentation gives
+    labels = torch.tensor([2, 2, 2])
+    keep = first_occurrences(images, labels)
+    assert keep.tolist() == [True, False, True]
+    features = torch.tensor([[1., 0.], [1., 0.], [0., 1.]])
+    synthesized, _, present = synthesize_all_classes(features, labels, 3, generator=torch.Generator().manual_seed(5),
+                                                     keep=keep)
+    r = 1.0 - torch.rand((1, 3), generator=torch.Generator().manual_seed(5))[0]
+    torch.testing.assert_close(synthesized[2], torch.stack([r[0], r[2]]) / (r[0] + r[2]))
+    assert present.tolist() == [False, False, True]
+
+
+def test_augmix_splits_train_the_inter_term_and_the_originals_use_the_main_batchnorm():
+    from timm.layers import convert_splitbn_model
+    from timm.loss import JsdCrossEntropy
+    model = convert_splitbn_model(tiny_model(), 3)
+    task = SynerMixTask(model, beta=0.5, aug_splits=3, criterion=JsdCrossEntropy(num_splits=3, smoothing=0.))
+    task.train()
+    original, augmented, target = batch(size=4)                       # 4 originals: not divisible by the 3 splits
+    out = task(TwoViews(original, torch.cat([augmented] * 3)), target)
+    assert out['output'].shape == (12, NUM_CLASSES) and out['loss_intra'] > 0
+    norms = [m for m in model.modules() if hasattr(m, 'aux_bn')]
+    assert norms and all(m.num_batches_tracked == 2 and m.aux_bn[0].num_batches_tracked == 1 for m in norms)
+
+
+def test_augmix_splits_refuse_a_mixup():
+    with pytest.raises(ValueError, match='aug_splits=3 with a mixup'):
+        SynerMixTask(tiny_model(), aug_splits=3, mixup=Mixup(mixup_alpha=1.0, num_classes=NUM_CLASSES))

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import pytest
+import timm
 import torch
 import yaml
 
@@ -273,6 +274,71 @@ def test_rsb_recipe_bce_loss_trains_with_synermix(tiny_imagefolder, out_root):
     assert 'criterion=BinaryCrossEntropy' in proc.stdout + proc.stderr
     _, rows = read_summary(out)
     assert float(rows[0]['train_loss_intra']) > 0
+
+
+AUGMIX_RECIPE = ('--aa', 'augmix-m5-w4-d2', '--aug-splits', '3', '--jsd-loss', '--split-bn', '--resplit', '--remode',
+                 'pixel', '--reprob', '0.6')
+DEIT_RECIPE = ('--model', 'test_vit', '--aa', 'rand-m9-mstd0.5-inc1', '--mixup', '.8', '--cutmix', '1.0', '--reprob',
+               '0.25', '--aug-repeats', '3', '--smoothing', '0.1', '--opt', 'adamw', '--lr', '5e-4', '--weight-decay',
+               '0.05', '--warmup-lr', '1e-6', '--drop-path', '0.1')
+
+
+def test_augmix_recipe_without_synermix_reproduces_timms_train_py(tiny_imagefolder, tmp_path):
+    # Pinned from timm's own train.py (aa4b5850, timm 1.0.31 installed), run once on this tiny ImageFolder with these
+    # flags (the AugMix recipe of timm's docs, shrunk): per-epoch train loss (JSD), eval loss and top-1.
+    timm_numbers = [(1.1116214990615845, 0.47595542029982124, 66.66666666666667),
+                    (1.9937485456466675, 0.3241386606047551, 66.66666666666667)]
+    run_train(tiny_imagefolder, '--model', 'test_resnet', '--num-classes', '3', '--img-size', '32', '-b', '4',
+              '--epochs', '2', '--device', 'cpu', '-j', '0', '--sched', 'step', '--decay-epochs', '100',
+              '--warmup-epochs', '0', '--lr', '0.05', '--seed', '7', *AUGMIX_RECIPE, '--no-feature-metrics',
+              '--output', tmp_path, '--experiment', 'augmix')
+    _, rows = read_summary(tmp_path / 'augmix')
+    ours = [(float(r['train_loss']), float(r['eval_loss']), float(r['eval_top1'])) for r in rows]
+    np.testing.assert_allclose(ours, timm_numbers, rtol=1e-5)
+
+
+def recipe_run(name, recipe, data, out_root):
+    proc = run_train(data, *COMMON, *recipe, '--synermix', '--no-feature-metrics', '--output', out_root,
+                     '--experiment', name)
+    return os.path.join(out_root, name), proc.stdout + proc.stderr
+
+
+def test_augmix_recipe_trains_with_synermix_on_three_splits(tiny_imagefolder, out_root):
+    out, log = recipe_run('augmix-synermix', AUGMIX_RECIPE, tiny_imagefolder, out_root)
+    assert 'criterion=JsdCrossEntropy' in log
+    # 4 primaries (+ supplements) per step, each as 3 AugMix splits: at least 12 augmented images per step.
+    assert min(int(line.split('Batch: ')[1].split()[0]) for line in log.splitlines() if 'Batch: ' in line) >= 12
+    _, rows = read_summary(out)
+    assert float(rows[0]['train_loss_intra']) > 0 and np.isfinite(float(rows[0]['eval_loss']))
+
+
+def test_deit_recipe_with_repeated_augmentation_trains_with_synermix(tiny_imagefolder, out_root):
+    out, _ = recipe_run('deit-synermix', DEIT_RECIPE, tiny_imagefolder, out_root)
+    _, rows = read_summary(out)
+    assert float(rows[0]['train_loss_intra']) > 0 and np.isfinite(float(rows[0]['eval_loss']))
+
+
+def test_model_dtype_bfloat16_trains_and_saves_bfloat16_weights(tiny_imagefolder, out_root):
+    out = method_run('synermix', tiny_imagefolder, out_root, ('--model-dtype', 'bfloat16', '--no-prefetcher'))
+    _, rows = read_summary(out)
+    assert np.isfinite(float(rows[0]['train_loss'])) and float(rows[0]['train_loss_intra']) > 0
+    assert load_ckpt(os.path.join(out, 'last.pth.tar'))['state_dict']['fc.weight'].dtype == torch.bfloat16
+
+
+def test_distillation_without_synermix_reproduces_timms_train_py(tiny_imagefolder, tmp_path):
+    # Pinned from timm's own train.py (aa4b5850, timm 1.0.31 installed), run once with this teacher (test_resnet,
+    # torch seed 0, saved with timm's save_for_hf) and these flags: per-epoch train loss, eval loss and top-1.
+    from timm.models._hub import save_for_hf
+    torch.manual_seed(0)
+    save_for_hf(timm.create_model('test_resnet', num_classes=3), str(tmp_path / 'teacher'), safe_serialization=True)
+    timm_numbers = [(1.3458485901355743, 1.627899448076884, 0.0), (1.4487738907337189, 2.206828777988752, 33.33333333)]
+    run_train(tiny_imagefolder, '--model', 'test_resnet', '--num-classes', '3', '--img-size', '32', '-b', '4',
+              '--epochs', '2', '--device', 'cpu', '-j', '0', '--sched', 'cosine', '--warmup-epochs', '0', '--lr', '0.05',
+              '--seed', '7', '--kd-model-name', f'local-dir:{tmp_path / "teacher"}', '--smoothing', '0.1',
+              '--no-feature-metrics', '--output', tmp_path, '--experiment', 'kd')
+    _, rows = read_summary(tmp_path / 'kd')
+    ours = [(float(r['train_loss']), float(r['eval_loss']), float(r['eval_top1'])) for r in rows]
+    np.testing.assert_allclose(ours, timm_numbers, rtol=1e-5)
 
 
 def test_val_interval_evaluates_and_checkpoints_every_nth_epoch_and_the_last(tiny_imagefolder, out_root):

@@ -62,13 +62,13 @@ def test_works_with_timms_create_loader_which_assigns_the_transform(image_folder
     assert original.eq(0).float().mean() < 0.005
 
 
-def load_epoch(image_folder, use_prefetcher, re_prob=0.0, num_workers=0):
+def load_epoch(image_folder, use_prefetcher, re_prob=0.0, num_workers=0, **kwargs):
     dataset = create_dataset('', root=str(image_folder))
     sampler = SupplementedBatchSampler(dataset, batch_size=4, seed=0)
     loader = create_synermix_loader(
         dataset, (3, 32, 32), sampler, two_views=True, use_prefetcher=use_prefetcher, device=torch.device('cpu'),
         num_workers=num_workers, mean=DATA_CONFIG['mean'], std=DATA_CONFIG['std'], re_prob=re_prob,
-        crop_pct=DATA_CONFIG['crop_pct'])
+        crop_pct=DATA_CONFIG['crop_pct'], **kwargs)
     return [(views, target) for views, target in loader]
 
 
@@ -126,3 +126,19 @@ def test_loader_keeps_the_original_transform_of_a_two_view_dataset(image_folder)
                                     device=torch.device('cpu'), num_workers=0)
     batch, _ = next(iter(loader))
     assert torch.all(batch.original == 7.0)
+
+
+@pytest.mark.parametrize('use_prefetcher', [False, True])
+def test_augmix_splits_make_up_the_augmented_view_and_leave_the_originals_clean(image_folder, use_prefetcher):
+    clean = load_epoch(image_folder, use_prefetcher)
+    augmix = load_epoch(image_folder, use_prefetcher, re_prob=1.0, num_aug_splits=3, re_split=True,
+                        auto_augment='augmix-m5-w4-d2')
+    for (a, target_a), (b, target_b) in zip(clean, augmix):
+        n = len(target_b)
+        assert b.augmented.shape == (3 * n, 3, 32, 32) and torch.equal(target_a, target_b)
+        torch.testing.assert_close(a.original, b.original)
+    # With --resplit the first (clean) AugMix split is spared by random erasing, the other two are erased.
+    zeros = [torch.cat([v.augmented[i * len(t):(i + 1) * len(t)].flatten() for v, t in augmix]).eq(0).float().mean()
+             for i in range(3)]
+    if use_prefetcher:  # without the prefetcher timm erases per image, where --resplit has no effect
+        assert zeros[0] < 0.005 < 0.05 < min(zeros[1:])

@@ -4,7 +4,29 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ['synthesize_class_features', 'synthesize_all_classes', 'intra_class_loss']
+__all__ = ['synthesize_class_features', 'synthesize_all_classes', 'intra_class_loss', 'first_occurrences']
+
+
+def first_occurrences(images: torch.Tensor, labels: torch.Tensor, probes: int = 64) -> torch.Tensor:
+    """True for each image's first copy in the batch: Eq. 1 mixes distinct images, not an image with itself.
+
+    A batch can hold one image more than once (repeated augmentation, fixed-size top-ups); its unaugmented
+    originals are then equal tensors. Copies are found by exact equality of `probes` evenly spaced values
+    within a class, on the device (no host sync).
+
+    Args:
+        images: The originals [N, ...] (the view whose features are mixed).
+        labels: Class indices [N].
+        probes: Values compared per image.
+
+    Returns:
+        Bool mask [N], False for the second and later copies of an image.
+    """
+    flat = images.reshape(images.shape[0], -1)
+    step = max(1, flat.shape[1] // probes)
+    sampled = flat[:, ::step]
+    same = (sampled.unsqueeze(1) == sampled.unsqueeze(0)).all(-1) & (labels.unsqueeze(1) == labels.unsqueeze(0))
+    return ~torch.tril(same, diagonal=-1).any(1)
 
 
 def synthesize_class_features(
@@ -49,6 +71,7 @@ def synthesize_all_classes(
         num_classes: int,
         num_per_class: int = 1,
         generator: Optional[torch.Generator] = None,
+        keep: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. 1 for every class slot at once: no data-dependent shapes, so no host sync (e.g. on a GPU).
 
@@ -61,6 +84,7 @@ def synthesize_all_classes(
         num_classes: C, the classifier's class count.
         num_per_class: P, synthesized features per class.
         generator: Optional torch.Generator for the uniform draws.
+        keep: Optional bool mask [N]; rows left out get weight 0 (see `first_occurrences`).
 
     Returns:
         (synthesized [P*C, D], labels [P*C], present [P*C] bool: the class is in the batch).
@@ -79,6 +103,8 @@ def synthesize_all_classes(
         raise ValueError(f'num_per_class={num_per_class}: need at least one synthesized feature per class.')
     r = 1.0 - torch.rand(
         (num_per_class, labels.numel()), generator=generator, device=features.device, dtype=torch.float32)
+    if keep is not None:
+        r = r * keep.to(r.dtype)
     totals = r.new_zeros(num_per_class, num_classes).index_add_(1, labels, r)
     weights = (r / totals[:, labels]).to(features.dtype)
     weighted = weights.unsqueeze(-1) * features.unsqueeze(0)

@@ -12,22 +12,43 @@ import torch.utils.data
 from timm.data import create_transform
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.data.loader import PrefetchLoader, _worker_init, fast_collate
+from timm.data.random_erasing import RandomErasing
 
-from .views import TwoViewDataset, TwoViews
+from .views import AugMixSplits, TwoViewDataset, TwoViews
 
 __all__ = ['create_synermix_loader']
 
 
-class _StackedViewsLoader:
-    """Turns the prefetcher's stacked [originals; augmented] batches back into TwoViews batches."""
+def _fast_collate_views(batch):
+    """fast_collate of (TwoViews(original, (split, ...)), target) samples: [originals; split 0; split 1; ...]."""
+    return fast_collate([((views.original, *views.augmented), target) for views, target in batch])
 
-    def __init__(self, loader: PrefetchLoader):
+
+def _collate_splits(batch):
+    """default_collate with AugMix splits stacked split-major, as timm's fast_collate stacks them."""
+    if isinstance(batch[0][0], TwoViews):
+        views, target = torch.utils.data.default_collate(batch)
+        return TwoViews(views.original, torch.cat(list(views.augmented))), target
+    splits, target = torch.utils.data.default_collate(batch)
+    return torch.cat(list(splits)), target.repeat(len(splits))
+
+
+class _StackedViewsLoader:
+    """Turns the prefetcher's stacked [originals; augmented (splits)] batches back into TwoViews batches, random
+    erasing the augmented view only (timm's `RandomErasing`; with `num_splits` it spares the clean AugMix split)."""
+
+    def __init__(self, loader: PrefetchLoader, num_views: int = 2, random_erasing: Optional[Callable] = None):
         self.loader = loader
+        self.num_views = num_views
+        self.random_erasing = random_erasing
 
     def __iter__(self) -> Iterator[Tuple[TwoViews, torch.Tensor]]:
         for input, target in self.loader:
-            half = input.shape[0] // 2
-            yield TwoViews(original=input[:half], augmented=input[half:]), target[:half]
+            n = input.shape[0] // self.num_views
+            augmented = input[n:]
+            if self.random_erasing is not None:
+                augmented = self.random_erasing(augmented)
+            yield TwoViews(original=input[:n], augmented=augmented), target[:n]
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -61,6 +82,7 @@ def create_synermix_loader(
         interpolation: str = 'bilinear',
         crop_pct: Optional[float] = None,
         crop_mode: Optional[str] = None,
+        num_aug_splits: int = 0,
         **transform_kwargs,
 ):
     """Build a training loader like timm's `create_loader`, driven by `batch_sampler`.
@@ -74,18 +96,28 @@ def create_synermix_loader(
             same input size, interpolation, crop_pct, mean and std.
         is_training, use_prefetcher, device, num_workers, pin_memory, img_dtype, persistent_workers,
         worker_seeding, mean, std, re_prob, re_mode, re_count, re_split, interpolation, crop_pct,
-        crop_mode, **transform_kwargs: as in `timm.data.create_loader`. With two views, random
-        erasing applies to the augmented view only (re_split is not combinable with it).
+        crop_mode, num_aug_splits, **transform_kwargs: as in `timm.data.create_loader`. With two views,
+        random erasing applies to the augmented view only, AugMix splits (`num_aug_splits`) make up the
+        augmented view, and `re_split` needs them: it spares their clean split.
 
     Returns:
         An iterable of (input, target); with `use_prefetcher` the tensors are on `device` and normalized.
     """
-    if two_views and re_split:
-        raise ValueError('re_split cannot be combined with two views: the originals are the clean split.')
+    if two_views and re_split and num_aug_splits < 2:
+        raise ValueError('re_split without AugMix splits cannot be combined with two views: the originals are the '
+                         'clean split.')
+    splits = num_aug_splits if num_aug_splits > 1 else 0
+    re_num_splits = (splits or 2) if re_split else 0
     transform = create_transform(
         input_size, is_training=is_training, use_prefetcher=use_prefetcher, mean=mean, std=std,
-        re_prob=re_prob, re_mode=re_mode, re_count=re_count, re_num_splits=2 if re_split else 0,
-        interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, **transform_kwargs)
+        re_prob=re_prob, re_mode=re_mode, re_count=re_count, re_num_splits=re_num_splits,
+        interpolation=interpolation, crop_pct=crop_pct, crop_mode=crop_mode, separate=splits > 0,
+        **transform_kwargs)
+    if splits and two_views:
+        transform = AugMixSplits(transform, splits)
+    elif splits:
+        from timm.data import AugMixDataset
+        dataset = AugMixDataset(dataset, num_splits=splits)
     if two_views:
         if original_transform is None and isinstance(dataset, TwoViewDataset):
             original_transform = dataset.original_transform
@@ -100,11 +132,16 @@ def create_synermix_loader(
         dataset.original_transform = original_transform
     dataset.transform = transform
 
+    collate = fast_collate if use_prefetcher else torch.utils.data.default_collate
+    if splits and not use_prefetcher:
+        collate = _collate_splits
+    elif splits and two_views:
+        collate = _fast_collate_views
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=batch_sampler,
         num_workers=num_workers,
-        collate_fn=fast_collate if use_prefetcher else torch.utils.data.default_collate,
+        collate_fn=collate,
         pin_memory=pin_memory,
         worker_init_fn=partial(_worker_init, worker_seeding=worker_seeding),
         persistent_workers=persistent_workers and num_workers > 0,
@@ -112,10 +149,14 @@ def create_synermix_loader(
     if not use_prefetcher:
         return loader
     channels = input_size[0] if isinstance(input_size, (tuple, list)) and len(input_size) == 3 else len(mean)
-    # Under the prefetcher, random erasing runs on the device; with two views the stacked batch is
-    # [originals; augmented] and re_num_splits=2 makes timm skip the first (original) half.
+    # Under the prefetcher, random erasing runs on the device: timm's prefetcher erases the whole stacked batch,
+    # so with two views it is left to the views loader, which erases the augmented view alone.
+    re_prob = re_prob if is_training else 0.
     loader = PrefetchLoader(
         loader, mean=mean, std=std, channels=channels, device=device, img_dtype=img_dtype,
-        re_prob=re_prob if is_training else 0., re_mode=re_mode, re_count=re_count,
-        re_num_splits=2 if (two_views or re_split) else 0)
-    return _StackedViewsLoader(loader) if two_views else loader
+        re_prob=0. if two_views else re_prob, re_mode=re_mode, re_count=re_count, re_num_splits=re_num_splits)
+    if not two_views:
+        return loader
+    erasing = RandomErasing(re_prob, mode=re_mode, max_count=re_count, num_splits=re_num_splits, device=device) \
+        if re_prob > 0 else None
+    return _StackedViewsLoader(loader, 1 + max(splits, 1), erasing)

@@ -109,6 +109,11 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         permutation: 'seeded' (the epoch's permutation from (seed, epoch)), or 'torch': drawn from torch's global
             RNG as torch's RandomSampler does (so plain batches come in timm's own training order; one
             process, supplement=False). Its seed is kept in `state_dict()` for a mid-epoch resume.
+        num_repeats: Repeated augmentation (timm's `RepeatAugSampler`, DeiT): each image of the epoch's permutation
+            appears this many times in a row before sharding, and the epoch keeps its length, so it sees
+            1/num_repeats of the images, each num_repeats times (on different ranks when there are several).
+            Copies of one image count as one image for supplementation. 0 or 1: off; a fraction (e.g. 2.5) repeats
+            some images one time fewer.
 
     Example:
         ```python
@@ -135,6 +140,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             class_names: Optional[Sequence[str]] = None,
             fixed_size: Optional[int] = None,
             permutation: str = 'seeded',
+            num_repeats: float = 0,
     ):
         labels = dataset_labels(labels)
         _check_labels(labels, batch_size, num_classes)
@@ -142,6 +148,9 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
                 (permutation == 'torch' and (supplement or num_replicas not in (None, 1))):
             raise ValueError(f'permutation="{permutation}": use "seeded", or "torch" with supplement=False on one '
                              'process.')
+        if num_repeats < 0 or (num_repeats > 1 and (permutation == 'torch' or fixed_size is not None)):
+            raise ValueError(f'num_repeats={num_repeats:g}: use 0 (off) or above 1, without fixed_size and with '
+                             'permutation="seeded".')
         if fixed_size is not None and (fixed_size < batch_size or not drop_last or not supplement):
             raise ValueError(f'fixed_size={fixed_size} needs fixed_size >= batch_size={batch_size}, drop_last=True '
                              'and supplement=True.')
@@ -154,6 +163,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         self.supplement = supplement
         self.fixed_size = fixed_size
         self.permutation = permutation
+        self.num_repeats = float(num_repeats)
         self.torch_seed: Optional[int] = None
         self.epoch = 0
         self.start_batch = 0
@@ -219,8 +229,10 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             indices = np.random.default_rng([self.seed, self.epoch]).permutation(n)
         else:
             indices = np.arange(n)
+        if self.num_repeats > 1:  # a fractional count repeats some images one time fewer, as timm's sampler
+            indices = indices[(np.arange(math.ceil(self.num_repeats * n)) // self.num_repeats).astype(np.int64)]
         total = self.num_samples * self.num_replicas
-        if total > n:
+        if total > indices.size:
             # Pad by wrapping around so every rank gets the same count (as DistributedSampler does).
             indices = np.concatenate([indices, indices[:total - n]])
         return indices[self.rank:total:self.num_replicas]
@@ -234,9 +246,10 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         return self.order[self.starts[cls] + offset]
 
     def _lonely(self, batch: np.ndarray) -> np.ndarray:
-        """Positions in `batch` of the classes it holds once (and that have other images)."""
-        classes, first, counts = np.unique(self.labels[batch], return_index=True, return_counts=True)
-        return np.sort(first[(counts == 1) & (self.counts[classes] > 1)])
+        """Positions in `batch` of the classes it holds one distinct image of (and that have other images)."""
+        distinct, position = np.unique(batch, return_index=True)
+        classes, first, counts = np.unique(self.labels[distinct], return_index=True, return_counts=True)
+        return np.sort(position[first[(counts == 1) & (self.counts[classes] > 1)]])
 
     def _supplements(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self._other_images(batch[self._lonely(batch)], rng)
@@ -258,9 +271,11 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
     def simulated_sizes(self, num_batches: int = 64) -> np.ndarray:
         """Supplemented sizes of `num_batches` random batches of this data (seeded; the epoch is not touched)."""
         rng = np.random.default_rng([self.seed, 1 << 20])
-        return np.asarray([self.batch_size + self._lonely(rng.choice(self.labels.size, self.batch_size,
-                                                                     replace=False)).size
-                           for _ in range(num_batches)])
+        repeats = math.ceil(max(self.num_repeats, 1))
+        distinct = -(-self.batch_size // repeats)
+        batches = (np.repeat(rng.choice(self.labels.size, distinct, replace=False), repeats)[:self.batch_size]
+                   for _ in range(num_batches))
+        return np.asarray([self.batch_size + self._lonely(batch).size for batch in batches])
 
     def suggest_fixed_size(self, quantile: float = 0.95, multiple: int = 8, num_batches: int = 64) -> int:
         """N̂ at the `quantile` of supplemented batch sizes of this data (simulated), rounded up to `multiple`."""
@@ -309,6 +324,10 @@ class PairedBatchSampler(SupplementedBatchSampler):
         if batch_size % 2:
             raise ValueError(f'batch_size={batch_size}: paired batches hold pairs of one class; use an even '
                              f'batch_size, e.g. {batch_size + 1}.')
+        num_repeats = kwargs.pop('num_repeats', 0)
+        if num_repeats > 1:
+            raise ValueError(f'num_repeats={num_repeats:g} with paired batches: a pair is two distinct images of one '
+                             'class, which repeats would break; use supplemented batches.')
         for name in ('supplement', 'fixed_size'):
             if kwargs.pop(name, None) not in (None, True):
                 raise ValueError(f'{name} has no meaning for paired batches.')

@@ -6,12 +6,12 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import SplitBatchNorm2d
 from timm.task import ClassificationTask
-
 from timm.utils.model import unwrap_model
 
 from .inter import ManifoldMixup, Mixup
-from .intra import synthesize_all_classes
+from .intra import first_occurrences, synthesize_all_classes
 from .views import TwoViews
 
 __all__ = ['SynerMixTask', 'SynerMixTrainableModule']
@@ -33,6 +33,19 @@ def _frozen_running_stats(model: nn.Module):
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
+
+
+@contextlib.contextmanager
+def _main_split_norms(model: nn.Module):
+    """SplitBatchNorm2d normalises the whole batch with its main BatchNorm: the originals are the clean split."""
+    norms = [(m, m.num_splits, m.aux_bn) for m in model.modules() if isinstance(m, SplitBatchNorm2d)]
+    for m, _, _ in norms:
+        m.num_splits, m.aux_bn = 1, nn.ModuleList()
+    try:
+        yield
+    finally:
+        for m, num_splits, aux_bn in norms:
+            m.num_splits, m.aux_bn = num_splits, aux_bn
 
 
 def batch_dependent_layers(model: nn.Module) -> List[str]:
@@ -77,13 +90,16 @@ class SynerMixTrainableModule(nn.Module):
             augmented_features = self.pre_logits(augmented)
             features = augmented_features
             if with_intra and original is not None:
-                with _frozen_running_stats(self.model) if freeze_original_stats else contextlib.nullcontext():
+                frozen = _frozen_running_stats(self.model) if freeze_original_stats else contextlib.nullcontext()
+                with frozen, _main_split_norms(self.model):
                     features = self.pre_logits(original)
         output = classifier(augmented_features)
         if not with_intra:
             return output, None, None, None
         num_classes = getattr(self.model, 'num_classes', 0) or output.shape[-1]
-        synthesized, labels, present = synthesize_all_classes(features, target, num_classes, num_per_class)
+        source = original if original is not None else augmented
+        keep = first_occurrences(source, target) if source.shape[0] == target.shape[0] else None
+        synthesized, labels, present = synthesize_all_classes(features, target, num_classes, num_per_class, keep=keep)
         return output, classifier(synthesized), labels, present
 
 
@@ -111,6 +127,10 @@ class SynerMixTask(ClassificationTask):
             mode: ViT, Swin, frozen or eval-mode BatchNorm), else two passes; 'never' always two passes;
             'shared-bn' one forward also with BatchNorm, whose batch statistics the views then share
             (faster, not the paper's two sets of statistics).
+        aug_splits: AugMix splits of the augmented view (timm's `AugMixDataset`): it is then [splits*N], split-major,
+            and `L_inter` sees the labels repeated per split (e.g. with timm's `JsdCrossEntropy`). The originals
+            stay one clean view of N; a model converted with `convert_splitbn_model` normalises them with its
+            main BatchNorm.
         criterion: Loss for L_inter; by default timm's soft-target CE with mixup, else CE
             (with `criterion_kwargs=dict(smoothing=...)` as ClassificationTask).
         criterion_kwargs, device, dtype, verbose: as `timm.task.ClassificationTask`.
@@ -133,6 +153,7 @@ class SynerMixTask(ClassificationTask):
             intra_every: int = 1,
             original_scale: float = 1.0,
             joint_pass: str = 'auto',
+            aug_splits: int = 0,
             criterion: Optional[Union[nn.Module, Callable]] = None,
             criterion_kwargs: Optional[Dict[str, Any]] = None,
             device: Optional[torch.device] = None,
@@ -164,6 +185,14 @@ class SynerMixTask(ClassificationTask):
         if joint_pass == 'shared-bn' and (isinstance(mixup, ManifoldMixup) or original_scale != 1.0):
             raise ValueError('joint_pass="shared-bn" needs both views at one size in one forward: not with '
                              'ManifoldMixup (its hooks mix one view) or original_scale != 1.')
+        if aug_splits == 1 or aug_splits < 0:
+            raise ValueError(f'aug_splits={aug_splits}: use 0 (off) or 2 or more splits.')
+        if aug_splits > 1 and mixup is not None:
+            raise ValueError(f'aug_splits={aug_splits} with a mixup: the mix would pair images across AugMix splits '
+                             '(timm mixes neither); drop one of them.')
+        if aug_splits > 1 and source == 'augmented' and beta > 0:
+            raise ValueError(f'aug_splits={aug_splits} with source="augmented": the w-RA(aug) ablation mixes one '
+                             'augmented view; use source="original".')
         if mixup is not None and not isinstance(mixup, (Mixup, ManifoldMixup)):
             raise TypeError(
                 f'mixup is a {type(mixup).__name__}: pass timm_synermix.Mixup (odd batches, originals unmixed) '
@@ -190,6 +219,7 @@ class SynerMixTask(ClassificationTask):
         self.num_classes = getattr(model, 'num_classes', None)
         self.step = 0
         self.joint_pass = joint_pass
+        self.aug_splits = aug_splits
         self._targets_checked = False
         self._norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.trainable_module = SynerMixTrainableModule(model)
@@ -283,6 +313,11 @@ class SynerMixTask(ClassificationTask):
             original = None
 
         inter_target = target
+        if self.aug_splits > 1 and self.training:
+            # timm's collate repeats the labels per split; TwoViews batches carry them once, for the originals.
+            if target.shape[0] == augmented.shape[0]:
+                target = target[:target.shape[0] // self.aug_splits]
+            inter_target = target.repeat(self.aug_splits)
         if self.mixup is not None and self.training:
             augmented, inter_target = self.mixup(augmented, target)
         output, synthesized_logits, synthesized_labels, present = self.trainable_module(
@@ -291,7 +326,7 @@ class SynerMixTask(ClassificationTask):
         if isinstance(self.mixup, ManifoldMixup) and self.training:
             self.mixup.check_applied()
 
-        if self.mixup is not None and not self.training:
+        if (self.mixup is not None or self.aug_splits > 1) and not self.training:
             loss_inter = F.cross_entropy(output, target)
         else:
             loss_inter = self.criterion(output, inter_target)

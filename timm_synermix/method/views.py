@@ -3,7 +3,7 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 from torch.utils.data import Dataset
 
-__all__ = ['TwoViews', 'TwoViewDataset', 'create_original_transform']
+__all__ = ['TwoViews', 'TwoViewDataset', 'AugMixSplits', 'create_original_transform']
 
 
 class TwoViews(NamedTuple):
@@ -66,6 +66,36 @@ class TwoViewDataset(Dataset):
         if name == 'dataset' or name.startswith('__'):
             raise AttributeError(name)
         return getattr(self.dataset, name)
+
+
+class AugMixSplits:
+    """The augmented view as AugMix splits, per image, as timm's `AugMixDataset` makes them.
+
+    From timm's separated training transform (base, augmentation, final): a clean split `final(base(x))`
+    followed by `num_splits - 1` splits `final(augmentation(base(x)))`. As a `TwoViewDataset`'s
+    `transform` it leaves the original view untouched.
+
+    Args:
+        transforms: The (base, augmentation, final) tuple of `create_transform(..., separate=True)`.
+        num_splits: Splits per image, at least 2.
+
+    Example:
+        ```python
+        tf = create_transform(32, is_training=True, auto_augment='augmix-m5-w4-d2', separate=True)
+        train_set = TwoViewDataset(dataset, transform=AugMixSplits(tf, 3), original_transform=eval_tf)
+        views, target = train_set[0]     # views.augmented: a tuple of 3 tensors
+        ```
+    """
+
+    def __init__(self, transforms: Tuple[Callable, Callable, Callable], num_splits: int):
+        if num_splits < 2:
+            raise ValueError(f'num_splits={num_splits}: AugMix needs at least 2 splits.')
+        self.base, self.augmentation, self.final = transforms
+        self.num_splits = num_splits
+
+    def __call__(self, image) -> Tuple[Any, ...]:
+        image = self.base(image)
+        return (self.final(image),) + tuple(self.final(self.augmentation(image)) for _ in range(self.num_splits - 1))
 
 
 def create_original_transform(data_config: dict, use_prefetcher: bool = False) -> Callable:

@@ -32,6 +32,8 @@ PARAM_FLAGS = {
     'mixup_alpha': '--mixup',
     'cutmix_alpha': '--cutmix',
     're_split': '--resplit',
+    'num_repeats': '--aug-repeats',
+    'aug_splits': '--aug-splits',
 }
 _PARAM_RE = re.compile(r'\b(' + '|'.join(PARAM_FLAGS) + r')=("?)([^\s,:;"]*)\2')
 

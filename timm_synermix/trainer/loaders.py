@@ -17,16 +17,20 @@ def create_train_sampler(args, labels, class_names) -> SupplementedBatchSampler:
                          f'--synermix (or a synermix --method), or drop --synermix-batches')
     kwargs = dict(batch_size=args.batch_size, drop_last=True, shuffle=True, seed=args.seed,
                   allow_singleton_classes=args.allow_singleton_classes, num_classes=args.num_classes,
-                  class_names=class_names)
+                  class_names=class_names, num_repeats=args.aug_repeats)
     try:
         if args.synermix_batches == 'paired':
             return PairedBatchSampler(labels, **kwargs)
         # Without supplementation on one process, batches come in timm's own training order (torch's RandomSampler).
-        timm_order = args.batch_order == 'timm' and not args.synermix and not args.distributed
+        timm_order = args.batch_order == 'timm' and not args.synermix and not args.distributed and not args.aug_repeats
         permutation = 'torch' if timm_order else 'seeded'
         sampler = SupplementedBatchSampler(labels, supplement=args.synermix, permutation=permutation, **kwargs)
         if args.synermix_batches == 'fixed':
             size = args.synermix_fixed_size or sampler.suggest_fixed_size()
+            if args.aug_repeats > 1:
+                raise InputError(f'--synermix-batches fixed with --aug-repeats {args.aug_repeats:g}: fixed-size batches '
+                                 f'top up with images of their own classes, which repeats would skew; use '
+                                 f'--synermix-batches supplemented')
             sampler = SupplementedBatchSampler(labels, supplement=True, fixed_size=size, **kwargs)
             args.synermix_fixed_size = size
         return sampler
@@ -41,21 +45,22 @@ def create_train_loader(args, dataset, sampler, data_config, device: torch.devic
         interpolation = data_config['interpolation']
     original_transform = None
     if two_views:
-        if args.resplit:
+        if args.resplit and args.aug_splits < 2:
             raise InputError('--resplit keeps random erasing off a clean first split; with SynerMix the originals are '
-                             'that clean view already: drop --resplit')
+                             'that clean view already: drop --resplit (it applies with --aug-splits)')
         original_transform = create_original_transform(data_config, use_prefetcher=args.prefetcher)
     return create_synermix_loader(
         dataset, input_size=data_config['input_size'], batch_sampler=sampler, two_views=two_views,
         original_transform=original_transform, is_training=True, use_prefetcher=args.prefetcher, device=device,
         num_workers=args.workers, pin_memory=args.pin_mem, persistent_workers=False,
+        img_dtype=args.model_dtype_torch or torch.float32,
         worker_seeding=args.worker_seeding, mean=data_config['mean'], std=data_config['std'], re_prob=args.reprob,
         re_mode=args.remode, re_count=args.recount, re_split=args.resplit, interpolation=interpolation,
         crop_pct=data_config['crop_pct'],
         no_aug=args.no_aug, train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio,
         hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
         grayscale_prob=args.grayscale_prob or 0., gaussian_blur_prob=args.gaussian_blur_prob or 0.,
-        auto_augment=args.aa)
+        auto_augment=args.aa, num_aug_splits=args.aug_splits)
 
 
 def create_eval_loader(args, dataset, data_config, device: torch.device, distributed: bool):
@@ -65,4 +70,5 @@ def create_eval_loader(args, dataset, data_config, device: torch.device, distrib
         dataset, input_size=data_config['input_size'], batch_size=args.validation_batch_size or args.batch_size,
         is_training=False, interpolation=data_config['interpolation'], mean=data_config['mean'],
         std=data_config['std'], num_workers=args.workers, distributed=distributed, crop_pct=data_config['crop_pct'],
-        pin_memory=args.pin_mem, device=device, use_prefetcher=args.prefetcher)
+        pin_memory=args.pin_mem, device=device, use_prefetcher=args.prefetcher,
+        img_dtype=args.model_dtype_torch or torch.float32)

@@ -15,6 +15,7 @@ import torch
 from timm import utils
 from timm.task.evaluator import evaluation_sample_limit
 
+from ..method.task import SynerMixTask
 from ..method.views import TwoViews
 from .errors import InputError
 from .checkpoint import atomic_write
@@ -80,17 +81,23 @@ class Run:
     stop: Optional[StopRequest] = None
 
     @property
+    def loop_mixup(self):
+        """The mixup the loop applies: a SynerMixTask mixes inside (originals unmixed), timm's tasks do not."""
+        return None if isinstance(self.task, SynerMixTask) else getattr(self.task, 'mixup', None)
+
+    @property
     def primary(self) -> bool:
         return self.args.rank == 0
 
 
 def _to_device(run: Run, input, target):
-    """Move a batch to the device (unless the prefetcher did) and apply channels_last."""
+    """Move a batch to the device and --model-dtype (unless the prefetcher did) and apply channels_last."""
     if not run.args.prefetcher:
+        dtype = run.args.model_dtype_torch
         if isinstance(input, TwoViews):
-            input = TwoViews(*(v.to(device=run.device, non_blocking=True) for v in input))
+            input = TwoViews(*(v.to(device=run.device, dtype=dtype, non_blocking=True) for v in input))
         else:
-            input = input.to(device=run.device, non_blocking=True)
+            input = input.to(device=run.device, dtype=dtype, non_blocking=True)
         target = target.to(device=run.device, non_blocking=True)
     if run.args.channels_last:
         if isinstance(input, TwoViews):
@@ -120,6 +127,8 @@ def train_step(run: Run, input, target, accum_steps: int, need_update: bool) -> 
     """Forward and backward of one batch (the optimizer steps when `need_update`); no host sync."""
     # Between updates of an accumulation, DDP skips the gradient all-reduce.
     sync = run.task.no_sync() if run.args.distributed and not need_update else nullcontext()
+    if run.loop_mixup is not None:  # a timm task (distillation) does not mix: mixed here, as timm's loop does
+        input, target = run.loop_mixup(input, target)
     with sync:
         with run.autocast():
             result = run.task(input, target)
@@ -195,8 +204,9 @@ def _save_recovery(run: Run, epoch: int, next_batch: int, num_updates: int, upda
 def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, float]:
     """Train one epoch from batch `start_batch` (a mid-epoch resume); returns the mean loss terms."""
     args, task = run.args, run.task
-    if args.mixup_off_epoch and epoch >= args.mixup_off_epoch and task.mixup is not None:
-        task.mixup.mixup_enabled = False
+    mixup = getattr(task, 'mixup', None)
+    if args.mixup_off_epoch and epoch >= args.mixup_off_epoch and mixup is not None:
+        mixup.mixup_enabled = False
     task.train()
     accum = args.grad_accum_steps
     num_batches = start_batch + len(run.loader_train)
@@ -204,6 +214,7 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
     num_updates = epoch * run.updates_per_epoch + start_batch // accum
     clock = _Clock()
     run.optimizer.zero_grad()
+    zero = torch.zeros((), device=run.device)
     batches = enumerate(run.loader_train, start=start_batch)  # the loader's iterator draws its seed here
     if run.state.resume_rng is not None:
         RngState.restore(run.state.resume_rng)
@@ -217,8 +228,10 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
         n_batch = (input.augmented if isinstance(input, TwoViews) else input).shape[0]
 
         result = train_step(run, input, target, accum_steps, need_update)
-        run.state.meters.update(result['loss'] * accum_steps, result['loss_intra'], result['loss_inter'], n_batch,
-                                result.get('with_intra', False), batch_idx)
+        # timm's own tasks report no intra term: their whole loss is the inter (augmented-view) loss.
+        run.state.meters.update(result['loss'] * accum_steps, result.get('loss_intra', zero),
+                                result.get('loss_inter', result['loss']), n_batch, result.get('with_intra', False),
+                                batch_idx)
         clock.samples += n_batch * args.world_size  # the supplemented size: what the step really processed
         if not need_update:
             clock.data_start = time.time()
@@ -250,7 +263,7 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
     values = _check_finite(run, epoch)
     metrics = OrderedDict((k, values[k]) for k in ('loss', 'loss_intra', 'loss_inter'))
     # The cost of the epoch in images through forward+backward: the originals' pass adds one per intra sample.
-    extra_pass = task.source == 'original' and task.beta > 0
+    extra_pass = getattr(task, 'source', None) == 'original' and getattr(task, 'beta', 0) > 0
     metrics['image_passes'] = int(values['samples'] + (values['intra_samples'] if extra_pass else 0))
     return metrics
 

@@ -85,7 +85,8 @@ def train(argv) -> int:
     sampler = create_train_sampler(args, labels, names)
     two_views = args.synermix and args.synermix_beta > 0 and args.synermix_source == 'original'
     loader_train = create_train_loader(args, dataset_train, sampler, data_config, device, two_views)
-    optimizer = create_optimizer(args, model)
+    # timm's distillation tasks train more than the student (e.g. a feature projection): their module, as timm.
+    optimizer = create_optimizer(args, model if args.kd_model_name is None else task.get_trainable_module())
     loader_eval = create_eval_loader(args, dataset_eval, data_config, device, args.distributed) \
         if dataset_eval is not None else None
 
@@ -174,6 +175,13 @@ def setup_device(args):
         raise InputError(f'--device {args.device} but CUDA is not available: pass --device cpu')
     if args.amp and args.amp_dtype not in ('float16', 'bfloat16'):
         raise InputError(f'--amp-dtype {args.amp_dtype}: use float16 or bfloat16')
+    if args.model_dtype and args.model_dtype not in ('float32', 'float16', 'bfloat16'):
+        raise InputError(f'--model-dtype {args.model_dtype}: use float32, float16 or bfloat16')
+    if args.amp and args.model_dtype not in (None, '', 'float32'):
+        raise InputError(f'--model-dtype {args.model_dtype} with --amp: AMP needs float32 weights; drop one of them')
+    args.model_dtype_torch = getattr(torch, args.model_dtype) if args.model_dtype else None
+    if args.model_dtype == 'float16':
+        _logger.warning('float16 is not recommended for training, for half precision bfloat16 is recommended.')
     device = init_distributed_device(args)
     if args.distributed:
         _logger.info(f'Training in distributed mode with multiple processes, 1 device per process. '
@@ -252,13 +260,16 @@ def create_model(args, device):
     from timm.layers import convert_sync_batchnorm
     from timm.models import safe_model_name
     model = create_model_from_args(args, args.num_classes)
+    if args.split_bn:  # timm's order: before moving to the device
+        from timm.layers import convert_splitbn_model
+        model = convert_splitbn_model(model, max(args.aug_splits, 2))
     if args.grad_checkpointing:
         model.set_grad_checkpointing(enable=True)
     if args.rank == 0:
         _logger.info(f'Model {safe_model_name(args.model)} created, param count:'
                      f'{sum(m.numel() for m in model.parameters())}')
     data_config = resolve_data_config(vars(args), model=model, verbose=args.rank == 0)
-    model.to(device=device)
+    model.to(device=device, dtype=args.model_dtype_torch)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     if args.distributed and args.sync_bn:
@@ -268,9 +279,15 @@ def create_model(args, device):
 
 
 def create_task(args, model, device):
-    """The run's SynerMixTask, built from its preset (`create_synermix_task`) with the flags' settings."""
+    """The run's SynerMixTask, built from its preset (`create_synermix_task`) with the flags' settings; with
+    --kd-model-name, timm's distillation task."""
+    if args.kd_model_name is not None:
+        return create_distillation_task(args, model, device)
     criterion = None
-    if args.bce_loss:  # timm's BCE as the inter criterion; the intra term stays cross-entropy on hard labels
+    if args.jsd_loss:  # timm's AugMix loss over the augmented view's splits
+        from timm.loss import JsdCrossEntropy
+        criterion = JsdCrossEntropy(num_splits=args.aug_splits, smoothing=args.smoothing).to(device)
+    elif args.bce_loss:  # timm's BCE as the inter criterion; the intra term stays cross-entropy on hard labels
         from timm.loss import BinaryCrossEntropy
         mixing = args.manifold_mixup or args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
         criterion = BinaryCrossEntropy(smoothing=0. if mixing else args.smoothing,
@@ -283,10 +300,48 @@ def create_task(args, model, device):
             mixup_prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mixup_mode=args.mixup_mode,
             label_smoothing=args.smoothing, manifold_layers=args.manifold_layers,
             num_per_class=args.synermix_num_synth, intra_every=args.synermix_every,
-            original_scale=args.synermix_orig_scale, joint_pass=args.synermix_joint_pass, device=device,
-            verbose=args.rank == 0)
+            original_scale=args.synermix_orig_scale, joint_pass=args.synermix_joint_pass,
+            aug_splits=args.aug_splits, device=device, dtype=args.model_dtype_torch, verbose=args.rank == 0)
     except ValueError as e:
         raise InputError(to_flags(str(e)))
+
+
+def create_distillation_task(args, model, device):
+    """timm's logit, feature or token distillation task with timm's train.py criterion; mixup runs in the loop."""
+    from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.task import FeatureDistillationTask, LogitDistillationTask, TokenDistillationTask
+    from ..method.inter import Mixup
+    if args.synermix or args.manifold_mixup or args.aug_splits > 1:
+        used = '--synermix' if args.synermix else '--manifold-mixup' if args.manifold_mixup else '--aug-splits'
+        raise InputError(f'--kd-model-name with {used}: the distillation task trains on one plain view, with neither '
+                         f'the originals\' intra term, hidden-state mixing nor AugMix splits; drop one of them')
+    mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
+    if mixing:
+        criterion = BinaryCrossEntropy(**bce) if args.bce_loss else SoftTargetCrossEntropy()
+    elif args.smoothing:
+        criterion = BinaryCrossEntropy(smoothing=args.smoothing, **bce) if args.bce_loss else \
+            LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+    else:
+        criterion = torch.nn.CrossEntropyLoss()
+    kinds = {'logit': (LogitDistillationTask, dict(loss_type=args.kd_loss_type, temperature=args.kd_temperature)),
+             'feature': (FeatureDistillationTask, dict(student_feature_dim=args.kd_student_feature_dim,
+                                                       teacher_feature_dim=args.kd_teacher_feature_dim)),
+             'token': (TokenDistillationTask, dict(distill_type=args.kd_token_distill_type,
+                                                   temperature=args.kd_temperature))}
+    kind, kwargs = kinds[args.kd_distill_type]
+    try:
+        task = kind(model, args.kd_model_name, criterion=criterion.to(device), distill_loss_weight=args.distill_loss_weight,
+                    task_loss_weight=args.task_loss_weight, device=device, dtype=args.model_dtype_torch,
+                    verbose=args.rank == 0, **kwargs)
+    except (RuntimeError, OSError, ValueError, AssertionError) as e:
+        raise InputError(f'--kd-model-name {args.kd_model_name}: no teacher ({first_line(e)}): name a timm model '
+                         f'with pretrained weights available here, or a local-dir:PATH holding config.json and '
+                         f'model.safetensors')
+    task.mixup = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                       prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                       label_smoothing=args.smoothing, num_classes=args.num_classes) if mixing else None
+    return task
 
 
 def create_optimizer(args, model):
@@ -418,7 +473,7 @@ def log_setup(run, num_epochs) -> None:
     args = run.args
     if not run.primary:
         return
-    mix = run.task.mixup
+    mix = getattr(run.task, 'mixup', None)
     _logger.info(f'Method {args.method}: synermix={args.synermix} beta={args.synermix_beta} '
                  f'source={args.synermix_source} inter={type(mix).__name__ if mix else None} '
                  f'batches={args.synermix_batches if args.synermix else "plain"}')

@@ -34,6 +34,7 @@ def extract_features(model, loader, device=None, max_batches=None):
     """
     if device is None:
         device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype  # --model-dtype: inputs in the weights' dtype, as in training
     was_training = model.training
     model.eval()
     features, labels, logits = [], [], []
@@ -46,7 +47,7 @@ def extract_features(model, loader, device=None, max_batches=None):
                     raise ValueError(
                         f'extract_features needs hard class targets of shape [B], got {tuple(target.shape)}; '
                         f'pass an evaluation loader without mixup / label smoothing.')
-                x = model.forward_features(input.to(device))
+                x = model.forward_features(input.to(device=device, dtype=dtype))
                 features.append(model.forward_head(x, pre_logits=True).float().cpu())
                 logits.append(model.forward_head(x).float().cpu())
                 labels.append(target.cpu())

@@ -142,20 +142,13 @@ def _names(args) -> List[str]:
 
 # timm flags accepted for compatibility that this script does not implement yet: refused when set, with why.
 NOT_SUPPORTED = {
-    'aug_splits': ('AugMix splits (--aug-splits/--jsd-loss/--split-bn) need split-aware batches and BatchNorm; not '
-                   'implemented yet', lambda a: a.aug_splits > 0 or a.jsd_loss or a.split_bn),
-    'aug_repeats': ('repeated augmentation needs timm\'s RepeatAugSampler, which the batch sampler does not replace '
-                    'yet', lambda a: a.aug_repeats > 0),
     'epoch_repeats': ('epoch repeats are not implemented by the batch sampler yet', lambda a: a.epoch_repeats > 0),
     'tta': ('test-time augmentation is not implemented yet: evaluate with timm\'s validate.py --tta',
             lambda a: a.tta > 0),
     'variable_size': ('scheduled resolutions and NaFlex (--train-img-sizes, --naflex-loader, ...) need their own '
                       'loaders; not implemented yet', lambda a: bool(a.train_img_sizes) or a.naflex_loader
                       or a.train_batches_per_epoch is not None or a.variable_batch_loss_scale != 'none'),
-    'kd_model_name': ('knowledge distillation (--kd-*) needs a teacher pass of its own; not implemented yet',
-                      lambda a: a.kd_model_name is not None),
     'torchscript': ('torchscript cannot script the two-view task: use --torchcompile', lambda a: a.torchscript or a.fuser),
-    'model_dtype': ('a non-AMP model dtype is not implemented yet: use --amp --amp-dtype', lambda a: a.model_dtype),
     'device_modules': ('extra device backends are not implemented yet', lambda a: a.device_modules),
     'use_multi_epochs_loader': ('the multi-epoch loader cannot take the batch sampler', lambda a: a.use_multi_epochs_loader),
     'num_samples': ('--train-num-samples/--val-num-samples size iterable datasets, which are not supported yet',
@@ -164,9 +157,26 @@ NOT_SUPPORTED = {
 }
 
 
+def _augmix(args) -> List[str]:
+    """AugMix flags that only make sense together (timm asserts these mid-setup)."""
+    splits = args.aug_splits
+    problems = []
+    if splits == 1 or splits < 0:
+        problems.append(f'--aug-splits {splits}: use 0 (off) or 2 or more (a clean split plus augmented ones)')
+    if args.jsd_loss and splits < 2:
+        problems.append('--jsd-loss compares AugMix splits: add --aug-splits 3 (or 2+)')
+    if args.split_bn and splits < 2 and not args.resplit:
+        problems.append('--split-bn gives each split its own BatchNorm: add --aug-splits 3 (or 2+) or --resplit')
+    mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None or args.manifold_mixup
+    if splits > 1 and mixing:
+        problems.append(f'--aug-splits {splits} with mixup/cutmix: a mix would pair images across AugMix splits '
+                        f'(timm refuses it too); drop one of them')
+    return problems
+
+
 def check_args(args) -> None:
     """Raise one InputError naming every out-of-range value, unknown name and timm flag not supported yet."""
-    problems = _ranges(args) + _names(args)
+    problems = _ranges(args) + _names(args) + _augmix(args)
     problems += [f'{why}' for why, given in NOT_SUPPORTED.values() if given(args)]
     if problems:
         raise InputError('; '.join(problems))
