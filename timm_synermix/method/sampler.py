@@ -20,7 +20,7 @@ __all__ = ['SupplementedBatchSampler', 'PairedBatchSampler', 'dataset_labels']
 def dataset_labels(dataset) -> np.ndarray:
     """Labels of a dataset, read without decoding any image.
 
-    Understands timm's ImageDataset (reader.samples / reader.targets), torchvision datasets
+    Understands timm's ImageDataset (reader.samples / reader.targets / reader.iter_targets), torchvision datasets
     (`.targets`, `.labels`, `._labels`, `.samples`), `torch.utils.data.Subset`, wrappers that
     expose `.dataset` (TwoViewDataset), and a plain sequence of ints.
     """
@@ -41,6 +41,8 @@ def dataset_labels(dataset) -> np.ndarray:
         samples = getattr(source, 'samples', None)
         if samples is not None and len(samples) and isinstance(samples[0], (tuple, list)):
             return np.asarray([s[1] for s in samples], dtype=np.int64)
+        if callable(getattr(source, 'iter_targets', None)):  # timm's Hugging Face reader: the label column alone
+            return np.fromiter(source.iter_targets(), dtype=np.int64)
     inner = getattr(dataset, 'dataset', None)
     if inner is not None:
         return dataset_labels(inner)

@@ -95,17 +95,24 @@ def _check_data_dir(args) -> None:
 
 def _make_dataset(args, split: str, is_training: bool, class_map=None):
     from timm.data import create_dataset
+    num_samples = args.train_num_samples if is_training else args.val_num_samples
     try:
         dataset = create_dataset(
             args.dataset, root=args.data_dir, split=split, is_training=is_training, seed=args.seed,
+            num_samples=num_samples,
             class_map=class_map if class_map is not None else args.class_map, download=args.dataset_download,
             batch_size=args.batch_size, input_img_mode=args.input_img_mode or 'RGB', input_key=args.input_key,
             target_key=args.target_key, trust_remote_code=args.dataset_trust_remote_code)
     except (RuntimeError, FileNotFoundError, AssertionError, ValueError) as e:
         hint = ' (add --dataset-download to fetch it)' if args.dataset.startswith('torch/') and \
             not args.dataset_download else ''
+        if 'num_samples' in str(e):
+            hint = f' (pass --{"train" if is_training else "val"}-num-samples N: the stream\'s size)'
         raise InputError(f'cannot load {split!r} split of {args.dataset or "ImageFolder"} at {args.data_dir!r}: '
                          f'{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}')
+    if num_samples is not None and not isinstance(dataset, torch.utils.data.IterableDataset):
+        _logger.warning(f'--{"train" if is_training else "val"}-num-samples {num_samples} is ignored: it sizes '
+                        f'streaming datasets (hfids/, wds/, tfds/), and {args.dataset or "ImageFolder"} is not one')
     if len(dataset) == 0:
         raise InputError(f'the {split!r} split at {args.data_dir!r} has no images: put them in '
                          f'{split}/<class>/ folders, or pass another DIR')

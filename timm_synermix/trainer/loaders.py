@@ -7,11 +7,36 @@ from ..method.views import create_original_transform
 from .args import to_flags
 from .errors import InputError
 
-__all__ = ['create_train_sampler', 'create_train_loader', 'create_eval_loader']
+__all__ = ['StreamEpochs', 'create_train_sampler', 'create_train_loader', 'create_eval_loader']
 
 
-def create_train_sampler(args, labels, class_names) -> SupplementedBatchSampler:
-    """The training batches: with the intra term (--synermix) supplemented, fixed-size or paired; else plain."""
+class StreamEpochs:
+    """The batch sampler's stand-in for a streaming dataset (hfids/, wds/, tfds/): the stream batches itself.
+
+    timm's readers reshuffle each epoch (`set_epoch`) and shard across ranks; `num_batches` is the loader's length.
+    A stream has no random access, so it resumes from epoch checkpoints only.
+    """
+
+    def __init__(self, dataset):
+        self.dataset, self.epoch, self.num_batches = dataset, 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, 'set_epoch'):
+            self.dataset.set_epoch(self.epoch)
+
+    def state_dict(self):
+        return {'epoch': self.epoch}
+
+    def load_state_dict(self, state) -> None:
+        self.set_epoch(state['epoch'])
+
+
+def create_train_sampler(args, labels, class_names, dataset=None):
+    """The training batches: with the intra term (--synermix) supplemented, fixed-size or paired; else plain.
+    A streaming dataset (no labels up front) batches itself: plain runs only."""
+    if labels is None:  # the flags a stream cannot serve were refused by check_args
+        return StreamEpochs(dataset)
     if args.synermix_batches != 'supplemented' and not args.synermix:
         raise InputError(f'--synermix-batches {args.synermix_batches} shapes batches for the intra term: add '
                          f'--synermix (or a synermix --method), or drop --synermix-batches')
@@ -49,9 +74,8 @@ def create_train_loader(args, dataset, sampler, data_config, device: torch.devic
             raise InputError('--resplit keeps random erasing off a clean first split; with SynerMix the originals are '
                              'that clean view already: drop --resplit (it applies with --aug-splits)')
         original_transform = create_original_transform(data_config, use_prefetcher=args.prefetcher)
-    return create_synermix_loader(
-        dataset, input_size=data_config['input_size'], batch_sampler=sampler, two_views=two_views,
-        original_transform=original_transform, is_training=True, use_prefetcher=args.prefetcher, device=device,
+    kwargs = dict(
+        input_size=data_config['input_size'], is_training=True, use_prefetcher=args.prefetcher, device=device,
         num_workers=args.workers, pin_memory=args.pin_mem, persistent_workers=False,
         img_dtype=args.model_dtype_torch or torch.float32,
         worker_seeding=args.worker_seeding, mean=data_config['mean'], std=data_config['std'], re_prob=args.reprob,
@@ -61,6 +85,13 @@ def create_train_loader(args, dataset, sampler, data_config, device: torch.devic
         hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
         grayscale_prob=args.grayscale_prob or 0., gaussian_blur_prob=args.gaussian_blur_prob or 0.,
         auto_augment=args.aa, num_aug_splits=args.aug_splits)
+    if isinstance(sampler, StreamEpochs):
+        from timm.data import create_loader
+        loader = create_loader(dataset, batch_size=args.batch_size, distributed=args.distributed, **kwargs)
+        sampler.num_batches = len(loader)
+        return loader
+    return create_synermix_loader(dataset, batch_sampler=sampler, two_views=two_views,
+                                  original_transform=original_transform, **kwargs)
 
 
 def create_eval_loader(args, dataset, data_config, device: torch.device, distributed: bool):

@@ -34,7 +34,7 @@ from .config import apply_method, args_to_yaml, parser_dests, run_preset
 from .data import class_names, create_datasets
 from .distributed import init_distributed_device
 from .errors import InputError, first_line
-from .loaders import create_eval_loader, create_train_loader, create_train_sampler
+from .loaders import StreamEpochs, create_eval_loader, create_train_loader, create_train_sampler
 from .lock import ExperimentLock
 from .loop import Run, StopRequest, TrainingInterrupted, train_and_evaluate
 from .models import create_model_from_args
@@ -78,11 +78,12 @@ def train(argv) -> int:
     utils.random_seed(args.seed, args.rank)
 
     dataset_train, dataset_eval = create_datasets(args)
-    labels, names = dataset_labels(dataset_train), class_names(dataset_train)
+    streaming = isinstance(dataset_train, torch.utils.data.IterableDataset)
+    labels, names = None if streaming else dataset_labels(dataset_train), class_names(dataset_train)
     set_num_classes(args, labels, names)
     model, data_config = create_model(args, device)
     task = create_task(args, model, device)
-    sampler = create_train_sampler(args, labels, names)
+    sampler = create_train_sampler(args, labels, names, dataset_train)
     two_views = args.synermix and args.synermix_beta > 0 and args.synermix_source == 'original'
     loader_train = create_train_loader(args, dataset_train, sampler, data_config, device, two_views)
     # timm's distillation tasks train more than the student (e.g. a feature projection): their module, as timm.
@@ -245,6 +246,11 @@ def check_output_dir(args, output_dir) -> None:
 
 def set_num_classes(args, labels, names) -> None:
     """--num-classes from the training set when not given; one that disagrees with the data is an error."""
+    if not names and labels is None:  # a stream without a class map
+        if args.num_classes is None:
+            raise InputError(f'the streaming dataset {args.dataset!r} gives no class count up front: pass '
+                             f'--num-classes')
+        return
     data_classes = len(names) if names else int(labels.max()) + 1
     if args.num_classes is None:
         args.num_classes = data_classes
@@ -430,6 +436,9 @@ def restore_state(args, state, saved, resume_epoch, updates_per_epoch, saved_epo
         else:
             state.scheduler.step(start_epoch)
     start_batch = saved.get('next_batch') or 0
+    if start_batch and isinstance(state.sampler, StreamEpochs):
+        raise InputError(f'--resume {args.resume!r} stopped mid-epoch, and a streaming dataset cannot skip to batch '
+                         f'{start_batch}: resume from an epoch checkpoint (last.pth.tar or checkpoint-N.pth.tar)')
     rng = state.rng.own(saved.get('rng_all'))
     if saved.get('rng_all') and rng is None:
         _logger.warning('RNG state not restored: the world size changed since the checkpoint.')

@@ -39,7 +39,8 @@ def extract_features(model, loader, device=None, max_batches=None):
     model.eval()
     features, labels, logits = [], [], []
     try:
-        with torch.no_grad():
+        # inference_mode as evaluation: a streaming reader keeps a tensor it first made there (its epoch counter)
+        with torch.inference_mode():
             for batch_idx, (input, target) in enumerate(loader):
                 if max_batches is not None and batch_idx >= max_batches:
                     break

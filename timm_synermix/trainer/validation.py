@@ -151,8 +151,6 @@ NOT_SUPPORTED = {
     'torchscript': ('torchscript cannot script the two-view task: use --torchcompile', lambda a: a.torchscript or a.fuser),
     'device_modules': ('extra device backends are not implemented yet', lambda a: a.device_modules),
     'use_multi_epochs_loader': ('the multi-epoch loader cannot take the batch sampler', lambda a: a.use_multi_epochs_loader),
-    'num_samples': ('--train-num-samples/--val-num-samples size iterable datasets, which are not supported yet',
-                    lambda a: a.train_num_samples is not None or a.val_num_samples is not None),
     'save_images': ('--save-images is not implemented yet', lambda a: a.save_images),
 }
 
@@ -174,9 +172,27 @@ def _augmix(args) -> List[str]:
     return problems
 
 
+STREAMS = ('hfids/', 'wds/', 'tfds/')
+
+
+def _streams(args) -> List[str]:
+    """What a streaming dataset (no random access, no labels up front) cannot serve."""
+    if not (args.dataset or '').lower().startswith(STREAMS):
+        return []
+    name, problems = args.dataset, []
+    if args.synermix:
+        problems.append(f'--synermix on the streaming dataset {name!r}: supplementation needs every image\'s label '
+                        f'up front, which a stream does not give; use a map-style dataset (hfds/ instead of hfids/, '
+                        f'or an ImageFolder), or drop --synermix')
+    if args.aug_splits > 1 or args.aug_repeats > 1 or args.val_holdout:
+        problems.append(f'--aug-splits/--aug-repeats/--val-holdout on the streaming dataset {name!r}: they need '
+                        f'random access (timm wraps only map-style datasets for them); use a map-style dataset')
+    return problems
+
+
 def check_args(args) -> None:
     """Raise one InputError naming every out-of-range value, unknown name and timm flag not supported yet."""
-    problems = _ranges(args) + _names(args) + _augmix(args)
+    problems = _ranges(args) + _names(args) + _augmix(args) + _streams(args)
     problems += [f'{why}' for why, given in NOT_SUPPORTED.values() if given(args)]
     if problems:
         raise InputError('; '.join(problems))
