@@ -276,6 +276,25 @@ def test_rsb_recipe_bce_loss_trains_with_synermix(tiny_imagefolder, out_root):
     assert float(rows[0]['train_loss_intra']) > 0
 
 
+@pytest.mark.parametrize('flags, timm_flags, timm_numbers', [
+    (('--method', 'mixup'), '--mixup 1.0', [(1.113279402256012, 0.6516332825024923, 66.66666666666667),
+                                            (0.9720493406057358, 0.47285876671473187, 66.66666666666667)]),
+    (('--mixup', '0.8', '--cutmix', '1.0'), 'the same', [(1.2440094649791718, 0.7322686910629272, 66.66666666666667),
+                                                         (1.0136402994394302, 0.6700206945339838, 66.66666666666667)]),
+    (('--mixup', '0.8', '--cutmix', '1.0', '--no-prefetcher'), 'the same',
+     [(1.1611001640558243, 0.7320159673690796, 66.66666666666667), (0.998622477054596, 0.670884927113851, 100.0)]),
+], ids=['method-mixup', 'mixup-cutmix-prefetcher', 'mixup-cutmix-no-prefetcher'])
+def test_mixup_without_synermix_reproduces_timms_train_py(flags, timm_flags, timm_numbers, tiny_imagefolder, tmp_path):
+    # Pinned from timm's own train.py (aa4b5850, timm 1.0.31 installed) with `timm_flags` in place of `flags`; under
+    # the prefetcher timm mixes in the loader (FastCollateMixup), and so does a run without SynerMix here.
+    run_train(tiny_imagefolder, '--model', 'test_resnet', '--num-classes', '3', '--img-size', '32', '-b', '4',
+              '--epochs', '2', '--device', 'cpu', '-j', '0', '--sched', 'cosine', '--warmup-epochs', '0', '--lr', '0.05',
+              '--seed', '7', *flags, '--no-feature-metrics', '--output', tmp_path, '--experiment', 'mixup')
+    _, rows = read_summary(tmp_path / 'mixup')
+    ours = [(float(r['train_loss']), float(r['eval_loss']), float(r['eval_top1'])) for r in rows]
+    np.testing.assert_allclose(ours, timm_numbers, rtol=1e-5)
+
+
 AUGMIX_RECIPE = ('--aa', 'augmix-m5-w4-d2', '--aug-splits', '3', '--jsd-loss', '--split-bn', '--resplit', '--remode',
                  'pixel', '--reprob', '0.6')
 DEIT_RECIPE = ('--model', 'test_vit', '--aa', 'rand-m9-mstd0.5-inc1', '--mixup', '.8', '--cutmix', '1.0', '--reprob',
@@ -339,6 +358,23 @@ def test_distillation_without_synermix_reproduces_timms_train_py(tiny_imagefolde
     _, rows = read_summary(tmp_path / 'kd')
     ours = [(float(r['train_loss']), float(r['eval_loss']), float(r['eval_top1'])) for r in rows]
     np.testing.assert_allclose(ours, timm_numbers, rtol=1e-5)
+
+
+SMALL_TIMM_FLAGS = ('--save-images', '--use-multi-epochs-loader', '-j', '1', '--device-modules', 'json')
+
+
+def test_save_images_writes_each_logged_training_batch(tiny_imagefolder, out_root):
+    from PIL import Image
+    out = method_run('synermix', tiny_imagefolder, out_root, SMALL_TIMM_FLAGS)
+    assert {f'train-batch-{i}.jpg' for i in range(4)} <= set(os.listdir(out))   # --log-interval 1: every batch
+    with Image.open(os.path.join(out, 'train-batch-0.jpg')) as image:
+        assert image.height == 32 and image.width % 32 == 0 and image.width >= 4 * 32   # one row of 32 px images
+
+
+def test_multi_epochs_loader_and_device_modules_are_accepted_and_train(tiny_imagefolder, out_root):
+    out = method_run('synermix', tiny_imagefolder, out_root, SMALL_TIMM_FLAGS)
+    with open(os.path.join(out, 'results.json')) as f:
+        assert json.load(f)['finished'] is True
 
 
 def test_val_interval_evaluates_and_checkpoints_every_nth_epoch_and_the_last(tiny_imagefolder, out_root):

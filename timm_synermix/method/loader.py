@@ -83,6 +83,7 @@ def create_synermix_loader(
         crop_pct: Optional[float] = None,
         crop_mode: Optional[str] = None,
         num_aug_splits: int = 0,
+        collate_fn: Optional[Callable] = None,
         **transform_kwargs,
 ):
     """Build a training loader like timm's `create_loader`, driven by `batch_sampler`.
@@ -96,7 +97,7 @@ def create_synermix_loader(
             same input size, interpolation, crop_pct, mean and std.
         is_training, use_prefetcher, device, num_workers, pin_memory, img_dtype, persistent_workers,
         worker_seeding, mean, std, re_prob, re_mode, re_count, re_split, interpolation, crop_pct,
-        crop_mode, num_aug_splits, **transform_kwargs: as in `timm.data.create_loader`. With two views,
+        crop_mode, num_aug_splits, collate_fn, **transform_kwargs: as in `timm.data.create_loader`. With two views,
         random erasing applies to the augmented view only, AugMix splits (`num_aug_splits`) make up the
         augmented view, and `re_split` needs them: it spares their clean split.
 
@@ -133,7 +134,9 @@ def create_synermix_loader(
     dataset.transform = transform
 
     collate = fast_collate if use_prefetcher else torch.utils.data.default_collate
-    if splits and not use_prefetcher:
+    if collate_fn is not None:
+        collate = collate_fn
+    elif splits and not use_prefetcher:
         collate = _collate_splits
     elif splits and two_views:
         collate = _fast_collate_views

@@ -262,6 +262,8 @@ class SynerMixTask(ClassificationTask):
             self.step = int(state['step'])
 
     def _check_targets(self, target: torch.Tensor) -> None:
+        if self.beta == 0 and self.mixup is None and target.is_floating_point():
+            return  # soft targets mixed by the loader (timm's FastCollateMixup): plain timm training, no intra term
         if target.ndim != 1 or target.is_floating_point():
             raise ValueError(
                 f'SynerMixTask needs class-index targets [N], got {tuple(target.shape)} {target.dtype}: mix through '

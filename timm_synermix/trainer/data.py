@@ -99,7 +99,7 @@ def _make_dataset(args, split: str, is_training: bool, class_map=None):
     try:
         dataset = create_dataset(
             args.dataset, root=args.data_dir, split=split, is_training=is_training, seed=args.seed,
-            num_samples=num_samples,
+            num_samples=num_samples, repeats=args.epoch_repeats,
             class_map=class_map if class_map is not None else args.class_map, download=args.dataset_download,
             batch_size=args.batch_size, input_img_mode=args.input_img_mode or 'RGB', input_key=args.input_key,
             target_key=args.target_key, trust_remote_code=args.dataset_trust_remote_code)
@@ -110,9 +110,12 @@ def _make_dataset(args, split: str, is_training: bool, class_map=None):
             hint = f' (pass --{"train" if is_training else "val"}-num-samples N: the stream\'s size)'
         raise InputError(f'cannot load {split!r} split of {args.dataset or "ImageFolder"} at {args.data_dir!r}: '
                          f'{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}')
-    if num_samples is not None and not isinstance(dataset, torch.utils.data.IterableDataset):
-        _logger.warning(f'--{"train" if is_training else "val"}-num-samples {num_samples} is ignored: it sizes '
-                        f'streaming datasets (hfids/, wds/, tfds/), and {args.dataset or "ImageFolder"} is not one')
+    if not isinstance(dataset, torch.utils.data.IterableDataset):
+        flag = f'--{"train" if is_training else "val"}-num-samples {num_samples}' if num_samples is not None else \
+            f'--epoch-repeats {args.epoch_repeats:g}' if args.epoch_repeats and is_training else None
+        if flag:
+            _logger.warning(f'{flag} is ignored, as in timm: it applies to streaming datasets (hfids/, wds/, tfds/), '
+                            f'and {args.dataset or "ImageFolder"} is not one')
     if len(dataset) == 0:
         raise InputError(f'the {split!r} split at {args.data_dir!r} has no images: put them in '
                          f'{split}/<class>/ folders, or pass another DIR')

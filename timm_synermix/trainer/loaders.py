@@ -7,7 +7,7 @@ from ..method.views import create_original_transform
 from .args import to_flags
 from .errors import InputError
 
-__all__ = ['StreamEpochs', 'create_train_sampler', 'create_train_loader', 'create_eval_loader']
+__all__ = ['StreamEpochs', 'mixes_in_loader', 'collate_mixup', 'create_train_sampler', 'create_train_loader', 'create_eval_loader']
 
 
 class StreamEpochs:
@@ -63,6 +63,23 @@ def create_train_sampler(args, labels, class_names, dataset=None):
         raise InputError(to_flags(str(e)))
 
 
+def mixes_in_loader(args) -> bool:
+    """Whether timm's train.py would mix in the loader here: MixUp/CutMix under the prefetcher (an even batch).
+    Without the intra term the run then mixes exactly as timm does; SynerMix mixes in the task (originals unmixed)."""
+    mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    return mixing and args.prefetcher and not args.synermix and not args.manifold_mixup and args.batch_size % 2 == 0
+
+
+def collate_mixup(args):
+    """timm's FastCollateMixup where `mixes_in_loader`, else None (the task or the loop mixes)."""
+    if not mixes_in_loader(args):
+        return None
+    from timm.data import FastCollateMixup
+    return FastCollateMixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                            prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                            label_smoothing=args.smoothing, num_classes=args.num_classes)
+
+
 def create_train_loader(args, dataset, sampler, data_config, device: torch.device, two_views: bool):
     """timm's training transforms, collate and prefetcher over `sampler`; two views for the intra term."""
     interpolation = args.train_interpolation
@@ -76,7 +93,9 @@ def create_train_loader(args, dataset, sampler, data_config, device: torch.devic
         original_transform = create_original_transform(data_config, use_prefetcher=args.prefetcher)
     kwargs = dict(
         input_size=data_config['input_size'], is_training=True, use_prefetcher=args.prefetcher, device=device,
-        num_workers=args.workers, pin_memory=args.pin_mem, persistent_workers=False,
+        # --use-multi-epochs-loader keeps the workers across epochs, as timm's MultiEpochsDataLoader does; the batch
+        # sampler stays in the main process, so each epoch still gets its own order.
+        num_workers=args.workers, pin_memory=args.pin_mem, persistent_workers=args.use_multi_epochs_loader,
         img_dtype=args.model_dtype_torch or torch.float32,
         worker_seeding=args.worker_seeding, mean=data_config['mean'], std=data_config['std'], re_prob=args.reprob,
         re_mode=args.remode, re_count=args.recount, re_split=args.resplit, interpolation=interpolation,
@@ -84,7 +103,7 @@ def create_train_loader(args, dataset, sampler, data_config, device: torch.devic
         no_aug=args.no_aug, train_crop_mode=args.train_crop_mode, scale=args.scale, ratio=args.ratio,
         hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
         grayscale_prob=args.grayscale_prob or 0., gaussian_blur_prob=args.gaussian_blur_prob or 0.,
-        auto_augment=args.aa, num_aug_splits=args.aug_splits)
+        auto_augment=args.aa, num_aug_splits=args.aug_splits, collate_fn=collate_mixup(args))
     if isinstance(sampler, StreamEpochs):
         from timm.data import create_loader
         loader = create_loader(dataset, batch_size=args.batch_size, distributed=args.distributed, **kwargs)

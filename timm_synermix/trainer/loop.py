@@ -171,10 +171,15 @@ class _Clock:
         self.update_start = now
 
 
-def _log_train(run: Run, epoch: int, update_idx: int, clock: _Clock) -> None:
+def _log_train(run: Run, epoch: int, update_idx: int, clock: _Clock, input, batch_idx: int) -> None:
     values = _check_finite(run, epoch)
     if not run.primary:
         return
+    if run.args.save_images:  # as timm: the training batch at each log step (the augmented view, before mixing)
+        import torchvision.utils
+        images = input.augmented if isinstance(input, TwoViews) else input
+        torchvision.utils.save_image(images.float(), os.path.join(run.output_dir, f'train-batch-{batch_idx}.jpg'),
+                                     padding=0, normalize=True)
     lrs = [g['lr'] for g in run.optimizer.param_groups]
     update_avg = clock.update_sum / max(clock.updates, 1)
     total = run.updates_per_epoch
@@ -205,8 +210,11 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
     """Train one epoch from batch `start_batch` (a mid-epoch resume); returns the mean loss terms."""
     args, task = run.args, run.task
     mixup = getattr(task, 'mixup', None)
-    if args.mixup_off_epoch and epoch >= args.mixup_off_epoch and mixup is not None:
-        mixup.mixup_enabled = False
+    if args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
+        if mixup is not None:
+            mixup.mixup_enabled = False
+        if getattr(run.loader_train, 'mixup_enabled', False):  # timm's FastCollateMixup, behind the prefetcher
+            run.loader_train.mixup_enabled = False
     task.train()
     accum = args.grad_accum_steps
     num_batches = start_batch + len(run.loader_train)
@@ -246,7 +254,7 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
         update_idx = batch_idx // accum
         at_log = update_idx % args.log_interval == 0 or last_batch
         if at_log:
-            _log_train(run, epoch, update_idx, clock)
+            _log_train(run, epoch, update_idx, clock, input, batch_idx)
         if args.recovery_interval and (update_idx + 1) % args.recovery_interval == 0 and not last_batch:
             _save_recovery(run, epoch, batch_idx + 1, num_updates, update_idx)
         if run.scheduler is not None:

@@ -13,6 +13,7 @@ rank fails the others within --dist-timeout seconds.
 Outputs (as timm): <output>/train/<experiment>/{args.yaml, summary.csv, last.pth.tar, checkpoint-N.pth.tar,
 model_best.pth.tar}, plus results.json, features.npz and model_best.safetensors.
 """
+import importlib
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from .config import apply_method, args_to_yaml, parser_dests, run_preset
 from .data import class_names, create_datasets
 from .distributed import init_distributed_device
 from .errors import InputError, first_line
-from .loaders import StreamEpochs, create_eval_loader, create_train_loader, create_train_sampler
+from .loaders import StreamEpochs, create_eval_loader, create_train_loader, create_train_sampler, mixes_in_loader
 from .lock import ExperimentLock
 from .loop import Run, StopRequest, TrainingInterrupted, train_and_evaluate
 from .models import create_model_from_args
@@ -167,6 +168,11 @@ def finish(run, dataset_eval, data_config) -> None:
 def setup_device(args):
     """(device, autocast context factory, AMP loss scaler or None); joins the process group under torchrun."""
     from timm import utils
+    for module in args.device_modules or ():  # extra device backends register themselves on import, as in timm
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise InputError(f'--device-modules {module}: cannot import it ({first_line(e)}): install it or drop it')
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
@@ -289,7 +295,10 @@ def create_task(args, model, device):
     --kd-model-name, timm's distillation task."""
     if args.kd_model_name is not None:
         return create_distillation_task(args, model, device)
-    criterion = None
+    criterion, method = None, run_preset(args).name
+    if mixes_in_loader(args):  # timm's FastCollateMixup mixes in the loader: a plain task on its soft targets
+        from timm.loss import SoftTargetCrossEntropy
+        criterion, method = SoftTargetCrossEntropy(), 'baseline'
     if args.jsd_loss:  # timm's AugMix loss over the augmented view's splits
         from timm.loss import JsdCrossEntropy
         criterion = JsdCrossEntropy(num_splits=args.aug_splits, smoothing=args.smoothing).to(device)
@@ -301,7 +310,7 @@ def create_task(args, model, device):
                                        pos_weight=args.bce_pos_weight).to(device)
     try:
         return create_synermix_task(
-            model, run_preset(args).name, beta=args.synermix_beta, num_classes=args.num_classes, criterion=criterion,
+            model, method, beta=args.synermix_beta, num_classes=args.num_classes, criterion=criterion,
             mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
             mixup_prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mixup_mode=args.mixup_mode,
             label_smoothing=args.smoothing, manifold_layers=args.manifold_layers,
@@ -344,9 +353,11 @@ def create_distillation_task(args, model, device):
         raise InputError(f'--kd-model-name {args.kd_model_name}: no teacher ({first_line(e)}): name a timm model '
                          f'with pretrained weights available here, or a local-dir:PATH holding config.json and '
                          f'model.safetensors')
-    task.mixup = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
-                       prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
-                       label_smoothing=args.smoothing, num_classes=args.num_classes) if mixing else None
+    task.mixup = None  # the loop mixes for these tasks, unless timm's collate-time mixup does (mixes_in_loader)
+    if mixing and not mixes_in_loader(args):
+        task.mixup = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                           prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                           label_smoothing=args.smoothing, num_classes=args.num_classes)
     return task
 
 

@@ -142,16 +142,13 @@ def _names(args) -> List[str]:
 
 # timm flags accepted for compatibility that this script does not implement yet: refused when set, with why.
 NOT_SUPPORTED = {
-    'epoch_repeats': ('epoch repeats are not implemented by the batch sampler yet', lambda a: a.epoch_repeats > 0),
-    'tta': ('test-time augmentation is not implemented yet: evaluate with timm\'s validate.py --tta',
-            lambda a: a.tta > 0),
+    'tta': ('--tta averages the outputs of that many consecutive eval images, which timm\'s train.py does not '
+            'make augmented copies of: its accuracy would be of mixed-up images; evaluate with timm\'s validate.py '
+            '--tta', lambda a: a.tta > 0),
     'variable_size': ('scheduled resolutions and NaFlex (--train-img-sizes, --naflex-loader, ...) need their own '
                       'loaders; not implemented yet', lambda a: bool(a.train_img_sizes) or a.naflex_loader
                       or a.train_batches_per_epoch is not None or a.variable_batch_loss_scale != 'none'),
     'torchscript': ('torchscript cannot script the two-view task: use --torchcompile', lambda a: a.torchscript or a.fuser),
-    'device_modules': ('extra device backends are not implemented yet', lambda a: a.device_modules),
-    'use_multi_epochs_loader': ('the multi-epoch loader cannot take the batch sampler', lambda a: a.use_multi_epochs_loader),
-    'save_images': ('--save-images is not implemented yet', lambda a: a.save_images),
 }
 
 
