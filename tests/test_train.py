@@ -295,6 +295,21 @@ def test_mixup_without_synermix_reproduces_timms_train_py(flags, timm_flags, tim
     np.testing.assert_allclose(ours, timm_numbers, rtol=1e-5)
 
 
+def test_without_synermix_a_torchrun_run_reproduces_timms_train_py(tiny_imagefolder, tmp_path):
+    # Pinned from timm's own train.py (aa4b5850, timm 1.0.31) under torchrun, 2 gloo ranks, with one local edit to
+    # let its DDP wrap a CPU model (device_ids=None). --log-interval 1: timm's DDP train loss averages the logged
+    # steps only, so logging every step makes it the mean over all steps, as here.
+    timm_numbers = [(1.14756178855896, 1.014406442642212, 66.66666412353516),
+                    (1.0977911949157715, 0.9367178678512573, 66.66666412353516)]
+    run_train(tiny_imagefolder, '--model', 'test_resnet', '--num-classes', '3', '--img-size', '32', '-b', '4',
+              '--epochs', '2', '--device', 'cpu', '-j', '0', '--sched', 'cosine', '--warmup-epochs', '0', '--lr', '0.05',
+              '--seed', '7', '--log-interval', '1', '--no-feature-metrics', '--output', tmp_path, '--experiment', 'ddp',
+              torchrun=2)
+    _, rows = read_summary(tmp_path / 'ddp')
+    ours = [(float(r['train_loss']), float(r['eval_loss']), float(r['eval_top1'])) for r in rows]
+    np.testing.assert_allclose(ours, timm_numbers, rtol=1e-5)
+
+
 AUGMIX_RECIPE = ('--aa', 'augmix-m5-w4-d2', '--aug-splits', '3', '--jsd-loss', '--split-bn', '--resplit', '--remode',
                  'pixel', '--reprob', '0.6')
 DEIT_RECIPE = ('--model', 'test_vit', '--aa', 'rand-m9-mstd0.5-inc1', '--mixup', '.8', '--cutmix', '1.0', '--reprob',

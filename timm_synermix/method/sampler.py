@@ -108,9 +108,11 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         num_classes: When given, labels outside [0, num_classes) raise.
         class_names: Optional names used in error messages.
         fixed_size: N̂, the size of every emitted batch (>= batch_size; needs drop_last), or None.
-        permutation: 'seeded' (the epoch's permutation from (seed, epoch)), or 'torch': drawn from torch's global
+        permutation: 'seeded' (the epoch's permutation from (seed, epoch)); 'torch': drawn from torch's global
             RNG as torch's RandomSampler does (so plain batches come in timm's own training order; one
-            process, supplement=False). Its seed is kept in `state_dict()` for a mid-epoch resume.
+            process, supplement=False; its seed is kept in `state_dict()` for a mid-epoch resume); or
+            'distributed': torch's DistributedSampler order (seed 0 + epoch, padded, timm's order under torchrun;
+            supplement=False).
         num_repeats: Repeated augmentation (timm's `RepeatAugSampler`, DeiT): each image of the epoch's permutation
             appears this many times in a row before sharding, and the epoch keeps its length, so it sees
             1/num_repeats of the images, each num_repeats times (on different ranks when there are several).
@@ -146,11 +148,11 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
     ):
         labels = dataset_labels(labels)
         _check_labels(labels, batch_size, num_classes)
-        if permutation not in ('seeded', 'torch') or \
-                (permutation == 'torch' and (supplement or num_replicas not in (None, 1))):
-            raise ValueError(f'permutation="{permutation}": use "seeded", or "torch" with supplement=False on one '
-                             'process.')
-        if num_repeats < 0 or (num_repeats > 1 and (permutation == 'torch' or fixed_size is not None)):
+        if permutation not in ('seeded', 'torch', 'distributed') or (permutation != 'seeded' and supplement) or \
+                (permutation == 'torch' and num_replicas not in (None, 1)):
+            raise ValueError(f'permutation="{permutation}": use "seeded", "torch" (supplement=False, one process) or '
+                             '"distributed" (supplement=False).')
+        if num_repeats < 0 or (num_repeats > 1 and (permutation != 'seeded' or fixed_size is not None)):
             raise ValueError(f'num_repeats={num_repeats:g}: use 0 (off) or above 1, without fixed_size and with '
                              'permutation="seeded".')
         if fixed_size is not None and (fixed_size < batch_size or not drop_last or not supplement):
@@ -190,12 +192,12 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
 
     def _set_sizes(self) -> None:
         n = self.labels.size
-        if self.drop_last:
+        if self.drop_last and self.permutation != 'distributed':  # DistributedSampler pads its shards instead
             self.num_samples = n // self.num_replicas
-            self.num_batches = self.num_samples // self.batch_size
         else:
             self.num_samples = math.ceil(n / self.num_replicas)
-            self.num_batches = math.ceil(self.num_samples / self.batch_size)
+        self.num_batches = self.num_samples // self.batch_size if self.drop_last else \
+            math.ceil(self.num_samples / self.batch_size)
         if self.num_batches == 0:
             raise ValueError(
                 f'{n} training samples over {self.num_replicas} rank(s) do not fill one batch of '
@@ -227,6 +229,8 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             if self.torch_seed is None:  # drawn as torch's RandomSampler draws it, when iteration starts
                 self.torch_seed = int(torch.empty((), dtype=torch.int64).random_().item())
             indices = torch.randperm(n, generator=torch.Generator().manual_seed(self.torch_seed)).numpy()
+        elif self.shuffle and self.permutation == 'distributed':
+            indices = torch.randperm(n, generator=torch.Generator().manual_seed(self.epoch)).numpy()
         elif self.shuffle:
             indices = np.random.default_rng([self.seed, self.epoch]).permutation(n)
         else:
@@ -292,7 +296,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
                 batch = self._fit(batch, rng)
             elif self.supplement:
                 batch = np.concatenate([batch, self._supplements(batch, rng)])
-            elif self.permutation == 'torch':
+            elif self.permutation != 'seeded':
                 yield batch.tolist()  # in the permutation's order, as torch's BatchSampler cuts it
                 continue
             yield batch[rng.permutation(batch.size)].tolist()

@@ -341,10 +341,10 @@ def _add_synermix_args(parser):
                             'and torch.compile); paired: -b images as -b/2 classes x 2 (B/2 classes per batch '
                             'instead of ~B; SynerMix then costs ~2x a plain run) (default: supplemented)')
     group.add_argument('--batch-order', default='timm', choices=('timm', 'seeded'),
-                       help='order of plain batches (no supplementation): timm\'s own (torch RandomSampler, one '
-                            'process; the numbers of timm\'s train.py) or seeded by (--seed, epoch) like SynerMix\'s, '
-                            'which gives the same global batches on any number of processes (default: timm; under '
-                            'torchrun always seeded)')
+                       help='order of plain batches (no supplementation): timm\'s own (torch\'s RandomSampler on one '
+                            'process, DistributedSampler under torchrun: the numbers of timm\'s train.py) or seeded '
+                            'by (--seed, epoch) like SynerMix\'s, which gives the same global batches on any number '
+                            'of processes (default: timm)')
     group.add_argument('--synermix-fixed-size', type=int, default=None, metavar='N',
                        help='batch size of --synermix-batches fixed (default: the 95th percentile of this data\'s '
                             'supplemented sizes, rounded up to a multiple of 8)')

@@ -47,8 +47,8 @@ def create_train_sampler(args, labels, class_names, dataset=None):
         if args.synermix_batches == 'paired':
             return PairedBatchSampler(labels, **kwargs)
         # Without supplementation on one process, batches come in timm's own training order (torch's RandomSampler).
-        timm_order = args.batch_order == 'timm' and not args.synermix and not args.distributed and not args.aug_repeats
-        permutation = 'torch' if timm_order else 'seeded'
+        timm_order = args.batch_order == 'timm' and not args.synermix and not args.aug_repeats
+        permutation = ('distributed' if args.distributed else 'torch') if timm_order else 'seeded'
         sampler = SupplementedBatchSampler(labels, supplement=args.synermix, permutation=permutation, **kwargs)
         if args.synermix_batches == 'fixed':
             size = args.synermix_fixed_size or sampler.suggest_fixed_size()
