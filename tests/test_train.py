@@ -310,6 +310,13 @@ def test_without_synermix_a_torchrun_run_reproduces_timms_train_py(tiny_imagefol
     np.testing.assert_allclose(ours, timm_numbers, rtol=1e-5)
 
 
+def test_a_head_larger_than_the_data_trains_with_a_warning_as_timm_allows(tiny_imagefolder, out_root):
+    out = method_run('synermix', tiny_imagefolder, out_root, ('--num-classes', '5'))
+    log = RUNS[('synermix', ('--num-classes', '5'))][1].stderr + RUNS[('synermix', ('--num-classes', '5'))][1].stdout
+    assert '--num-classes 5 but the training set has 3 classes: outputs 3..4 are never a target' in log
+    assert load_ckpt(os.path.join(out, 'last.pth.tar'))['state_dict']['fc.weight'].shape[0] == 5
+
+
 AUGMIX_RECIPE = ('--aa', 'augmix-m5-w4-d2', '--aug-splits', '3', '--jsd-loss', '--split-bn', '--resplit', '--remode',
                  'pixel', '--reprob', '0.6')
 DEIT_RECIPE = ('--model', 'test_vit', '--aa', 'rand-m9-mstd0.5-inc1', '--mixup', '.8', '--cutmix', '1.0', '--reprob',

@@ -73,6 +73,7 @@ def train(argv) -> int:
     output_dir = experiment_dir(args)
     resolve_auto_resume(args, output_dir)
     resume_ckpt = load_training_checkpoint(args.resume) if args.resume else None
+    check_resumed_settings(args, resume_ckpt)
     check_output_dir(args, output_dir)
     if args.distributed:
         torch.distributed.barrier()
@@ -227,6 +228,25 @@ def resolve_auto_resume(args, output_dir) -> None:
     args.resume = good or ''
 
 
+# What a run is: a resume that changes one would report one method's results for epochs trained with another.
+RUN_IDENTITY = (('model', '--model'), ('method', '--method'), ('synermix_beta', '--synermix-beta'),
+                ('synermix_batches', '--synermix-batches'), ('batch_size', '-b'), ('mixup', '--mixup'),
+                ('cutmix', '--cutmix'), ('aug_splits', '--aug-splits'), ('aug_repeats', '--aug-repeats'))
+
+
+def check_resumed_settings(args, ckpt) -> None:
+    """A resumed run keeps what it is (model, method, β, batches, mixing); --epochs and the optimisation may change."""
+    saved = (ckpt or {}).get('args')
+    if saved is None:
+        return
+    changed = [f'{flag} {getattr(saved, key)} -> {getattr(args, key)}' for key, flag in RUN_IDENTITY
+               if hasattr(saved, key) and getattr(saved, key) != getattr(args, key)]
+    if changed:
+        raise InputError(f'--resume {args.resume!r} continues a run, and this command changes what it is '
+                         f'({", ".join(changed)}): its results would mix both; resume with the checkpoint\'s '
+                         f'settings, or start a new run from its weights with --initial-checkpoint')
+
+
 def check_output_dir(args, output_dir) -> None:
     """Never write into another run: a folder holding a run is continued only by resuming its own checkpoint.
 
@@ -261,9 +281,10 @@ def set_num_classes(args, labels, names) -> None:
     if args.num_classes is None:
         args.num_classes = data_classes
         _logger.info(f'--num-classes not given: {args.num_classes} from the training set.')
-    elif args.num_classes > data_classes:
-        raise InputError(f'--num-classes {args.num_classes} disagrees with the data ({data_classes} classes in the '
-                         f'training set): drop --num-classes to size the head from the data, or fix the class map')
+    elif args.num_classes > data_classes:  # allowed, as in timm (e.g. keeping a pretrained 1000-way head)
+        _logger.warning(f'--num-classes {args.num_classes} but the training set has {data_classes} classes: outputs '
+                        f'{data_classes}..{args.num_classes - 1} are never a target; drop --num-classes to size the '
+                        f'head from the data')
 
 
 def create_model(args, device):
