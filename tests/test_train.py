@@ -185,7 +185,7 @@ def test_torchrun_two_procs_match_single_process_without_batchnorm(tiny_imagefol
     # --batch-order seeded: the single process cuts the same global batches as the two ranks share
     run_train(*argv, '-b', '8', '--experiment', 'vit-single', '--batch-order', 'seeded')
     run_train(*argv, '-b', '8', '--experiment', 'vit-single-lr0', '--lr', '0', '--batch-order', 'seeded')
-    proc = run_train(*argv, '-b', '4', '--experiment', 'vit-ddp', torchrun=2)
+    proc = run_train(*argv, '-b', '4', '--experiment', 'vit-ddp', '--batch-order', 'seeded', torchrun=2)
     assert 'distributed mode' in proc.stdout + proc.stderr
     single, ddp = (_conv_linear_weights(os.path.join(out_root, e)) for e in ('vit-single', 'vit-ddp'))
     init = _conv_linear_weights(os.path.join(out_root, 'vit-single-lr0'))
