@@ -317,6 +317,20 @@ def test_a_head_larger_than_the_data_trains_with_a_warning_as_timm_allows(tiny_i
     assert load_ckpt(os.path.join(out, 'last.pth.tar'))['state_dict']['fc.weight'].shape[0] == 5
 
 
+def test_scheduled_resolutions_without_synermix_reproduce_timms_train_py(tiny_imagefolder, tmp_path):
+    # Pinned from timm's own train.py (aa4b5850, timm 1.0.31) with these flags: timm's scheduled loader batches
+    # (32 px x 4 and 48 px x 2), the loss scaled by sqrt(batch / 3, the schedule's average batch).
+    timm_numbers = [(1.4768432113859389, 0.6532187461853027, 83.33333333333333),
+                    (1.1814984679222107, 0.5320890112780035, 66.66666666666667)]
+    run_train(tiny_imagefolder, '--model', 'test_resnet', '--num-classes', '3', '--img-size', '32', '-b', '4',
+              '--epochs', '2', '--device', 'cpu', '-j', '0', '--sched', 'cosine', '--warmup-epochs', '0', '--lr', '0.05',
+              '--seed', '7', '--train-img-sizes', '32', '48', '--train-batch-sizes', '4', '2',
+              '--variable-batch-loss-scale', 'sqrt', '--no-feature-metrics', '--output', tmp_path, '--experiment', 'sr')
+    _, rows = read_summary(tmp_path / 'sr')
+    ours = [(float(r['train_loss']), float(r['eval_loss']), float(r['eval_top1'])) for r in rows]
+    np.testing.assert_allclose(ours, timm_numbers, rtol=1e-5)
+
+
 AUGMIX_RECIPE = ('--aa', 'augmix-m5-w4-d2', '--aug-splits', '3', '--jsd-loss', '--split-bn', '--resplit', '--remode',
                  'pixel', '--reprob', '0.6')
 DEIT_RECIPE = ('--model', 'test_vit', '--aa', 'rand-m9-mstd0.5-inc1', '--mixup', '.8', '--cutmix', '1.0', '--reprob',

@@ -7,23 +7,29 @@ from ..method.views import create_original_transform
 from .args import to_flags
 from .errors import InputError
 
-__all__ = ['StreamEpochs', 'mixes_in_loader', 'collate_mixup', 'create_train_sampler', 'create_train_loader', 'create_eval_loader']
+__all__ = ['LoaderEpochs', 'mixes_in_loader', 'collate_mixup', 'create_train_sampler', 'create_train_loader', 'create_eval_loader']
 
 
-class StreamEpochs:
-    """The batch sampler's stand-in for a streaming dataset (hfids/, wds/, tfds/): the stream batches itself.
+class LoaderEpochs:
+    """The batch sampler's stand-in where timm's own loader batches: a streaming dataset (hfids/, wds/, tfds/) or
+    scheduled resolutions (--train-img-sizes), for runs without SynerMix.
 
-    timm's readers reshuffle each epoch (`set_epoch`) and shard across ranks; `num_batches` is the loader's length.
-    A stream has no random access, so it resumes from epoch checkpoints only.
+    Each epoch is set as timm's train.py sets it (the dataset's, else the batch sampler's, else the sampler's
+    `set_epoch`); `num_batches` is the loader's length. These loaders cannot skip to a batch, so a run resumes
+    from epoch checkpoints only.
     """
 
     def __init__(self, dataset):
-        self.dataset, self.epoch, self.num_batches = dataset, 0, 0
+        self.dataset, self.loader, self.epoch, self.num_batches = dataset, None, 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch = int(epoch)
         if hasattr(self.dataset, 'set_epoch'):
             self.dataset.set_epoch(self.epoch)
+        for sampler in (getattr(self.loader, 'batch_sampler', None), getattr(self.loader, 'sampler', None)):
+            if hasattr(sampler, 'set_epoch'):
+                sampler.set_epoch(self.epoch)
+                break
 
     def state_dict(self):
         return {'epoch': self.epoch}
@@ -35,8 +41,8 @@ class StreamEpochs:
 def create_train_sampler(args, labels, class_names, dataset=None):
     """The training batches: with the intra term (--synermix) supplemented, fixed-size or paired; else plain.
     A streaming dataset (no labels up front) batches itself: plain runs only."""
-    if labels is None:  # the flags a stream cannot serve were refused by check_args
-        return StreamEpochs(dataset)
+    if labels is None or args.train_img_sizes:  # the flags these cannot serve were refused by check_args
+        return LoaderEpochs(dataset)
     if args.synermix_batches != 'supplemented' and not args.synermix:
         raise InputError(f'--synermix-batches {args.synermix_batches} shapes batches for the intra term: add '
                          f'--synermix (or a synermix --method), or drop --synermix-batches')
@@ -80,6 +86,18 @@ def collate_mixup(args):
                             label_smoothing=args.smoothing, num_classes=args.num_classes)
 
 
+def _scheduled_sizes(args):
+    """timm's scheduled-resolution loader arguments (--train-img-sizes and its companions), or none."""
+    if not args.train_img_sizes:
+        return {}
+    return dict(input_size_choices=args.train_img_sizes, batch_size_choices=args.train_batch_sizes,
+                batch_choice_weights=args.train_size_probs, batch_choice_seed=args.seed,
+                batch_choice_schedule=args.train_size_schedule,
+                batch_schedule_epochs=args.epochs if args.train_size_schedule == 'progressive' else None,
+                batch_schedule_spread=args.train_size_schedule_spread,
+                batch_schedule_random_mix=args.train_size_random_mix, num_batches=args.train_batches_per_epoch)
+
+
 def create_train_loader(args, dataset, sampler, data_config, device: torch.device, two_views: bool):
     """timm's training transforms, collate and prefetcher over `sampler`; two views for the intra term."""
     interpolation = args.train_interpolation
@@ -104,10 +122,13 @@ def create_train_loader(args, dataset, sampler, data_config, device: torch.devic
         hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
         grayscale_prob=args.grayscale_prob or 0., gaussian_blur_prob=args.gaussian_blur_prob or 0.,
         auto_augment=args.aa, num_aug_splits=args.aug_splits, collate_fn=collate_mixup(args))
-    if isinstance(sampler, StreamEpochs):
+    if isinstance(sampler, LoaderEpochs):
         from timm.data import create_loader
-        loader = create_loader(dataset, batch_size=args.batch_size, distributed=args.distributed, **kwargs)
-        sampler.num_batches = len(loader)
+        loader = create_loader(dataset, batch_size=args.batch_size, distributed=args.distributed,
+                               **_scheduled_sizes(args), **kwargs)
+        sampler.loader, sampler.num_batches = loader, len(loader)
+        # timm scales the LR (and, with --variable-batch-loss-scale, the loss) by the schedule's average batch
+        args.batch_size_reference = getattr(loader.batch_sampler, 'average_batch_size', float(args.batch_size))
         return loader
     return create_synermix_loader(dataset, batch_sampler=sampler, two_views=two_views,
                                   original_transform=original_transform, **kwargs)

@@ -123,6 +123,14 @@ def _backward(run: Run, loss: torch.Tensor, need_update: bool) -> None:
         run.optimizer.step()
 
 
+def _variable_batch_scale(args, batch_size: int) -> float:
+    """timm's --variable-batch-loss-scale under scheduled resolutions: the batch against the schedule's average."""
+    if not args.train_img_sizes or args.variable_batch_loss_scale == 'none':
+        return 1.0
+    scale = batch_size / args.batch_size_reference
+    return scale ** 0.5 if args.variable_batch_loss_scale == 'sqrt' else scale
+
+
 def train_step(run: Run, input, target, accum_steps: int, need_update: bool) -> Dict[str, torch.Tensor]:
     """Forward and backward of one batch (the optimizer steps when `need_update`); no host sync."""
     # Between updates of an accumulation, DDP skips the gradient all-reduce.
@@ -133,7 +141,8 @@ def train_step(run: Run, input, target, accum_steps: int, need_update: bool) -> 
         with run.autocast():
             result = run.task(input, target)
         loss = result['loss'] / accum_steps if accum_steps > 1 else result['loss']
-        _backward(run, loss, need_update)
+        scale = _variable_batch_scale(run.args, target.shape[0])
+        _backward(run, loss * scale if scale != 1.0 else loss, need_update)
     return result
 
 

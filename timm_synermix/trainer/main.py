@@ -35,7 +35,7 @@ from .config import apply_method, args_to_yaml, parser_dests, run_preset
 from .data import class_names, create_datasets
 from .distributed import init_distributed_device
 from .errors import InputError, first_line
-from .loaders import StreamEpochs, create_eval_loader, create_train_loader, create_train_sampler, mixes_in_loader
+from .loaders import LoaderEpochs, create_eval_loader, create_train_loader, create_train_sampler, mixes_in_loader
 from .lock import ExperimentLock
 from .loop import Run, StopRequest, TrainingInterrupted, train_and_evaluate
 from .models import create_model_from_args
@@ -386,7 +386,8 @@ def create_optimizer(args, model):
     """timm's optimizer; --lr from --lr-base scaled by the global batch (before supplementation), as timm."""
     from timm.optim import create_optimizer_v2, optimizer_kwargs
     if args.lr is None:
-        global_batch_size = args.batch_size * args.world_size * args.grad_accum_steps
+        batch_size = getattr(args, 'batch_size_reference', args.batch_size)  # a schedule's average batch, as timm
+        global_batch_size = batch_size * args.world_size * args.grad_accum_steps
         batch_ratio = global_batch_size / args.lr_base_size
         if not args.lr_base_scale:
             on = args.opt.lower()
@@ -468,8 +469,8 @@ def restore_state(args, state, saved, resume_epoch, updates_per_epoch, saved_epo
         else:
             state.scheduler.step(start_epoch)
     start_batch = saved.get('next_batch') or 0
-    if start_batch and isinstance(state.sampler, StreamEpochs):
-        raise InputError(f'--resume {args.resume!r} stopped mid-epoch, and a streaming dataset cannot skip to batch '
+    if start_batch and isinstance(state.sampler, LoaderEpochs):
+        raise InputError(f'--resume {args.resume!r} stopped mid-epoch, and timm\'s loader here cannot skip to batch '
                          f'{start_batch}: resume from an epoch checkpoint (last.pth.tar or checkpoint-N.pth.tar)')
     rng = state.rng.own(saved.get('rng_all'))
     if saved.get('rng_all') and rng is None:

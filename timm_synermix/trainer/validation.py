@@ -145,9 +145,8 @@ NOT_SUPPORTED = {
     'tta': ('--tta averages the outputs of that many consecutive eval images, which timm\'s train.py does not '
             'make augmented copies of: its accuracy would be of mixed-up images; evaluate with timm\'s validate.py '
             '--tta', lambda a: a.tta > 0),
-    'variable_size': ('scheduled resolutions and NaFlex (--train-img-sizes, --naflex-loader, ...) need their own '
-                      'loaders; not implemented yet', lambda a: bool(a.train_img_sizes) or a.naflex_loader
-                      or a.train_batches_per_epoch is not None or a.variable_batch_loss_scale != 'none'),
+    'naflex': ('NaFlex (--naflex-*) feeds patch dictionaries through a loader of its own, which the task does not '
+               'take; not implemented', lambda a: a.naflex_loader),
     'torchscript': ('torchscript cannot script the two-view task: use --torchcompile', lambda a: a.torchscript or a.fuser),
 }
 
@@ -172,6 +171,20 @@ def _augmix(args) -> List[str]:
 STREAMS = ('hfids/', 'wds/', 'tfds/')
 
 
+def _scheduled(args) -> List[str]:
+    """Scheduled resolutions (timm's own loader) serve plain runs; their companion flags need --train-img-sizes."""
+    problems = []
+    if args.train_img_sizes and args.synermix:
+        problems.append('--train-img-sizes with SynerMix: timm\'s scheduled loader draws its own batches, which '
+                        'supplementation cannot complete to two images per class; drop one of them')
+    companions = args.train_batch_sizes or args.train_size_probs or args.train_batches_per_epoch is not None or \
+        args.variable_batch_loss_scale != 'none'
+    if companions and not args.train_img_sizes:
+        problems.append('--train-batch-sizes/--train-size-probs/--train-batches-per-epoch/--variable-batch-loss-scale '
+                        'shape scheduled resolutions: add --train-img-sizes')
+    return problems
+
+
 def _streams(args) -> List[str]:
     """What a streaming dataset (no random access, no labels up front) cannot serve."""
     if not (args.dataset or '').lower().startswith(STREAMS):
@@ -189,7 +202,7 @@ def _streams(args) -> List[str]:
 
 def check_args(args) -> None:
     """Raise one InputError naming every out-of-range value, unknown name and timm flag not supported yet."""
-    problems = _ranges(args) + _names(args) + _augmix(args) + _streams(args)
+    problems = _ranges(args) + _names(args) + _augmix(args) + _streams(args) + _scheduled(args)
     problems += [f'{why}' for why, given in NOT_SUPPORTED.values() if given(args)]
     if problems:
         raise InputError('; '.join(problems))
