@@ -231,6 +231,7 @@ BAD_INPUT = {
                                       '--train-img-sizes with SynerMix', 'in-process'),
     'scheduled-companion-alone': (['--variable-batch-loss-scale', 'sqrt'], None, 'add --train-img-sizes',
                                   'in-process'),
+    'task-multilabel': (['--task', 'multilabel'], None, '--task: only single-label classification', 'in-process'),
     'jsd-without-splits': (['--jsd-loss'], None, '--jsd-loss compares AugMix splits: add --aug-splits', 'in-process'),
     'augmix-with-mixup': (['--aug-splits', '3', '--jsd-loss', '--mixup', '0.8'], None,
                           '--aug-splits 3 with mixup/cutmix', 'in-process'),

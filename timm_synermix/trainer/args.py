@@ -370,8 +370,8 @@ def _add_synermix_args(parser):
 
 
 def _add_more_timm_args(parser):
-    # The rest of timm's train.py flags, with timm's names and defaults. `validation.check_supported` refuses,
-    # in one line with the reason, those this script does not implement yet when they are set.
+    # The rest of timm's train.py flags, with timm's names and defaults. `validation.check_args` refuses, in one
+    # line with the reason, those this script does not implement when they are set.
     group = parser.add_argument_group('More timm parameters (see the README for those not supported yet)')
     group.add_argument('--train-num-samples', default=None, type=int, metavar='N',
                        help='samples in the train split, for iterable datasets')
@@ -412,6 +412,13 @@ def _add_more_timm_args(parser):
     group.add_argument('--use-multi-epochs-loader', action='store_true', default=False,
                        help='timm\'s MultiEpochsDataLoader')
     group.add_argument('--wandb-resume-id', default='', type=str, metavar='ID', help='wandb run id to resume')
+    # timm 1.0.31's task and loss selectors (their definitions were not readable here): single-label
+    # classification with the flags' criterion is what this script trains; other values are refused.
+    group.add_argument('--task', default=None, type=str,
+                       help='training task (timm 1.0.31): only single-label "classification" here')
+    group.add_argument('--loss', default=None, type=str,
+                       help='named loss (timm 1.0.31): not supported here; the criterion follows --bce-loss, '
+                            '--jsd-loss and --smoothing')
     _add_variable_size_args(group)
     _add_distillation_args(group)
 
