@@ -314,3 +314,29 @@ def test_augmix_splits_train_the_inter_term_and_the_originals_use_the_main_batch
 def test_augmix_splits_refuse_a_mixup():
     with pytest.raises(ValueError, match='aug_splits=3 with a mixup'):
         SynerMixTask(tiny_model(), aug_splits=3, mixup=Mixup(mixup_alpha=1.0, num_classes=NUM_CLASSES))
+
+
+def test_a_teacher_adds_its_distillation_to_the_inter_term_only():
+    import copy
+    from timm.task import DistillationTeacher
+    from timm_synermix import LogitDistillation
+    original, augmented, target = batch()
+    model = tiny_model('test_vit', img_size=32)          # no BatchNorm: the student in train mode = the teacher
+    cfg = model.pretrained_cfg
+    twin = LogitDistillation(DistillationTeacher(copy.deepcopy(model)), cfg['mean'], cfg['std'], temperature=2.0,
+                             task_loss_weight=0.0, distill_loss_weight=1.0)
+    task = SynerMixTask(model, beta=0.3, distillation=twin)
+    task.train()
+    out = task(TwoViews(original, augmented), target)
+    assert not twin.teacher.training
+    torch.testing.assert_close(out['loss_inter'], torch.zeros(()), atol=1e-6, rtol=0)   # KL(a twin || itself) = 0
+    other = tiny_model('test_vit', img_size=32, drop_rate=0.0)
+    torch.nn.init.normal_(other.get_classifier().weight)
+    with_teacher = SynerMixTask(model, beta=0.3, distillation=LogitDistillation(
+        DistillationTeacher(other), cfg['mean'], cfg['std'], temperature=2.0, task_loss_weight=0.5))
+    with_teacher.train()
+    out = with_teacher(TwoViews(original, augmented), target)
+    student = model(augmented)
+    kl = F.kl_div(F.log_softmax(student / 2, -1), F.log_softmax(other.eval()(augmented) / 2, -1),
+                  reduction='batchmean', log_target=True) * 4
+    torch.testing.assert_close(out['loss_inter'], 0.5 * F.cross_entropy(student, target) + kl, rtol=1e-5, atol=1e-6)

@@ -331,6 +331,18 @@ def test_scheduled_resolutions_without_synermix_reproduce_timms_train_py(tiny_im
     np.testing.assert_allclose(ours, timm_numbers, rtol=1e-5)
 
 
+def test_distillation_with_synermix_puts_the_teacher_on_the_augmented_view(tiny_imagefolder, tmp_path):
+    from timm.models._hub import save_for_hf
+    torch.manual_seed(0)
+    save_for_hf(timm.create_model('test_resnet', num_classes=3), str(tmp_path / 'teacher'), safe_serialization=True)
+    proc = run_train(tiny_imagefolder, *COMMON, '--method', 'synermix', '--kd-model-name',
+                     f'local-dir:{tmp_path / "teacher"}', '--distill-loss-weight', '0.5', '--no-feature-metrics',
+                     '--output', tmp_path, '--experiment', 'kd-synermix')
+    assert "Creating KD teacher model: 'local-dir:" in proc.stdout + proc.stderr
+    _, rows = read_summary(tmp_path / 'kd-synermix')
+    assert float(rows[0]['train_loss_intra']) > 0 and np.isfinite(float(rows[0]['train_loss_inter']))
+
+
 AUGMIX_RECIPE = ('--aa', 'augmix-m5-w4-d2', '--aug-splits', '3', '--jsd-loss', '--split-bn', '--resplit', '--remode',
                  'pixel', '--reprob', '0.6')
 DEIT_RECIPE = ('--model', 'test_vit', '--aa', 'rand-m9-mstd0.5-inc1', '--mixup', '.8', '--cutmix', '1.0', '--reprob',

@@ -1,7 +1,7 @@
 """SynerMix-Inter (spec §3): the inter-class mixing of the augmented view.
 
 `Mixup` is timm's MixUp / CutMix taking odd batches (paper Eq. 3); `ManifoldMixup` mixes hidden
-states of any timm model through forward hooks (Eq. 4).
+states of any timm model through forward hooks (Eq. 4); `LogitDistillation` adds a teacher to the inter term.
 """
 import difflib
 from typing import Optional, Sequence, Tuple
@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from timm.data.mixup import Mixup as TimmMixup, mixup_target, rand_bbox_minmax
 
-__all__ = ['Mixup', 'ManifoldMixup', 'default_manifold_layers', 'INPUT_LAYER']
+__all__ = ['Mixup', 'ManifoldMixup', 'LogitDistillation', 'default_manifold_layers', 'INPUT_LAYER']
 
 
 class Mixup(TimmMixup):
@@ -317,3 +317,60 @@ class ManifoldMixup:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+class LogitDistillation(nn.Module):
+    """A teacher on the augmented view: timm's logit distillation, added to L_inter.
+
+    `L_inter = task_loss_weight * criterion(student, target) + distill_loss_weight * T² * KL(teacher || student)`
+    with both softmaxes at temperature T, the teacher seeing the same (mixed) augmented images as the student,
+    renormalised to its own mean and std. The originals and the intra term (Eq. 2) are untouched.
+
+    Args:
+        teacher: timm's `DistillationTeacher` (kept in eval mode, no gradients).
+        mean, std: The student's input normalisation (per channel), which the teacher input is converted from.
+        temperature: T, as timm's `--kd-temperature`.
+        task_loss_weight, distill_loss_weight: Weights of the student's own loss and of the KL term.
+
+    Example:
+        ```python
+        teacher = DistillationTeacher('resnet50', num_classes=100)
+        task = SynerMixTask(student, beta=0.1, mixup=mixup, distillation=LogitDistillation(teacher, mean, std))
+        ```
+    """
+
+    def __init__(
+            self,
+            teacher: nn.Module,
+            mean: Sequence[float],
+            std: Sequence[float],
+            temperature: float = 4.0,
+            task_loss_weight: float = 1.0,
+            distill_loss_weight: float = 1.0,
+    ):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f'temperature={temperature} must be above 0.')
+        self.teacher = teacher.eval()
+        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.temperature = temperature
+        self.task_loss_weight = task_loss_weight
+        self.distill_loss_weight = distill_loss_weight
+
+    def train(self, mode: bool = True) -> 'LogitDistillation':
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def forward(self, student_logits: torch.Tensor, augmented: torch.Tensor, task_loss: torch.Tensor) -> torch.Tensor:
+        """The distilled L_inter from the student's logits on `augmented` and its own loss there."""
+        with torch.no_grad():
+            teacher_input = self.teacher.normalize_input(augmented, self.mean.to(augmented.dtype),
+                                                         self.std.to(augmented.dtype))
+            teacher_logits = self.teacher(teacher_input)
+        t = self.temperature
+        kl = nn.functional.kl_div(nn.functional.log_softmax(student_logits / t, dim=-1),
+                                  nn.functional.log_softmax(teacher_logits / t, dim=-1),
+                                  reduction='batchmean', log_target=True) * t * t
+        return self.task_loss_weight * task_loss + self.distill_loss_weight * kl

@@ -10,7 +10,7 @@ from timm.layers import SplitBatchNorm2d
 from timm.task import ClassificationTask
 from timm.utils.model import unwrap_model
 
-from .inter import ManifoldMixup, Mixup
+from .inter import LogitDistillation, ManifoldMixup, Mixup
 from .intra import first_occurrences, synthesize_all_classes
 from .views import TwoViews
 
@@ -131,6 +131,8 @@ class SynerMixTask(ClassificationTask):
             and `L_inter` sees the labels repeated per split (e.g. with timm's `JsdCrossEntropy`). The originals
             stay one clean view of N; a model converted with `convert_splitbn_model` normalises them with its
             main BatchNorm.
+        distillation: A teacher on the augmented view (`LogitDistillation`), added to L_inter; not with
+            ManifoldMixup, whose mixing happens inside the student, out of the teacher's sight.
         criterion: Loss for L_inter; by default timm's soft-target CE with mixup, else CE
             (with `criterion_kwargs=dict(smoothing=...)` as ClassificationTask).
         criterion_kwargs, device, dtype, verbose: as `timm.task.ClassificationTask`.
@@ -154,6 +156,7 @@ class SynerMixTask(ClassificationTask):
             original_scale: float = 1.0,
             joint_pass: str = 'auto',
             aug_splits: int = 0,
+            distillation: Optional[LogitDistillation] = None,
             criterion: Optional[Union[nn.Module, Callable]] = None,
             criterion_kwargs: Optional[Dict[str, Any]] = None,
             device: Optional[torch.device] = None,
@@ -193,6 +196,9 @@ class SynerMixTask(ClassificationTask):
         if aug_splits > 1 and source == 'augmented' and beta > 0:
             raise ValueError(f'aug_splits={aug_splits} with source="augmented": the w-RA(aug) ablation mixes one '
                              'augmented view; use source="original".')
+        if distillation is not None and isinstance(mixup, ManifoldMixup):
+            raise ValueError('distillation with ManifoldMixup: the student mixes hidden states the teacher never '
+                             'sees; use Mixup or no mixup.')
         if mixup is not None and not isinstance(mixup, (Mixup, ManifoldMixup)):
             raise TypeError(
                 f'mixup is a {type(mixup).__name__}: pass timm_synermix.Mixup (odd batches, originals unmixed) '
@@ -220,6 +226,7 @@ class SynerMixTask(ClassificationTask):
         self.step = 0
         self.joint_pass = joint_pass
         self.aug_splits = aug_splits
+        self.distillation = distillation
         self._targets_checked = False
         self._norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.trainable_module = SynerMixTrainableModule(model)
@@ -332,6 +339,8 @@ class SynerMixTask(ClassificationTask):
             loss_inter = F.cross_entropy(output, target)
         else:
             loss_inter = self.criterion(output, inter_target)
+        if self.distillation is not None and self.training:
+            loss_inter = self.distillation(output, augmented, loss_inter)
         if synthesized_logits is None:
             loss_intra = loss_inter.new_zeros(())
             # Steps skipped by intra_every keep the inter term's weight, so only the intra term thins out.

@@ -314,7 +314,7 @@ def create_model(args, device):
 def create_task(args, model, device):
     """The run's SynerMixTask, built from its preset (`create_synermix_task`) with the flags' settings; with
     --kd-model-name, timm's distillation task."""
-    if args.kd_model_name is not None:
+    if args.kd_model_name is not None and not args.synermix:
         return create_distillation_task(args, model, device)
     criterion, method = None, run_preset(args).name
     if mixes_in_loader(args):  # timm's FastCollateMixup mixes in the loader: a plain task on its soft targets
@@ -337,9 +337,48 @@ def create_task(args, model, device):
             label_smoothing=args.smoothing, manifold_layers=args.manifold_layers,
             num_per_class=args.synermix_num_synth, intra_every=args.synermix_every,
             original_scale=args.synermix_orig_scale, joint_pass=args.synermix_joint_pass,
-            aug_splits=args.aug_splits, device=device, dtype=args.model_dtype_torch, verbose=args.rank == 0)
+            aug_splits=args.aug_splits, distillation=create_teacher(args, model, device),
+            device=device, dtype=args.model_dtype_torch, verbose=args.rank == 0)
     except ValueError as e:
         raise InputError(to_flags(str(e)))
+
+
+def _distill_weights(args):
+    """(task, distill) loss weights as timm resolves them: distill given -> task 1 unless given; task alone ->
+    distill 1 - task; neither -> both 1."""
+    if args.distill_loss_weight is not None:
+        return (1.0 if args.task_loss_weight is None else args.task_loss_weight), args.distill_loss_weight
+    if args.task_loss_weight is not None:
+        return args.task_loss_weight, 1.0 - args.task_loss_weight
+    return 1.0, 1.0
+
+
+def _teacher_error(args, e) -> InputError:
+    return InputError(f'--kd-model-name {args.kd_model_name}: no teacher ({first_line(e)}): name a timm model with '
+                      f'pretrained weights available here, or a local-dir:PATH holding config.json and '
+                      f'model.safetensors')
+
+
+def create_teacher(args, model, device):
+    """With SynerMix, --kd-model-name is a teacher on the augmented view (logit distillation), or None."""
+    if args.kd_model_name is None:
+        return None
+    from timm.task import DistillationTeacher
+    from ..method.inter import LogitDistillation
+    if args.kd_distill_type != 'logit':
+        raise InputError(f'--kd-distill-type {args.kd_distill_type} with SynerMix: only logit distillation joins the '
+                         f'inter term (feature and token distillation train modules of their own); use logit')
+    try:
+        teacher = DistillationTeacher(args.kd_model_name, num_classes=args.num_classes,
+                                      in_chans=getattr(model, 'in_chans', 3), device=device,
+                                      dtype=args.model_dtype_torch)
+    except (RuntimeError, OSError, ValueError, AssertionError) as e:
+        raise _teacher_error(args, e)
+    task_weight, distill_weight = _distill_weights(args)
+    cfg = model.pretrained_cfg
+    return LogitDistillation(teacher, cfg.get('mean', (0.485, 0.456, 0.406)), cfg.get('std', (0.229, 0.224, 0.225)),
+                             temperature=args.kd_temperature, task_loss_weight=task_weight,
+                             distill_loss_weight=distill_weight).to(device)
 
 
 def create_distillation_task(args, model, device):
@@ -347,10 +386,10 @@ def create_distillation_task(args, model, device):
     from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.task import FeatureDistillationTask, LogitDistillationTask, TokenDistillationTask
     from ..method.inter import Mixup
-    if args.synermix or args.manifold_mixup or args.aug_splits > 1:
-        used = '--synermix' if args.synermix else '--manifold-mixup' if args.manifold_mixup else '--aug-splits'
-        raise InputError(f'--kd-model-name with {used}: the distillation task trains on one plain view, with neither '
-                         f'the originals\' intra term, hidden-state mixing nor AugMix splits; drop one of them')
+    if args.manifold_mixup or args.aug_splits > 1:
+        used = '--manifold-mixup' if args.manifold_mixup else '--aug-splits'
+        raise InputError(f'--kd-model-name with {used}: timm\'s distillation task trains on one plain view, with '
+                         f'neither hidden-state mixing nor AugMix splits; drop one of them')
     mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
     bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
     if mixing:
@@ -371,9 +410,7 @@ def create_distillation_task(args, model, device):
                     task_loss_weight=args.task_loss_weight, device=device, dtype=args.model_dtype_torch,
                     verbose=args.rank == 0, **kwargs)
     except (RuntimeError, OSError, ValueError, AssertionError) as e:
-        raise InputError(f'--kd-model-name {args.kd_model_name}: no teacher ({first_line(e)}): name a timm model '
-                         f'with pretrained weights available here, or a local-dir:PATH holding config.json and '
-                         f'model.safetensors')
+        raise _teacher_error(args, e)
     task.mixup = None  # the loop mixes for these tasks, unless timm's collate-time mixup does (mixes_in_loader)
     if mixing and not mixes_in_loader(args):
         task.mixup = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
