@@ -329,7 +329,7 @@ class LogitDistillation(nn.Module):
     Args:
         teacher: timm's `DistillationTeacher` (kept in eval mode, no gradients).
         mean, std: The student's input normalisation (per channel), which the teacher input is converted from.
-        temperature: T, as timm's `--kd-temperature`.
+        temperature: T, as in timm's logit distillation task.
         task_loss_weight, distill_loss_weight: Weights of the student's own loss and of the KL term.
 
     Example:

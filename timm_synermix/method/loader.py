@@ -33,6 +33,30 @@ def _collate_splits(batch):
     return torch.cat(list(splits)), target.repeat(len(splits))
 
 
+def _two_view_dataset(dataset, original_transform: Optional[Callable], interpolation: str, **eval_kwargs):
+    """`dataset` as a TwoViewDataset whose originals get `original_transform`, else the one it has, else timm's
+    eval transform."""
+    if original_transform is None and isinstance(dataset, TwoViewDataset):
+        original_transform = dataset.original_transform
+    if original_transform is None:
+        # 'random' is a training-only interpolation; the eval transform needs a fixed one.
+        original_transform = create_transform(
+            is_training=False, interpolation='bilinear' if interpolation == 'random' else interpolation, **eval_kwargs)
+    if not isinstance(dataset, TwoViewDataset):
+        dataset = TwoViewDataset(dataset)
+    dataset.original_transform = original_transform
+    return dataset
+
+
+def _collate(use_prefetcher: bool, splits: int, two_views: bool) -> Callable:
+    """timm's collate for the loader's items: AugMix splits stacked split-major, after the originals."""
+    if splits and not use_prefetcher:
+        return _collate_splits
+    if splits and two_views:
+        return _fast_collate_views
+    return fast_collate if use_prefetcher else torch.utils.data.default_collate
+
+
 class _StackedViewsLoader:
     """Turns the prefetcher's stacked [originals; augmented (splits)] batches back into TwoViews batches, random
     erasing the augmented view only (timm's `RandomErasing`; with `num_splits` it spares the clean AugMix split)."""
@@ -120,31 +144,16 @@ def create_synermix_loader(
         from timm.data import AugMixDataset
         dataset = AugMixDataset(dataset, num_splits=splits)
     if two_views:
-        if original_transform is None and isinstance(dataset, TwoViewDataset):
-            original_transform = dataset.original_transform
-        if original_transform is None:
-            # 'random' is a training-only interpolation; the eval transform needs a fixed one.
-            original_transform = create_transform(
-                input_size, is_training=False, use_prefetcher=use_prefetcher, mean=mean, std=std,
-                interpolation='bilinear' if interpolation == 'random' else interpolation,
-                crop_pct=crop_pct, crop_mode=crop_mode)
-        if not isinstance(dataset, TwoViewDataset):
-            dataset = TwoViewDataset(dataset)
-        dataset.original_transform = original_transform
+        dataset = _two_view_dataset(dataset, original_transform, input_size=input_size, use_prefetcher=use_prefetcher,
+                                    mean=mean, std=std, interpolation=interpolation, crop_pct=crop_pct,
+                                    crop_mode=crop_mode)
     dataset.transform = transform
 
-    collate = fast_collate if use_prefetcher else torch.utils.data.default_collate
-    if collate_fn is not None:
-        collate = collate_fn
-    elif splits and not use_prefetcher:
-        collate = _collate_splits
-    elif splits and two_views:
-        collate = _fast_collate_views
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=batch_sampler,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=collate_fn or _collate(use_prefetcher, splits, two_views),
         pin_memory=pin_memory,
         worker_init_fn=partial(_worker_init, worker_seeding=worker_seeding),
         persistent_workers=persistent_workers and num_workers > 0,

@@ -53,6 +53,60 @@ def batch_dependent_layers(model: nn.Module) -> List[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
 
 
+def _check_arguments(model, beta, mixup, source, num_per_class, intra_every, original_scale, joint_pass, aug_splits,
+                     distillation) -> None:
+    """Raise ValueError naming the first SynerMixTask argument that cannot work, and the fix."""
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(
+            f'beta={beta} is outside [0, 1]: β weighs L_intra against L_inter, '
+            'e.g. 0.1 for SynerMix, 0.5 for SynerMix-Intra alone.')
+    if source not in SOURCES:
+        raise ValueError(f'source="{source}" is not one of {SOURCES}.')
+    if source == 'augmented' and mixup is not None and beta > 0:
+        raise ValueError(
+            'source="augmented" mixes features of the augmented view, which mixup would already have mixed: '
+            'use source="original" with mixup, or no mixup for the w-RA(aug) ablation.')
+    if num_per_class < 1:
+        raise ValueError(f'num_per_class={num_per_class}: need at least 1.')
+    if intra_every < 1:
+        raise ValueError(f'intra_every={intra_every}: need an interval of at least 1 step.')
+    if beta == 1.0 and intra_every > 1:
+        raise ValueError(
+            'beta=1 with intra_every > 1 would train on a zero loss between intra steps: '
+            'lower beta or use intra_every=1.')
+    if not 0.0 < original_scale <= 1.0:
+        raise ValueError(f'original_scale={original_scale} must be in (0, 1].')
+    if joint_pass not in JOINT_PASS:
+        raise ValueError(f'joint_pass="{joint_pass}" is not one of {JOINT_PASS}.')
+    if joint_pass == 'shared-bn' and (isinstance(mixup, ManifoldMixup) or original_scale != 1.0):
+        raise ValueError('joint_pass="shared-bn" needs both views at one size in one forward: not with '
+                         'ManifoldMixup (its hooks mix one view) or original_scale != 1.')
+    if aug_splits == 1 or aug_splits < 0:
+        raise ValueError(f'aug_splits={aug_splits}: use 0 (off) or 2 or more splits.')
+    if aug_splits > 1 and mixup is not None:
+        raise ValueError(f'aug_splits={aug_splits} with a mixup: the mix would pair images across AugMix splits '
+                         '(timm mixes neither); drop one of them.')
+    if aug_splits > 1 and source == 'augmented' and beta > 0:
+        raise ValueError(f'aug_splits={aug_splits} with source="augmented": the w-RA(aug) ablation mixes one '
+                         'augmented view; use source="original".')
+    if distillation is not None and isinstance(mixup, ManifoldMixup):
+        raise ValueError('distillation with ManifoldMixup: the student mixes hidden states the teacher never '
+                         'sees; use Mixup or no mixup.')
+    if mixup is not None and not isinstance(mixup, (Mixup, ManifoldMixup)):
+        raise TypeError(
+            f'mixup is a {type(mixup).__name__}: pass timm_synermix.Mixup (odd batches, originals unmixed) '
+            'or timm_synermix.ManifoldMixup.')
+    forward_head = getattr(model, 'forward_head', None)
+    if forward_head is None or 'pre_logits' not in inspect.signature(forward_head).parameters:
+        raise ValueError(
+            f'{type(model).__name__} has no forward_head(x, pre_logits=True): SynerMix needs the features '
+            'fed to the classifier. Use a timm model, or add forward_features/forward_head(pre_logits)/get_classifier.')
+    if original_scale != 1.0 and getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
+        raise ValueError(
+            f'{type(model).__name__} only accepts its configured input size, so original_scale must be 1.0: '
+            'use intra_every to save time, or create the model with dynamic_img_size=True.')
+
+
 class SynerMixTrainableModule(nn.Module):
     """The task's `trainable_module`: both training passes in one `forward`.
 
@@ -163,55 +217,8 @@ class SynerMixTask(ClassificationTask):
             dtype: Optional[torch.dtype] = None,
             verbose: bool = True,
     ):
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(
-                f'beta={beta} is outside [0, 1]: β weighs L_intra against L_inter, '
-                'e.g. 0.1 for SynerMix, 0.5 for SynerMix-Intra alone.')
-        if source not in SOURCES:
-            raise ValueError(f'source="{source}" is not one of {SOURCES}.')
-        if source == 'augmented' and mixup is not None and beta > 0:
-            raise ValueError(
-                'source="augmented" mixes features of the augmented view, which mixup would already have mixed: '
-                'use source="original" with mixup, or no mixup for the w-RA(aug) ablation.')
-        if num_per_class < 1:
-            raise ValueError(f'num_per_class={num_per_class}: need at least 1.')
-        if intra_every < 1:
-            raise ValueError(f'intra_every={intra_every}: need an interval of at least 1 step.')
-        if beta == 1.0 and intra_every > 1:
-            raise ValueError(
-                'beta=1 with intra_every > 1 would train on a zero loss between intra steps: '
-                'lower beta or use intra_every=1.')
-        if not 0.0 < original_scale <= 1.0:
-            raise ValueError(f'original_scale={original_scale} must be in (0, 1].')
-        if joint_pass not in JOINT_PASS:
-            raise ValueError(f'joint_pass="{joint_pass}" is not one of {JOINT_PASS}.')
-        if joint_pass == 'shared-bn' and (isinstance(mixup, ManifoldMixup) or original_scale != 1.0):
-            raise ValueError('joint_pass="shared-bn" needs both views at one size in one forward: not with '
-                             'ManifoldMixup (its hooks mix one view) or original_scale != 1.')
-        if aug_splits == 1 or aug_splits < 0:
-            raise ValueError(f'aug_splits={aug_splits}: use 0 (off) or 2 or more splits.')
-        if aug_splits > 1 and mixup is not None:
-            raise ValueError(f'aug_splits={aug_splits} with a mixup: the mix would pair images across AugMix splits '
-                             '(timm mixes neither); drop one of them.')
-        if aug_splits > 1 and source == 'augmented' and beta > 0:
-            raise ValueError(f'aug_splits={aug_splits} with source="augmented": the w-RA(aug) ablation mixes one '
-                             'augmented view; use source="original".')
-        if distillation is not None and isinstance(mixup, ManifoldMixup):
-            raise ValueError('distillation with ManifoldMixup: the student mixes hidden states the teacher never '
-                             'sees; use Mixup or no mixup.')
-        if mixup is not None and not isinstance(mixup, (Mixup, ManifoldMixup)):
-            raise TypeError(
-                f'mixup is a {type(mixup).__name__}: pass timm_synermix.Mixup (odd batches, originals unmixed) '
-                'or timm_synermix.ManifoldMixup.')
-        forward_head = getattr(model, 'forward_head', None)
-        if forward_head is None or 'pre_logits' not in inspect.signature(forward_head).parameters:
-            raise ValueError(
-                f'{type(model).__name__} has no forward_head(x, pre_logits=True): SynerMix needs the features '
-                'fed to the classifier. Use a timm model, or add forward_features/forward_head(pre_logits)/get_classifier.')
-        if original_scale != 1.0 and getattr(getattr(model, 'patch_embed', None), 'strict_img_size', False):
-            raise ValueError(
-                f'{type(model).__name__} only accepts its configured input size, so original_scale must be 1.0: '
-                'use intra_every to save time, or create the model with dynamic_img_size=True.')
+        _check_arguments(model, beta, mixup, source, num_per_class, intra_every, original_scale, joint_pass,
+                         aug_splits, distillation)
         if criterion is None and criterion_kwargs is None and mixup is not None:
             criterion_kwargs = dict(soft_targets=True)
         super().__init__(model, criterion, criterion_kwargs=criterion_kwargs, device=device, dtype=dtype,

@@ -1,0 +1,119 @@
+"""train.py's training task: SynerMix's (from its preset, with the flags' criterion and teacher), or timm's
+distillation task for --kd-* runs without SynerMix."""
+import torch
+
+from ..method.presets import create_synermix_task
+from .args import to_flags
+from .config import run_preset
+from .errors import InputError, first_line
+from .loaders import mixes_in_loader
+
+__all__ = ['create_task']
+
+
+def create_task(args, model, device):
+    """The run's SynerMixTask, built from its preset (`create_synermix_task`) with the flags' settings; with
+    --kd-model-name, timm's distillation task."""
+    if args.kd_model_name is not None and not args.synermix:
+        return create_distillation_task(args, model, device)
+    criterion, method = None, run_preset(args).name
+    if mixes_in_loader(args):  # timm's FastCollateMixup mixes in the loader: a plain task on its soft targets
+        from timm.loss import SoftTargetCrossEntropy
+        criterion, method = SoftTargetCrossEntropy(), 'baseline'
+    if args.jsd_loss:  # timm's AugMix loss over the augmented view's splits
+        from timm.loss import JsdCrossEntropy
+        criterion = JsdCrossEntropy(num_splits=args.aug_splits, smoothing=args.smoothing).to(device)
+    elif args.bce_loss:  # timm's BCE as the inter criterion; the intra term stays cross-entropy on hard labels
+        from timm.loss import BinaryCrossEntropy
+        mixing = args.manifold_mixup or args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+        criterion = BinaryCrossEntropy(smoothing=0. if mixing else args.smoothing,
+                                       target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum,
+                                       pos_weight=args.bce_pos_weight).to(device)
+    try:
+        return create_synermix_task(
+            model, method, beta=args.synermix_beta, num_classes=args.num_classes, criterion=criterion,
+            mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+            mixup_prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mixup_mode=args.mixup_mode,
+            label_smoothing=args.smoothing, manifold_layers=args.manifold_layers,
+            num_per_class=args.synermix_num_synth, intra_every=args.synermix_every,
+            original_scale=args.synermix_orig_scale, joint_pass=args.synermix_joint_pass,
+            aug_splits=args.aug_splits, distillation=create_teacher(args, model, device),
+            device=device, dtype=args.model_dtype_torch, verbose=args.rank == 0)
+    except ValueError as e:
+        raise InputError(to_flags(str(e)))
+
+
+def _distill_weights(args):
+    """(task, distill) loss weights as timm resolves them: distill given -> task 1 unless given; task alone ->
+    distill 1 - task; neither -> both 1."""
+    if args.distill_loss_weight is not None:
+        return (1.0 if args.task_loss_weight is None else args.task_loss_weight), args.distill_loss_weight
+    if args.task_loss_weight is not None:
+        return args.task_loss_weight, 1.0 - args.task_loss_weight
+    return 1.0, 1.0
+
+
+def _teacher_error(args, e) -> InputError:
+    return InputError(f'--kd-model-name {args.kd_model_name}: no teacher ({first_line(e)}): name a timm model with '
+                      f'pretrained weights available here, or a local-dir:PATH holding config.json and '
+                      f'model.safetensors')
+
+
+def create_teacher(args, model, device):
+    """With SynerMix, --kd-model-name is a teacher on the augmented view (logit distillation), or None."""
+    if args.kd_model_name is None:
+        return None
+    from timm.task import DistillationTeacher
+    from ..method.inter import LogitDistillation
+    if args.kd_distill_type != 'logit':
+        raise InputError(f'--kd-distill-type {args.kd_distill_type} with SynerMix: only logit distillation joins the '
+                         f'inter term (feature and token distillation train modules of their own); use logit')
+    try:
+        teacher = DistillationTeacher(args.kd_model_name, num_classes=args.num_classes,
+                                      in_chans=getattr(model, 'in_chans', 3), device=device,
+                                      dtype=args.model_dtype_torch)
+    except (RuntimeError, OSError, ValueError, AssertionError) as e:
+        raise _teacher_error(args, e)
+    task_weight, distill_weight = _distill_weights(args)
+    cfg = model.pretrained_cfg
+    return LogitDistillation(teacher, cfg.get('mean', (0.485, 0.456, 0.406)), cfg.get('std', (0.229, 0.224, 0.225)),
+                             temperature=args.kd_temperature, task_loss_weight=task_weight,
+                             distill_loss_weight=distill_weight).to(device)
+
+
+def create_distillation_task(args, model, device):
+    """timm's logit, feature or token distillation task with timm's train.py criterion; mixup runs in the loop."""
+    from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.task import FeatureDistillationTask, LogitDistillationTask, TokenDistillationTask
+    from ..method.inter import Mixup
+    if args.manifold_mixup or args.aug_splits > 1:
+        used = '--manifold-mixup' if args.manifold_mixup else '--aug-splits'
+        raise InputError(f'--kd-model-name with {used}: timm\'s distillation task trains on one plain view, with '
+                         f'neither hidden-state mixing nor AugMix splits; drop one of them')
+    mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
+    if mixing:
+        criterion = BinaryCrossEntropy(**bce) if args.bce_loss else SoftTargetCrossEntropy()
+    elif args.smoothing:
+        criterion = BinaryCrossEntropy(smoothing=args.smoothing, **bce) if args.bce_loss else \
+            LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+    else:
+        criterion = torch.nn.CrossEntropyLoss()
+    kinds = {'logit': (LogitDistillationTask, dict(loss_type=args.kd_loss_type, temperature=args.kd_temperature)),
+             'feature': (FeatureDistillationTask, dict(student_feature_dim=args.kd_student_feature_dim,
+                                                       teacher_feature_dim=args.kd_teacher_feature_dim)),
+             'token': (TokenDistillationTask, dict(distill_type=args.kd_token_distill_type,
+                                                   temperature=args.kd_temperature))}
+    kind, kwargs = kinds[args.kd_distill_type]
+    try:
+        task = kind(model, args.kd_model_name, criterion=criterion.to(device), distill_loss_weight=args.distill_loss_weight,
+                    task_loss_weight=args.task_loss_weight, device=device, dtype=args.model_dtype_torch,
+                    verbose=args.rank == 0, **kwargs)
+    except (RuntimeError, OSError, ValueError, AssertionError) as e:
+        raise _teacher_error(args, e)
+    task.mixup = None  # the loop mixes for these tasks, unless timm's collate-time mixup does (mixes_in_loader)
+    if mixing and not mixes_in_loader(args):
+        task.mixup = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                           prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                           label_smoothing=args.smoothing, num_classes=args.num_classes)
+    return task
