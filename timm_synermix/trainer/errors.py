@@ -1,6 +1,6 @@
 """The error type for bad user input."""
 
-__all__ = ['InputError', 'first_line']
+__all__ = ['InputError', 'AgreedError', 'first_line']
 
 
 class InputError(ValueError):
@@ -14,6 +14,11 @@ class InputError(ValueError):
         raise InputError('--synermix-beta 2.0 is outside [0, 1]: use e.g. 0.1')
         ```
     """
+
+
+class AgreedError(InputError):
+    """An InputError every rank raises at the same step (the ranks agreed on it through a collective), so they
+    can wait for each other to print it before any exits: torchrun stops the other ranks once one has exited."""
 
 
 def first_line(exc: BaseException, prefer=('size mismatch', 'Missing key', 'Unexpected key')) -> str:

@@ -17,7 +17,7 @@ from timm.task.evaluator import evaluation_sample_limit
 
 from ..method.task import SynerMixTask
 from ..method.views import TwoViews
-from .errors import InputError
+from .errors import AgreedError
 from .checkpoint import atomic_write
 from .outputs import write_summary
 from .state import RngState, TrainingState
@@ -155,7 +155,7 @@ def _check_finite(run: Run, epoch: int) -> Dict[str, float]:
             keep, then = f'the last good checkpoint, {last!r}, is kept', f'continue with --resume {last}'
         else:
             keep, then = 'no checkpoint was written yet', 'rerun the same command'
-        raise InputError(f'loss is not finite at epoch {epoch}, step {values["first_bad_step"]}; training stopped '
+        raise AgreedError(f'loss is not finite at epoch {epoch}, step {values["first_bad_step"]}; training stopped '
                          f'and {keep}: lower --lr or set --clip-grad, then {then}')
     return values
 

@@ -33,7 +33,7 @@ from .checkpoint import AtomicCheckpointSaver, atomic_write, load_training_check
 from .config import apply_method, args_to_yaml, parser_dests
 from .data import class_names, create_datasets
 from .distributed import init_distributed_device
-from .errors import InputError, first_line
+from .errors import AgreedError, InputError, first_line
 from .loaders import LoaderEpochs, create_eval_loader, create_train_loader, create_train_sampler
 from .lock import ExperimentLock
 from .loop import Run, StopRequest, TrainingInterrupted, train_and_evaluate
@@ -58,6 +58,8 @@ def main(argv=None) -> int:
             raise
         print(f'{PROG}: error: {e}', file=sys.stderr)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if isinstance(e, AgreedError):
+                torch.distributed.barrier()  # every rank has printed it before torchrun stops the rest
             torch.distributed.destroy_process_group()
         sys.exit(2)
 
