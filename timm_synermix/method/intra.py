@@ -11,8 +11,9 @@ def first_occurrences(images: torch.Tensor, labels: torch.Tensor, probes: int = 
     """True for each image's first copy in the batch: Eq. 1 mixes distinct images, not an image with itself.
 
     A batch can hold one image more than once (repeated augmentation, fixed-size top-ups); its unaugmented
-    originals are then equal tensors. Copies are found by exact equality of `probes` evenly spaced values
-    within a class, on the device (no host sync).
+    originals are then equal tensors. Copies are found on the device (no host sync) by one integer key per image:
+    the bit patterns of `probes` evenly spaced values and the label, hashed, so equal images always share a key
+    and the comparison is [N, N] integers whatever the image size.
 
     Args:
         images: The originals [N, ...] (the view whose features are mixed).
@@ -24,8 +25,11 @@ def first_occurrences(images: torch.Tensor, labels: torch.Tensor, probes: int = 
     """
     flat = images.reshape(images.shape[0], -1)
     step = max(1, flat.shape[1] // probes)
-    sampled = flat[:, ::step]
-    same = (sampled.unsqueeze(1) == sampled.unsqueeze(0)).all(-1) & (labels.unsqueeze(1) == labels.unsqueeze(0))
+    bits = flat[:, ::step].float().contiguous().view(torch.int32).to(torch.int64)
+    # Odd multipliers per position; int64 products and sums wrap around, which keeps equal rows equal.
+    multipliers = torch.arange(1, bits.shape[1] + 1, device=bits.device, dtype=torch.int64) * 2654435761 | 1
+    key = (bits * multipliers).sum(1) * 1000003 + labels.to(torch.int64)
+    same = key.unsqueeze(1) == key.unsqueeze(0)
     return ~torch.tril(same, diagonal=-1).any(1)
 
 

@@ -29,6 +29,7 @@ def create_task(args, model, device):
         criterion = BinaryCrossEntropy(smoothing=0. if mixing else args.smoothing,
                                        target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum,
                                        pos_weight=args.bce_pos_weight).to(device)
+    distillation = create_teacher(args, model, device)
     try:
         return create_synermix_task(
             model, method, beta=args.synermix_beta, num_classes=args.num_classes, criterion=criterion,
@@ -37,7 +38,7 @@ def create_task(args, model, device):
             label_smoothing=args.smoothing, manifold_layers=args.manifold_layers,
             num_per_class=args.synermix_num_synth, intra_every=args.synermix_every,
             original_scale=args.synermix_orig_scale, joint_pass=args.synermix_joint_pass,
-            aug_splits=args.aug_splits, distillation=create_teacher(args, model, device),
+            aug_splits=args.aug_splits, distillation=distillation,
             device=device, dtype=args.model_dtype_torch, verbose=args.rank == 0)
     except ValueError as e:
         raise InputError(to_flags(str(e)))
