@@ -372,7 +372,7 @@ def _add_synermix_args(parser):
 def _add_more_timm_args(parser):
     # The rest of timm's train.py flags, with timm's names and defaults. `validation.check_args` refuses, in one
     # line with the reason, those this script does not implement when they are set.
-    group = parser.add_argument_group('More timm parameters (see the README for those not supported yet)')
+    group = parser.add_argument_group('More timm parameters (the README lists those refused, and why)')
     group.add_argument('--train-num-samples', default=None, type=int, metavar='N',
                        help='samples in the train split, for iterable datasets')
     group.add_argument('--val-num-samples', default=None, type=int, metavar='N',
