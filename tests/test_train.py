@@ -372,6 +372,9 @@ def recipe_run(name, recipe, data, out_root):
 
 def test_augmix_recipe_trains_with_synermix_on_three_splits(tiny_imagefolder, out_root):
     out, log = recipe_run('augmix-synermix', AUGMIX_RECIPE, tiny_imagefolder, out_root)
+    with open(os.path.join(out, 'results.json')) as f:
+        settings = json.load(f)['settings']   # what the run was, recorded with its scores
+    assert settings['aug_splits'] == 3 and settings['method'] == 'synermix-intra' and settings['batch_size'] == 4
     assert 'criterion=JsdCrossEntropy' in log
     # 4 primaries (+ supplements) per step, each as 3 AugMix splits: at least 12 augmented images per step.
     assert min(int(line.split('Batch: ')[1].split()[0]) for line in log.splitlines() if 'Batch: ' in line) >= 12

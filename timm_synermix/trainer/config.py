@@ -10,9 +10,17 @@ import yaml
 from .errors import InputError
 from ..method.presets import PAPER_MIXUP_ALPHA, Preset, find_preset, get_preset
 
-__all__ = ['parser_dests', 'load_config', 'args_to_yaml', 'derive_method_name', 'apply_method', 'run_preset']
+__all__ = ['RUN_IDENTITY', 'parser_dests', 'load_config', 'args_to_yaml', 'derive_method_name', 'apply_method',
+           'run_preset']
 
 _logger = logging.getLogger(__name__)
+
+
+# What a run is (key, flag): a resume may not change these (its results would mix two runs); results.json
+# records them.
+RUN_IDENTITY = (('model', '--model'), ('method', '--method'), ('synermix_beta', '--synermix-beta'),
+                ('synermix_batches', '--synermix-batches'), ('batch_size', '-b'), ('mixup', '--mixup'),
+                ('cutmix', '--cutmix'), ('aug_splits', '--aug-splits'), ('aug_repeats', '--aug-repeats'))
 
 
 def parser_dests(parser: argparse.ArgumentParser) -> List[str]:

@@ -30,7 +30,7 @@ import torch
 from ..method.sampler import dataset_labels
 from .args import PROG, parse_args
 from .checkpoint import AtomicCheckpointSaver, atomic_write, load_training_checkpoint, newest_good_checkpoint
-from .config import apply_method, args_to_yaml, parser_dests
+from .config import RUN_IDENTITY, apply_method, args_to_yaml, parser_dests
 from .data import class_names, create_datasets
 from .distributed import init_distributed_device
 from .errors import AgreedError, InputError, first_line
@@ -228,12 +228,6 @@ def resolve_auto_resume(args, output_dir) -> None:
     good = newest_good_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     _logger.info(f'--resume auto: {"resuming " + good if good else "no checkpoint in " + output_dir + ", starting"}')
     args.resume = good or ''
-
-
-# What a run is: a resume that changes one would report one method's results for epochs trained with another.
-RUN_IDENTITY = (('model', '--model'), ('method', '--method'), ('synermix_beta', '--synermix-beta'),
-                ('synermix_batches', '--synermix-batches'), ('batch_size', '-b'), ('mixup', '--mixup'),
-                ('cutmix', '--cutmix'), ('aug_splits', '--aug-splits'), ('aug_repeats', '--aug-repeats'))
 
 
 def check_resumed_settings(args, ckpt) -> None:

@@ -71,6 +71,7 @@ def write_final_outputs(run, dataset_eval, eval_loader_full, cifar_stem: bool) -
     import logging
     from timm.utils.model import unwrap_model
     from .checkpoint import export_safetensors, to_weights_only
+    from .config import RUN_IDENTITY
     args, out = run.args, run.output_dir
     results = summarize_results(run.state.history.rows, args.method, args.report_last_k)
     # What the run cost: images through forward+backward (the originals' pass included), training seconds.
@@ -79,6 +80,10 @@ def write_final_outputs(run, dataset_eval, eval_loader_full, cifar_stem: bool) -
                            epochs=position.epochs_done)
     # A run stopped by --stop-epoch is reported as such, never as the finished schedule.
     results['finished'] = args.stop_epoch is None or args.stop_epoch >= args.epochs
+    # What the run was (a resume cannot change these), next to what it scored.
+    results['settings'] = {key: getattr(args, key) for key, _ in RUN_IDENTITY}
+    results['settings'].update(num_classes=args.num_classes, dataset=args.dataset or 'ImageFolder',
+                               teacher=args.kd_model_name)
     metrics = None
     if dataset_eval is not None:
         from .metrics import compute_feature_metrics, extract_features
