@@ -23,7 +23,7 @@ METHODS = ['baseline', 'mixup', 'manifold-mixup', 'synermix-intra', 'synermix-in
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'train_loss_intra', 'train_loss_inter', 'eval_loss', 'eval_top1',
                    'eval_top5', 'lr']
 RESULT_KEYS = {'method', 'best_top1', 'best_epoch', 'last_k', 'last_k_mean_top1', 'last_k_std_top1', 'metrics',
-               'cost', 'finished'}
+               'cost', 'finished', 'settings'}
 
 
 # ---------------------------------------------------------------------------------------------------------------

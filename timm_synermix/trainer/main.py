@@ -56,7 +56,10 @@ def main(argv=None) -> int:
     except InputError as e:
         if '--debug' in argv:
             raise
-        print(f'{PROG}: error: {e}', file=sys.stderr)
+        # One write of the whole line: under torchrun every rank prints to one pipe, and a write of under
+        # PIPE_BUF bytes is not interleaved with another rank's.
+        sys.stderr.write(f'{PROG}: error: {e}\n')
+        sys.stderr.flush()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             if isinstance(e, AgreedError):
                 torch.distributed.barrier()  # every rank has printed it before torchrun stops the rest
