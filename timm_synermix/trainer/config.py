@@ -89,21 +89,12 @@ def derive_method_name(args: argparse.Namespace) -> str:
                                      cutmix_minmax=None, manifold_mixup=False))  # 'synermix'
         ```
     """
-    if args.manifold_mixup:
-        inter = 'manifold'
-    elif args.mixup > 0 and (args.cutmix > 0 or args.cutmix_minmax is not None):
-        inter = 'mixup-cutmix'
-    elif args.cutmix > 0 or args.cutmix_minmax is not None:
-        inter = 'cutmix'
-    elif args.mixup > 0:
-        inter = 'mixup'
-    else:
-        inter = ''
-    if not args.synermix:
-        return {'': 'baseline', 'manifold': 'manifold-mixup'}.get(inter, inter)
-    if not inter:
-        return 'synermix-intra-aug' if args.synermix_source == 'augmented' else 'synermix-intra'
-    return {'mixup': 'synermix', 'manifold': 'synermix-manifold'}.get(inter, 'synermix-' + inter)
+    cutmix = args.cutmix > 0 or args.cutmix_minmax is not None
+    inter = 'manifold' if args.manifold_mixup else 'mixup' if args.mixup > 0 or cutmix else None
+    if inter == 'mixup' and cutmix:  # the presets use MixUp; a CutMix run is labelled as the variant it is
+        variant = 'mixup-cutmix' if args.mixup > 0 else 'cutmix'
+        return 'synermix-' + variant if args.synermix else variant
+    return find_preset(args.synermix, args.synermix_source if inter is None else 'original', inter).name
 
 
 def apply_method(args: argparse.Namespace) -> argparse.Namespace:
