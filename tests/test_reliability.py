@@ -425,3 +425,19 @@ def test_a_non_finite_loss_stops_every_rank_naming_the_step(tiny_imagefolder, tm
     lines = [x for x in (proc.stdout + proc.stderr).splitlines() if 'train.py: error: loss is not finite' in x]
     assert proc.returncode != 0 and len(lines) == 2, (proc.stdout + proc.stderr)[-3000:]
     assert all('at epoch 0, step 1' in x for x in lines)   # the first step's update makes the second step's loss inf
+
+
+def test_a_run_of_unreadable_images_stops_in_one_line_and_the_command_reruns(tiny_imagefolder, tmp_path):
+    # timm's dataset skips an unreadable image with a warning, but raises after several in a row: every training
+    # image here is broken, so the first batch ends the run, with one line and no checkpoint to trip a rerun.
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_imagefolder, data)
+    for path in (data / 'train').glob('*/*'):
+        path.write_bytes(b'not an image')
+    argv = [data, *BASE, '--output', tmp_path / 'out', '--experiment', 'unreadable']
+    for _ in range(2):   # the printed advice, "rerun the same command", gets the same answer, not a refusal
+        proc = run_train(*argv, check=False)
+        lines = [x for x in proc.stderr.splitlines() if x.startswith('train.py: error:')]
+        assert proc.returncode == 2 and 'Traceback' not in proc.stderr and len(lines) == 1, proc.stderr[-2000:]
+        assert 'images could not be read in epoch 0 (Failed to load 10 consecutive samples)' in lines[0]
+        assert not [f for f in os.listdir(tmp_path / 'out' / 'unreadable') if f.endswith('.pth.tar')]

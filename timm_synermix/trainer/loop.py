@@ -17,7 +17,7 @@ from timm.task.evaluator import evaluation_sample_limit
 
 from ..method.task import SynerMixTask
 from ..method.views import TwoViews
-from .errors import AgreedError
+from .errors import AgreedError, InputError, first_line
 from .checkpoint import atomic_write
 from .outputs import write_summary
 from .state import RngState, TrainingState
@@ -146,15 +146,43 @@ def train_step(run: Run, input, target, accum_steps: int, need_update: bool) -> 
     return result
 
 
+def _resume_hint(run: Run):
+    """(what is kept, how to go on) after a run stopped mid-training."""
+    last = os.path.join(run.output_dir, 'last.pth.tar')
+    if os.path.isfile(last):
+        return f'the last good checkpoint, {last!r}, is kept', f'continue with --resume {last}'
+    return 'no checkpoint was written yet', 'rerun the same command'
+
+
+def _read_batches(run: Run, loader, where: str):
+    """`loader`'s batches, its iterator made now (it draws its seed here). Images the dataset cannot read, which
+    timm's dataset skips with a warning until several come in a row, stop the run in one line."""
+    iterator = iter(loader)
+
+    def batches():
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except (OSError, SyntaxError, RuntimeError) as e:
+                if isinstance(e, RuntimeError) and 'consecutive samples' not in str(e):
+                    raise
+                keep, then = _resume_hint(run)
+                # A loader worker's error carries the worker's traceback: name the error it ends with.
+                why = first_line(e, prefer=('Failed to load', 'RuntimeError: Failed', 'OSError:', 'PIL.'))
+                raise InputError(f'images could not be read in {where} ({why}); training stopped and '
+                                 f'{keep}: fix or remove the files named in the "Skipped sample" warnings, then '
+                                 f'{then}') from e
+            yield batch
+    return batches()
+
+
 def _check_finite(run: Run, epoch: int) -> Dict[str, float]:
     """Read the meters (every rank together); stop all ranks if a loss was not finite."""
     values = run.state.meters.read(distributed=run.args.distributed)
     if values['first_bad_step'] >= 0:
-        last = os.path.join(run.output_dir, 'last.pth.tar')
-        if os.path.isfile(last):
-            keep, then = f'the last good checkpoint, {last!r}, is kept', f'continue with --resume {last}'
-        else:
-            keep, then = 'no checkpoint was written yet', 'rerun the same command'
+        keep, then = _resume_hint(run)
         raise AgreedError(f'loss is not finite at epoch {epoch}, step {values["first_bad_step"]}; training stopped '
                          f'and {keep}: lower --lr or set --clip-grad, then {then}')
     return values
@@ -232,7 +260,7 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
     clock = _Clock()
     run.optimizer.zero_grad()
     zero = torch.zeros((), device=run.device)
-    batches = enumerate(run.loader_train, start=start_batch)  # the loader's iterator draws its seed here
+    batches = enumerate(_read_batches(run, run.loader_train, f'epoch {epoch}'), start=start_batch)
     if run.state.resume_rng is not None:
         RngState.restore(run.state.resume_rng)
         run.state.resume_rng = None
@@ -292,7 +320,7 @@ def evaluate(run: Run, model: torch.nn.Module, log_suffix: str = '') -> Dict[str
     model.eval()
     last_idx = len(loader) - 1
     with torch.inference_mode():
-        for batch_idx, (input, target) in enumerate(loader):
+        for batch_idx, (input, target) in enumerate(_read_batches(run, loader, 'evaluation')):
             input, target = _to_device(run, input, target)
             with run.autocast():
                 output = model(input)
