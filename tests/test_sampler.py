@@ -275,3 +275,10 @@ def test_repeats_have_no_meaning_for_paired_or_fixed_size_batches():
         PairedBatchSampler(balanced_labels(), batch_size=8, num_repeats=3)
     with pytest.raises(ValueError, match='num_repeats=3'):
         SupplementedBatchSampler(balanced_labels(), batch_size=8, fixed_size=16, num_repeats=3)
+
+
+def test_a_fractional_repeat_count_repeats_some_images_one_time_fewer():
+    labels = balanced_labels(num_classes=10, per_class=6)
+    sampler = SupplementedBatchSampler(labels, batch_size=12, seed=0, supplement=False, num_repeats=2.5)
+    counts = np.bincount(np.concatenate(epoch_batches(sampler)), minlength=labels.size)
+    assert set(counts[counts > 0].tolist()) <= {2, 3} and counts.sum() == 60

@@ -428,6 +428,14 @@ def test_multi_epochs_loader_and_device_modules_are_accepted_and_train(tiny_imag
         assert json.load(f)['finished'] is True
 
 
+def test_a_named_loss_is_timms_and_becomes_the_inter_criterion(tiny_imagefolder, out_root):
+    out = method_run('synermix-intra', tiny_imagefolder, out_root, ('--loss', 'poly'))
+    log = RUNS[('synermix-intra', ('--loss', 'poly'))][1]
+    assert 'criterion=PolyCrossEntropy' in log.stdout + log.stderr
+    _, rows = read_summary(out)
+    assert float(rows[0]['train_loss_intra']) > 0
+
+
 def test_val_interval_evaluates_and_checkpoints_every_nth_epoch_and_the_last(tiny_imagefolder, out_root):
     out = method_run('baseline', tiny_imagefolder, out_root, ('--epochs', '3', '--val-interval', '2'))
     _, rows = read_summary(out)

@@ -151,8 +151,7 @@ class SynerMixTrainableModule(nn.Module):
         if not with_intra:
             return output, None, None, None
         num_classes = getattr(self.model, 'num_classes', 0) or output.shape[-1]
-        source = original if original is not None else augmented
-        keep = first_occurrences(source, target) if source.shape[0] == target.shape[0] else None
+        keep = first_occurrences(original if original is not None else augmented, target)
         synthesized, labels, present = synthesize_all_classes(features, target, num_classes, num_per_class, keep=keep)
         return output, classifier(synthesized), labels, present
 

@@ -412,13 +412,13 @@ def _add_more_timm_args(parser):
     group.add_argument('--use-multi-epochs-loader', action='store_true', default=False,
                        help='timm\'s MultiEpochsDataLoader')
     group.add_argument('--wandb-resume-id', default='', type=str, metavar='ID', help='wandb run id to resume')
-    # timm 1.0.31's task and loss selectors (their definitions were not readable here): single-label
-    # classification with the flags' criterion is what this script trains; other values are refused.
+    # timm 1.0.31's task and loss selectors (train.py's definitions were not readable here; the loss names are
+    # those of timm's create_classification_loss): single-label classification is what this script trains.
     group.add_argument('--task', default=None, type=str,
                        help='training task (timm 1.0.31): only single-label "classification" here')
     group.add_argument('--loss', default=None, type=str,
-                       help='named loss (timm 1.0.31): not supported here; the criterion follows --bce-loss, '
-                            '--jsd-loss and --smoothing')
+                       help='training loss by name (timm\'s create_classification_loss: ce, bce, asl, poly, jsd; '
+                            'with SynerMix the inter term\'s); default: from --jsd-loss/--bce-loss, else ce')
     _add_variable_size_args(group)
     _add_distillation_args(group)
 

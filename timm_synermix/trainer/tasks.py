@@ -1,7 +1,5 @@
 """train.py's training task: SynerMix's (from its preset, with the flags' criterion and teacher), or timm's
 distillation task for --kd-* runs without SynerMix."""
-import torch
-
 from ..method.presets import create_synermix_task
 from .args import to_flags
 from .config import run_preset
@@ -16,19 +14,10 @@ def create_task(args, model, device):
     --kd-model-name, timm's distillation task."""
     if args.kd_model_name is not None and not args.synermix:
         return create_distillation_task(args, model, device)
-    criterion, method = None, run_preset(args).name
+    method = run_preset(args).name
     if mixes_in_loader(args):  # timm's FastCollateMixup mixes in the loader: a plain task on its soft targets
-        from timm.loss import SoftTargetCrossEntropy
-        criterion, method = SoftTargetCrossEntropy(), 'baseline'
-    if args.jsd_loss:  # timm's AugMix loss over the augmented view's splits
-        from timm.loss import JsdCrossEntropy
-        criterion = JsdCrossEntropy(num_splits=args.aug_splits, smoothing=args.smoothing).to(device)
-    elif args.bce_loss:  # timm's BCE as the inter criterion; the intra term stays cross-entropy on hard labels
-        from timm.loss import BinaryCrossEntropy
-        mixing = args.manifold_mixup or args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
-        criterion = BinaryCrossEntropy(smoothing=0. if mixing else args.smoothing,
-                                       target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum,
-                                       pos_weight=args.bce_pos_weight).to(device)
+        method = 'baseline'
+    criterion = train_criterion(args)
     distillation = create_teacher(args, model, device)
     try:
         return create_synermix_task(
@@ -42,6 +31,25 @@ def create_task(args, model, device):
             device=device, dtype=args.model_dtype_torch, verbose=args.rank == 0)
     except ValueError as e:
         raise InputError(to_flags(str(e)))
+
+
+def train_criterion(args):
+    """The loss of the augmented view (L_inter with SynerMix), chosen from the flags as timm's train.py chooses
+    it, by timm's `create_classification_loss`: --loss, else --jsd-loss / --bce-loss, else cross-entropy; on the
+    soft targets of any mixing, else with --smoothing. The intra term stays cross-entropy on hard labels."""
+    from timm.loss import create_classification_loss
+    if args.loss and (args.bce_loss or args.jsd_loss):
+        raise InputError(f'--loss {args.loss} and --{"bce" if args.bce_loss else "jsd"}-loss both choose the '
+                         f'training loss: give one of them')
+    loss_type = args.loss or ('jsd' if args.jsd_loss else 'bce' if args.bce_loss else 'ce')
+    mixing = args.manifold_mixup or args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    bce = dict(pos_weight=args.bce_pos_weight, bce_target_thresh=args.bce_target_thresh,
+               bce_sum=args.bce_sum) if loss_type == 'bce' else {}
+    try:
+        return create_classification_loss(loss_type, smoothing=args.smoothing, soft_targets=mixing,
+                                          jsd_splits=args.aug_splits, **bce)
+    except ValueError as e:
+        raise InputError(f'--loss {loss_type}: {first_line(e)}')
 
 
 def _distill_weights(args):
@@ -84,7 +92,6 @@ def create_teacher(args, model, device):
 
 def create_distillation_task(args, model, device):
     """timm's logit, feature or token distillation task with timm's train.py criterion; mixup runs in the loop."""
-    from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.task import FeatureDistillationTask, LogitDistillationTask, TokenDistillationTask
     from ..method.inter import Mixup
     if args.manifold_mixup or args.aug_splits > 1:
@@ -92,14 +99,7 @@ def create_distillation_task(args, model, device):
         raise InputError(f'--kd-model-name with {used}: timm\'s distillation task trains on one plain view, with '
                          f'neither hidden-state mixing nor AugMix splits; drop one of them')
     mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
-    bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
-    if mixing:
-        criterion = BinaryCrossEntropy(**bce) if args.bce_loss else SoftTargetCrossEntropy()
-    elif args.smoothing:
-        criterion = BinaryCrossEntropy(smoothing=args.smoothing, **bce) if args.bce_loss else \
-            LabelSmoothingCrossEntropy(smoothing=args.smoothing)
-    else:
-        criterion = torch.nn.CrossEntropyLoss()
+    criterion = train_criterion(args)
     kinds = {'logit': (LogitDistillationTask, dict(loss_type=args.kd_loss_type, temperature=args.kd_temperature)),
              'feature': (FeatureDistillationTask, dict(student_feature_dim=args.kd_student_feature_dim,
                                                        teacher_feature_dim=args.kd_teacher_feature_dim)),
@@ -107,7 +107,7 @@ def create_distillation_task(args, model, device):
                                                    temperature=args.kd_temperature))}
     kind, kwargs = kinds[args.kd_distill_type]
     try:
-        task = kind(model, args.kd_model_name, criterion=criterion.to(device), distill_loss_weight=args.distill_loss_weight,
+        task = kind(model, args.kd_model_name, criterion=criterion, distill_loss_weight=args.distill_loss_weight,
                     task_loss_weight=args.task_loss_weight, device=device, dtype=args.model_dtype_torch,
                     verbose=args.rank == 0, **kwargs)
     except (RuntimeError, OSError, ValueError, AssertionError) as e:

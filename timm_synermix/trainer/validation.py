@@ -149,8 +149,6 @@ NOT_SUPPORTED = {
                'take; not implemented', lambda a: a.naflex_loader),
     'task': ('--task: only single-label classification is trained here (SynerMix mixes the features of one class); '
              'use timm\'s train.py for other tasks', lambda a: a.task not in (None, 'classification')),
-    'loss': ('--loss: named losses are not supported here; the criterion follows --bce-loss, --jsd-loss and '
-             '--smoothing, as in timm\'s train.py before 1.0.31', lambda a: a.loss is not None),
     'torchscript': ('torchscript cannot script the two-view task: use --torchcompile', lambda a: a.torchscript or a.fuser),
 }
 
