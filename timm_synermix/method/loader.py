@@ -129,8 +129,9 @@ def create_synermix_loader(
         An iterable of (input, target); with `use_prefetcher` the tensors are on `device` and normalized.
     """
     if two_views and re_split and num_aug_splits < 2:
-        raise ValueError('re_split without AugMix splits cannot be combined with two views: the originals are the '
-                         'clean split.')
+        raise ValueError(f're_split=True with num_aug_splits={num_aug_splits}: it spares a clean first split from '
+                         'random erasing, and with two views the originals are that clean view already; drop it '
+                         '(it applies to AugMix splits).')
     splits = num_aug_splits if num_aug_splits > 1 else 0
     re_num_splits = (splits or 2) if re_split else 0
     transform = create_transform(

@@ -34,6 +34,7 @@ PARAM_FLAGS = {
     're_split': '--resplit',
     'num_repeats': '--aug-repeats',
     'aug_splits': '--aug-splits',
+    'num_aug_splits': '--aug-splits',
 }
 _PARAM_RE = re.compile(r'\b(' + '|'.join(PARAM_FLAGS) + r')=("?)([^\s,:;"]*)\2')
 

@@ -7,7 +7,8 @@ from ..method.views import create_original_transform
 from .args import to_flags
 from .errors import InputError
 
-__all__ = ['LoaderEpochs', 'mixes_in_loader', 'collate_mixup', 'create_train_sampler', 'create_train_loader', 'create_eval_loader']
+__all__ = ['LoaderEpochs', 'mixes_in_loader', 'collate_mixup', 'create_train_sampler', 'create_train_loader',
+           'create_eval_loader']
 
 
 class LoaderEpochs:
@@ -46,6 +47,10 @@ def create_train_sampler(args, labels, class_names, dataset=None):
     if args.synermix_batches != 'supplemented' and not args.synermix:
         raise InputError(f'--synermix-batches {args.synermix_batches} shapes batches for the intra term: add '
                          f'--synermix (or a synermix --method), or drop --synermix-batches')
+    if args.synermix_batches == 'fixed' and args.aug_repeats > 1:
+        raise InputError(f'--synermix-batches fixed with --aug-repeats {args.aug_repeats:g}: fixed-size batches top '
+                         f'up with images of their own classes, which repeats would skew; use --synermix-batches '
+                         f'supplemented')
     kwargs = dict(batch_size=args.batch_size, drop_last=True, shuffle=True, seed=args.seed,
                   allow_singleton_classes=args.allow_singleton_classes, num_classes=args.num_classes,
                   class_names=class_names, num_repeats=args.aug_repeats)
@@ -58,10 +63,6 @@ def create_train_sampler(args, labels, class_names, dataset=None):
         sampler = SupplementedBatchSampler(labels, supplement=args.synermix, permutation=permutation, **kwargs)
         if args.synermix_batches == 'fixed':
             size = args.synermix_fixed_size or sampler.suggest_fixed_size()
-            if args.aug_repeats > 1:
-                raise InputError(f'--synermix-batches fixed with --aug-repeats {args.aug_repeats:g}: fixed-size batches '
-                                 f'top up with images of their own classes, which repeats would skew; use '
-                                 f'--synermix-batches supplemented')
             sampler = SupplementedBatchSampler(labels, supplement=True, fixed_size=size, **kwargs)
             args.synermix_fixed_size = size
         return sampler
@@ -105,9 +106,6 @@ def create_train_loader(args, dataset, sampler, data_config, device: torch.devic
         interpolation = data_config['interpolation']
     original_transform = None
     if two_views:
-        if args.resplit and args.aug_splits < 2:
-            raise InputError('--resplit keeps random erasing off a clean first split; with SynerMix the originals are '
-                             'that clean view already: drop --resplit (it applies with --aug-splits)')
         original_transform = create_original_transform(data_config, use_prefetcher=args.prefetcher)
     kwargs = dict(
         input_size=data_config['input_size'], is_training=True, use_prefetcher=args.prefetcher, device=device,
@@ -130,8 +128,11 @@ def create_train_loader(args, dataset, sampler, data_config, device: torch.devic
         # timm scales the LR (and, with --variable-batch-loss-scale, the loss) by the schedule's average batch
         args.batch_size_reference = getattr(loader.batch_sampler, 'average_batch_size', float(args.batch_size))
         return loader
-    return create_synermix_loader(dataset, batch_sampler=sampler, two_views=two_views,
-                                  original_transform=original_transform, **kwargs)
+    try:
+        return create_synermix_loader(dataset, batch_sampler=sampler, two_views=two_views,
+                                      original_transform=original_transform, **kwargs)
+    except ValueError as e:
+        raise InputError(to_flags(str(e)))
 
 
 def create_eval_loader(args, dataset, data_config, device: torch.device, distributed: bool):
