@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install fonts test demo bench bench-quick study study-quick clean
+.PHONY: install fonts test demo bench bench-quick gpu-check study study-quick clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --quick
+
+# On a machine with a CUDA GPU: the step, memory, compile and sync rows plus a short glyph training
+# (bench/gpu_check.py; --dry-run checks the plan on CPU).
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py --out bench/results_gpu.txt
 
 study: $(STAMP) fonts
 	$(PY) -m timm_synermix.experiments.study --out results/study
