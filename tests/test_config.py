@@ -16,8 +16,8 @@ def parser():
 
 
 def _args(**kw):
-    base = dict(method=None, synermix=False, synermix_source='original', synermix_beta=None, mixup=0.0, cutmix=0.0,
-                cutmix_minmax=None, manifold_mixup=False)
+    base = dict(method=None, synermix=False, synermix_source=None, synermix_beta=None, mixup=0.0, cutmix=0.0,
+                cutmix_minmax=None, manifold_mixup=False, synermix_batches=None)
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -46,8 +46,24 @@ def test_apply_method_presets_and_beta_defaults():
     assert a.synermix_source == 'augmented' and a.synermix_beta == 0.5 and a.mixup == 0.0
     a = apply_method(_args(synermix=True, mixup=1.0))
     assert a.method == 'synermix' and a.synermix_beta == 0.1
-    a = apply_method(_args(method='mixup', synermix_beta=0.3))
-    assert a.synermix_beta == 0.0  # no intra term: beta is ignored (with a warning)
+    a = apply_method(_args(method='clean-view'))
+    assert a.synermix and a.synermix_source == 'original' and a.synermix_beta == 0.5 and a.method == 'clean-view'
+
+
+def test_the_batch_composition_defaults_to_supplemented_with_the_intra_term_and_plain_without():
+    assert apply_method(_args(method='synermix')).synermix_batches == 'supplemented'
+    assert apply_method(_args(method='mixup')).synermix_batches == 'plain'
+    a = apply_method(_args(method='mixup', synermix_batches='paired-distinct'))
+    assert a.synermix_batches == 'paired-distinct' and a.method == 'mixup' and not a.synermix
+
+
+def test_a_run_without_an_intra_term_is_never_named_after_synermix():
+    a = apply_method(_args(method='synermix', synermix_beta=0.0))
+    assert (a.method, a.synermix, a.synermix_batches, a.synermix_beta) == ('mixup', False, 'supplemented', 0.0)
+    a = apply_method(_args(synermix=True, synermix_beta=0.0, synermix_batches='paired'))
+    assert (a.method, a.synermix, a.synermix_batches) == ('baseline', False, 'paired')
+    a = apply_method(_args(synermix=True, synermix_beta=0.0, cutmix=1.0))
+    assert a.method == 'cutmix'
 
 
 @pytest.mark.parametrize('kw, needle', [
@@ -59,9 +75,27 @@ def test_apply_method_presets_and_beta_defaults():
     (dict(method='synermix', synermix_beta=1.5), 'outside [0, 1]'),
     (dict(method='synermix', synermix_beta=-0.1), 'outside [0, 1]'),
     (dict(synermix=True, synermix_source='augmented', mixup=1.0), 'augmented'),
+    (dict(method='mixup', synermix_beta=0.3), 'does not have'),
+    (dict(synermix=True, synermix_batches='plain'), 'two images of every class'),
 ])
 def test_apply_method_rejects_conflicts(kw, needle):
     with pytest.raises(InputError, match=None) as e:
+        apply_method(_args(**kw))
+    assert needle in str(e.value) and '\n' not in str(e.value)
+
+
+# --method never overrides an explicit flag: one case per preset field a flag can contradict.
+@pytest.mark.parametrize('kw, needle', [
+    (dict(method='synermix', synermix_source='augmented'), '--synermix-source augmented was given'),  # source
+    (dict(method='synermix-intra-aug', synermix_source='original'), 'use --method synermix-intra'),  # source
+    (dict(method='baseline', synermix_source='augmented'), 'no intra term'),  # intra
+    (dict(method='baseline', synermix=True), '--synermix'),  # intra
+    (dict(method='synermix-intra', mixup=1.0), 'no inter-class mixing'),  # inter
+    (dict(method='synermix', manifold_mixup=True), 'uses MixUp'),  # inter
+    (dict(method='clean-view', synermix_source='augmented'), 'drop --synermix-source'),  # intra_mode's source
+])
+def test_method_never_overrides_an_explicit_flag(kw, needle):
+    with pytest.raises(InputError) as e:
         apply_method(_args(**kw))
     assert needle in str(e.value) and '\n' not in str(e.value)
 

@@ -7,7 +7,8 @@ from timm_synermix.method.presets import find_preset
 
 
 def test_presets_hold_the_papers_method_table():
-    table = {name: (p.paper_name, p.intra, p.source, p.inter, p.default_beta) for name, p in PRESETS.items()}
+    table = {name: (p.paper_name, p.intra, p.source, p.inter, p.default_beta) for name, p in PRESETS.items()
+             if p.paper}
     assert table == {
         'baseline': ('wo-RA&ER', False, 'original', None, 0.0),
         'mixup': ('w-ER(M)', False, 'original', 'mixup', 0.0),
@@ -21,6 +22,16 @@ def test_presets_hold_the_papers_method_table():
     assert PRESETS['synermix-intra'].beta_grid == (0.2, 0.4, 0.5, 0.7)
     assert all(p.supplemented == p.intra for p in PRESETS.values())
     assert PRESETS['synermix'].at_beta_zero == 'mixup' and PRESETS['synermix-intra'].at_beta_zero == 'baseline'
+
+
+def test_the_clean_view_controls_are_outside_the_papers_table_at_synermix_cost():
+    controls = {name: p for name, p in PRESETS.items() if not p.paper}
+    assert set(controls) == {'clean-view', 'clean-view-mixup'}
+    for name, twin in (('clean-view', 'synermix-intra'), ('clean-view-mixup', 'synermix')):
+        p, q = PRESETS[name], PRESETS[twin]
+        assert p.intra_mode == 'clean' and (p.source, p.inter, p.default_beta, p.beta_grid, p.supplemented) == \
+            (q.source, q.inter, q.default_beta, q.beta_grid, q.supplemented)
+    assert find_preset(True, 'original', None).name == 'synermix-intra'  # flags never pick a control
 
 
 @pytest.mark.parametrize('name', list(PRESETS))

@@ -282,3 +282,55 @@ def test_a_fractional_repeat_count_repeats_some_images_one_time_fewer():
     sampler = SupplementedBatchSampler(labels, batch_size=12, seed=0, supplement=False, num_repeats=2.5)
     counts = np.bincount(np.concatenate(epoch_batches(sampler)), minlength=labels.size)
     assert set(counts[counts > 0].tolist()) <= {2, 3} and counts.sum() == 60
+
+
+# --- paired batches with distinct classes (--batch-composition paired-distinct) -------------------------------
+
+def distinct(labels, **kw):
+    return paired(labels, batch_size=kw.pop('batch_size', 32), distinct_classes=True, **kw)
+
+
+def test_paired_distinct_batches_hold_half_the_batch_in_different_classes_and_no_image_twice():
+    labels = np.repeat(np.arange(62), 7)   # odd counts: each class borrows one image
+    for batch in epoch_batches(distinct(labels, seed=1), epoch=1):
+        classes, counts = np.unique(labels[batch], return_counts=True)
+        assert len(batch) == 32 and len(set(batch.tolist())) == 32
+        assert len(classes) == 16 and (counts == 2).all()
+
+
+def test_paired_distinct_epoch_shows_each_image_at_most_once_plus_borrowed_ones():
+    labels = np.repeat(np.arange(62), 8)   # 248 pairs, 15 batches of 16 pairs: 8 pairs left out this epoch
+    seen = np.concatenate(epoch_batches(distinct(labels, seed=0)))
+    assert len(seen) == 15 * 32 and len(set(seen.tolist())) == 15 * 32
+
+
+def test_paired_distinct_batches_resume_mid_epoch_and_ranks_stay_disjoint():
+    labels = cifar100_like_labels()
+    full = epoch_batches(distinct(labels, seed=3), epoch=2)
+    resumed = distinct(labels, seed=3)
+    resumed.load_state_dict({'seed': 3, 'epoch': 2, 'start_batch': 5})
+    assert all(np.array_equal(x, y) for x, y in zip(list(resumed), full[5:]))
+    ranks = [epoch_batches(distinct(labels, seed=0, num_replicas=2, rank=r)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1])
+    assert all(len(np.unique(labels[b])) == 16 for b in ranks[0] + ranks[1])
+    overlap = set(np.concatenate(ranks[0]).tolist()) & set(np.concatenate(ranks[1]).tolist())
+    assert len(overlap) <= 50   # only borrowed images of odd classes can repeat across ranks
+
+
+def test_paired_distinct_needs_enough_classes_for_a_batch():
+    with pytest.raises(ValueError, match='distinct_classes'):
+        distinct(np.repeat(np.arange(10), 8), batch_size=32)
+
+
+# --- supplementation every k-th batch (the intra term every k-th step) -------------------------------------------
+
+def test_supplement_every_k_supplements_the_batches_of_global_index_divisible_by_k():
+    labels = cifar100_like_labels()
+    sampler = SupplementedBatchSampler(labels, 32, seed=0, supplement_every=3)
+    for epoch in range(2):
+        for b, batch in enumerate(epoch_batches(sampler, epoch)):
+            if (epoch * sampler.num_batches + b) % 3:
+                assert len(batch) == 32
+            else:
+                _, counts = np.unique(labels[batch], return_counts=True)
+                assert len(batch) > 32 and counts.min() >= 2

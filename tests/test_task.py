@@ -32,7 +32,8 @@ def test_loss_is_beta_weighted_sum_of_intra_and_inter():
     original, augmented, target = batch()
     task = SynerMixTask(tiny_model(), beta=0.3)
     out = task(TwoViews(original, augmented), target)
-    assert set(out) == {'loss', 'output', 'loss_intra', 'loss_inter', 'with_intra'} and out['with_intra']
+    assert set(out) == {'loss', 'output', 'loss_intra', 'loss_inter', 'with_intra', 'image_passes'}
+    assert out['with_intra'] and out['image_passes'] == 14  # the augmented view and the originals, 7 each
     torch.testing.assert_close(out['loss'], 0.3 * out['loss_intra'] + 0.7 * out['loss_inter'])
     assert out['output'].shape == (7, NUM_CLASSES)
 
@@ -49,6 +50,49 @@ def test_intra_loss_is_ce_of_classifier_on_synthesized_original_features():
     expected = F.cross_entropy(model.get_classifier()(synthesized), labels)
     torch.testing.assert_close(out['loss_intra'], expected)
     torch.testing.assert_close(out['loss_inter'], F.cross_entropy(model(augmented), target), rtol=1e-4, atol=1e-4)
+
+
+def test_with_a_linear_head_the_intra_loss_is_the_cross_entropy_of_mixed_clean_logits():
+    """docs/method.md §6: W(Σ w_j f_j) + b = Σ w_j (W f_j + b) because Σ w_j = 1, so L_intra (the loss the test
+    above pins for the task) is the cross-entropy of a convex mix of one class's clean logits, which by convexity
+    is at most the mean of those logits' cross-entropies under the same weights."""
+    original, _, target = batch()
+    model = tiny_model()
+    features = pre_logits(model, original)
+    logits = model.get_classifier()(features)
+    torch.manual_seed(3)
+    synthesized, labels = synthesize_class_features(features, target)
+    torch.manual_seed(3)
+    weights, _ = synthesize_class_features(torch.eye(len(target)), target)   # row c: Eq. 1's w_j of class c
+    torch.testing.assert_close(weights.sum(1), torch.ones(len(labels)))
+    mixed_logits = weights @ logits
+    torch.testing.assert_close(model.get_classifier()(synthesized), mixed_logits, rtol=1e-5, atol=1e-5)
+    per_image = F.cross_entropy(logits, target, reduction='none')
+    bound = weights @ per_image
+    assert (F.cross_entropy(mixed_logits, labels, reduction='none') <= bound + 1e-6).all()
+
+
+def test_the_clean_view_control_is_the_mean_cross_entropy_of_the_originals_at_the_same_cost():
+    original, augmented, target = batch()
+    model = tiny_model()
+    task = SynerMixTask(model, beta=0.5, intra_mode='clean')
+    out = task(augmented.clone(), target, original=original)
+    pre_logits(model, augmented)
+    expected = F.cross_entropy(model.get_classifier()(pre_logits(model, original)), target)
+    torch.testing.assert_close(out['loss_intra'], expected)
+    assert out['image_passes'] == 14
+    with pytest.raises(ValueError, match='intra_mode'):
+        SynerMixTask(model, intra_mode='mixed')
+
+
+def test_the_task_counts_its_image_passes_per_step():
+    original, augmented, target = batch()
+    augment_only = SynerMixTask(tiny_model(), beta=0.5, source='augmented')
+    assert augment_only(augmented, target)['image_passes'] == 7   # no extra pass
+    every_other = SynerMixTask(tiny_model(), beta=0.5, intra_every=2)
+    passes = [every_other(TwoViews(original, augmented), target)['image_passes'] for _ in range(3)]
+    assert passes == [14, 7, 14]
+    assert SynerMixTask(tiny_model(), beta=0.0)(augmented, target)['image_passes'] == 7
 
 
 def test_beta_zero_is_plain_timm_training_without_originals_pass():

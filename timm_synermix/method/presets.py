@@ -1,13 +1,19 @@
-"""The paper's compared methods (spec table, paper §4.1.2): what each one is, and the task it trains.
+"""The paper's compared methods (docs/method.md §1, paper §4.1.2): what each one is, and the task it trains.
 
 Everything the project knows about a method lives in its `Preset`: the paper's name and equation,
 whether it adds the intra term (and so needs supplemented batches and, for SynerMix proper, the
 unaugmented originals), its inter-class component, the default β and the β grid of the paper's
 protocol. `create_synermix_task` builds the `SynerMixTask` of a preset.
+
+Two presets are controls of this project, not methods of the paper (`Preset.paper` is False):
+`clean-view` and `clean-view-mixup` train `β·CE(originals) + (1-β)·L_inter` on the same supplemented batches
+and at the same cost as SynerMix-Intra and SynerMix. With a linear head, L_intra is the cross-entropy of a
+convex combination of one class's clean logits (docs/method.md §6), so these tell what the intra term buys
+beyond training on the clean images at all.
 """
 import difflib
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 
@@ -37,6 +43,8 @@ class Preset:
         default_beta: β when none is given (0 without the intra term).
         beta_grid: β values of the paper's holdout protocol (empty without the intra term).
         at_beta_zero: The preset this one equals at β = 0.
+        intra_mode: What the intra term trains on: 'synthesize' (Eq. 1-2) or 'clean' (each clean feature
+            alone: the clean-view control, not in the paper).
     """
     name: str
     paper_name: str
@@ -47,10 +55,16 @@ class Preset:
     default_beta: float
     beta_grid: Tuple[float, ...]
     at_beta_zero: str
+    intra_mode: str = 'synthesize'
 
     @property
     def supplemented(self) -> bool:
         return self.intra
+
+    @property
+    def paper(self) -> bool:
+        """Whether the paper compares this method (the clean-view controls are this project's)."""
+        return self.intra_mode == 'synthesize'
 
 
 PRESETS: Dict[str, Preset] = {p.name: p for p in (
@@ -62,6 +76,10 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
     Preset('synermix', 'w-RA&ER(M)', 'Eq. 5', True, 'original', 'mixup', 0.1, SYNERMIX_BETAS, 'mixup'),
     Preset('synermix-manifold', 'w-RA&ER(MM)', 'Eq. 5', True, 'original', 'manifold', 0.1, SYNERMIX_BETAS,
            'manifold-mixup'),
+    Preset('clean-view', 'control: CE(originals)', 'docs/method.md §6', True, 'original', None, 0.5, INTRA_BETAS,
+           'baseline', intra_mode='clean'),
+    Preset('clean-view-mixup', 'control: CE(originals) + MixUp', 'docs/method.md §6', True, 'original', 'mixup',
+           0.1, SYNERMIX_BETAS, 'mixup', intra_mode='clean'),
 )}
 METHODS = PRESETS
 
@@ -75,10 +93,12 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def find_preset(intra: bool, source: str = 'original', inter: Optional[str] = None) -> Preset:
+def find_preset(intra: bool, source: str = 'original', inter: Optional[str] = None,
+                intra_mode: str = 'synthesize') -> Preset:
     """The preset made of these components (e.g. intra=True, inter='mixup' -> 'synermix')."""
     for preset in PRESETS.values():
-        if preset.intra == intra and preset.inter == inter and (preset.source == source or not intra):
+        if preset.intra == intra and preset.inter == inter and (preset.source == source or not intra) and \
+                (preset.intra_mode == intra_mode or not intra):
             return preset
     raise ValueError(
         f'No method mixes {source} features with inter={inter!r}: mixup already mixes the augmented view, so '
@@ -87,7 +107,7 @@ def find_preset(intra: bool, source: str = 'original', inter: Optional[str] = No
 
 def create_synermix_task(
         model: nn.Module,
-        method: str = 'synermix',
+        method: Union[str, Preset] = 'synermix',
         beta: Optional[float] = None,
         num_classes: Optional[int] = None,
         mixup_alpha: float = PAPER_MIXUP_ALPHA,
@@ -104,7 +124,7 @@ def create_synermix_task(
 
     Args:
         model: timm model.
-        method: Preset name (`PRESETS`).
+        method: A `Preset`, or its name (`PRESETS`).
         beta: β; the preset's default when None. Must be 0 (or None) for presets without the intra term.
         num_classes: Classes of the targets; defaults to `model.num_classes`.
         mixup_alpha, cutmix_alpha, cutmix_minmax, mixup_prob, switch_prob, mixup_mode: The inter-class
@@ -118,7 +138,8 @@ def create_synermix_task(
         task = create_synermix_task(timm.create_model('resnet18', num_classes=100), 'synermix', beta=0.1)
         ```
     """
-    preset = get_preset(method)
+    preset = method if isinstance(method, Preset) else get_preset(method)
+    method = preset.name
     if beta is None:
         beta = preset.default_beta
     elif beta and not preset.intra:
@@ -136,4 +157,5 @@ def create_synermix_task(
         mixup = Mixup(cutmix_alpha=cutmix_alpha, cutmix_minmax=cutmix_minmax, switch_prob=switch_prob, **mix_kwargs)
     elif task_kwargs.get('criterion') is None and task_kwargs.get('criterion_kwargs') is None:
         task_kwargs['criterion_kwargs'] = dict(smoothing=label_smoothing)
-    return SynerMixTask(model, beta=beta, mixup=mixup, source=preset.source, **task_kwargs)
+    return SynerMixTask(model, beta=beta, mixup=mixup, source=preset.source, intra_mode=preset.intra_mode,
+                        **task_kwargs)

@@ -1,10 +1,10 @@
-"""Supplementation (SynerMix spec §1, paper §3.1.1): batch samplers in which every class has two images.
+"""Supplementation (docs/method.md §2, paper §3.1.1): batch samplers in which every class has two images.
 
 Every class present in an emitted mini-batch gets at least two images, so the intra-class
 synthesis (Eq. 1) always has something to mix. `SupplementedBatchSampler` is the paper's
 scheme (a batch of N grows by one image per class seen once, to N̂ ≤ 2N; with `fixed_size`
-every batch has exactly N̂ images); `PairedBatchSampler` keeps the batch at N: N/2 classes ×
-two distinct images. Supplements are drawn uniformly from the class's other training images in
+every batch has exactly N̂ images); `PairedBatchSampler` keeps the batch at N: N/2 pairs of two
+distinct images of one class (with `distinct_classes`, N/2 different classes). Supplements are drawn uniformly from the class's other training images in
 O(1) from per-class index tables built once.
 """
 import math
@@ -118,6 +118,9 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             1/num_repeats of the images, each num_repeats times (on different ranks when there are several).
             Copies of one image count as one image for supplementation. 0 or 1: off; a fraction (e.g. 2.5) repeats
             some images one time fewer.
+        supplement_every: Supplement only every k-th batch of the run (global index epoch * len + b), plain
+            batches between: with `SynerMixTask(intra_every=k)` the intra term then gets its supplemented batch
+            and the steps without it cost a plain step (docs/method.md §5).
 
     Example:
         ```python
@@ -145,6 +148,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             fixed_size: Optional[int] = None,
             permutation: str = 'seeded',
             num_repeats: float = 0,
+            supplement_every: int = 1,
     ):
         labels = dataset_labels(labels)
         _check_labels(labels, batch_size, num_classes)
@@ -155,6 +159,9 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         if num_repeats < 0 or (num_repeats > 1 and (permutation != 'seeded' or fixed_size is not None)):
             raise ValueError(f'num_repeats={num_repeats:g}: use 0 (off) or above 1, without fixed_size and with '
                              'permutation="seeded".')
+        if supplement_every < 1 or (supplement_every > 1 and (fixed_size is not None or not supplement)):
+            raise ValueError(f'supplement_every={supplement_every}: use 1, or k > 1 with supplement=True and no '
+                             'fixed_size.')
         if fixed_size is not None and (fixed_size < batch_size or not drop_last or not supplement):
             raise ValueError(f'fixed_size={fixed_size} needs fixed_size >= batch_size={batch_size}, drop_last=True '
                              'and supplement=True.')
@@ -168,6 +175,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
         self.fixed_size = fixed_size
         self.permutation = permutation
         self.num_repeats = float(num_repeats)
+        self.supplement_every = int(supplement_every)
         self.torch_seed: Optional[int] = None
         self.epoch = 0
         self.start_batch = 0
@@ -294,7 +302,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, b])
             if self.fixed_size is not None:
                 batch = self._fit(batch, rng)
-            elif self.supplement:
+            elif self.supplement and (self.epoch * self.num_batches + b) % self.supplement_every == 0:
                 batch = np.concatenate([batch, self._supplements(batch, rng)])
             elif self.permutation != 'seeded':
                 yield batch.tolist()  # in the permutation's order, as torch's BatchSampler cuts it
@@ -303,7 +311,7 @@ class SupplementedBatchSampler(torch.utils.data.Sampler):
 
 
 class PairedBatchSampler(SupplementedBatchSampler):
-    """Batches of `batch_size` = N that hold N/2 pairs: two distinct images of one class each (spec §1).
+    """Batches of `batch_size` = N that hold N/2 pairs: two distinct images of one class each (docs/method.md §2).
 
     The user's batch size stays the batch the model sees, so SynerMix costs one extra forward and
     backward of N over a plain run. Against the paper, a batch holds N/2 class pairs instead of ~N
@@ -313,10 +321,17 @@ class PairedBatchSampler(SupplementedBatchSampler):
     yield the same number of batches. Everything is a function of (seed, epoch, rank, batch index);
     `set_epoch(epoch, start_batch)` resumes mid-epoch.
 
+    With `distinct_classes=True` a batch holds N/2 different classes and no image twice, closer to the class
+    diversity of the paper's supplemented batches: each rank's pairs of the epoch (a random subset when they do
+    not divide into whole batches) are ordered by class, in a random class order, and pair i goes to batch
+    i mod (batches per rank), so a class's pairs land in different batches.
+
     Args:
         labels, drop_last, shuffle, seed, num_replicas, rank, allow_singleton_classes, num_classes,
         class_names: as `SupplementedBatchSampler` (a single-image class pairs with itself when allowed).
         batch_size: Images per batch, even.
+        distinct_classes: N/2 different classes per batch (needs N/2 classes, and no class with more pairs than a
+            rank has batches).
 
     Example:
         ```python
@@ -326,7 +341,8 @@ class PairedBatchSampler(SupplementedBatchSampler):
         ```
     """
 
-    def __init__(self, labels, batch_size: int, **kwargs):
+    def __init__(self, labels, batch_size: int, distinct_classes: bool = False, **kwargs):
+        self.distinct_classes = distinct_classes
         if batch_size % 2:
             raise ValueError(f'batch_size={batch_size}: paired batches hold pairs of one class; use an even '
                              f'batch_size, e.g. {batch_size + 1}.')
@@ -334,7 +350,7 @@ class PairedBatchSampler(SupplementedBatchSampler):
         if num_repeats > 1:
             raise ValueError(f'num_repeats={num_repeats:g} with paired batches: a pair is two distinct images of one '
                              'class, which repeats would break; use supplemented batches.')
-        for name in ('supplement', 'fixed_size'):
+        for name in ('supplement', 'fixed_size', 'supplement_every'):
             if kwargs.pop(name, None) not in (None, True):
                 raise ValueError(f'{name} has no meaning for paired batches.')
         super().__init__(labels, batch_size, **kwargs)
@@ -353,6 +369,14 @@ class PairedBatchSampler(SupplementedBatchSampler):
             raise ValueError(
                 f'{self.num_pairs} pairs over {self.num_replicas} rank(s) do not fill one batch of '
                 f'{self.batch_size} with drop_last=True: lower batch_size.')
+        if self.distinct_classes:
+            most = int(((self.counts + 1) // 2).max())
+            classes = int(np.count_nonzero(self.counts))
+            if pairs_per_batch > classes or most > self.num_batches:
+                raise ValueError(
+                    f'distinct_classes=True needs batch_size/2={pairs_per_batch} classes per batch and at most '
+                    f'{self.num_batches} pairs of one class per rank (the data has {classes} classes, up to {most} '
+                    f'pairs in one): lower batch_size, or use distinct_classes=False.')
 
     def _pairs(self) -> np.ndarray:
         """The epoch's pairs [P, 2]: each class's images in a seeded random order, paired consecutively."""
@@ -369,6 +393,19 @@ class PairedBatchSampler(SupplementedBatchSampler):
         pairs = members[np.lexsort((slots, classes))].reshape(-1, 2)
         return pairs[rng.permutation(len(pairs))] if self.shuffle else pairs
 
+    def _spread_classes(self, pairs: np.ndarray, per_batch: int) -> np.ndarray:
+        """This rank's pairs reordered so batch b (pairs [b*per_batch, (b+1)*per_batch)) holds distinct classes."""
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, 1 << 20])
+        used = self.num_batches * per_batch
+        pairs = pairs[np.sort(rng.permutation(len(pairs))[:used])]
+        class_key = rng.permutation(self.counts.size)[self.labels[pairs[:, 0]]]
+        by_class = pairs[np.lexsort((rng.random(used), class_key))]
+        # Sorted position i goes to batch i mod M, slot i div M: a class's k <= M consecutive pairs get k batches.
+        slot = np.arange(used)
+        order = np.empty(used, dtype=np.int64)
+        order[(slot % self.num_batches) * per_batch + slot // self.num_batches] = slot
+        return by_class[order]
+
     def __iter__(self) -> Iterator[List[int]]:
         pairs = self._pairs()
         total = self.pairs_per_rank * self.num_replicas
@@ -376,6 +413,8 @@ class PairedBatchSampler(SupplementedBatchSampler):
             pairs = np.concatenate([pairs, pairs[:total - len(pairs)]])
         pairs = pairs[self.rank:total:self.num_replicas]
         per_batch = self.batch_size // 2
+        if self.distinct_classes:
+            pairs = self._spread_classes(pairs, per_batch)
         for b in range(self.start_batch, self.num_batches):
             batch = pairs[b * per_batch:(b + 1) * per_batch].reshape(-1)
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, b])

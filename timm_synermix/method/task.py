@@ -18,6 +18,9 @@ __all__ = ['SynerMixTask', 'SynerMixTrainableModule']
 
 SOURCES = ('original', 'augmented')
 JOINT_PASS = ('auto', 'never', 'shared-bn')
+# What the intra term trains on: features synthesized per class (Eq. 1), or each clean feature alone (the
+# clean-view control of docs/method.md §6, not a method of the paper).
+INTRA_MODES = ('synthesize', 'clean')
 
 
 @contextlib.contextmanager
@@ -53,9 +56,11 @@ def batch_dependent_layers(model: nn.Module) -> List[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
 
 
-def _check_arguments(model, beta, mixup, source, num_per_class, intra_every, original_scale, joint_pass, aug_splits,
-                     distillation) -> None:
+def _check_arguments(model, *, beta, mixup, source, num_per_class, intra_every, original_scale, joint_pass,
+                     aug_splits, distillation, intra_mode) -> None:
     """Raise ValueError naming the first SynerMixTask argument that cannot work, and the fix."""
+    if intra_mode not in INTRA_MODES:
+        raise ValueError(f'intra_mode="{intra_mode}" is not one of {INTRA_MODES}.')
     if not 0.0 <= beta <= 1.0:
         raise ValueError(
             f'beta={beta} is outside [0, 1]: β weighs L_intra against L_inter, '
@@ -130,12 +135,17 @@ class SynerMixTrainableModule(nn.Module):
             augmented: torch.Tensor,
             original: Optional[torch.Tensor] = None,
             target: Optional[torch.Tensor] = None,
+            *,
             with_intra: bool = False,
             num_per_class: int = 1,
             freeze_original_stats: bool = False,
             joint: bool = False,
+            clean: bool = False,
     ):
-        """(augmented logits, synthesized logits, their labels, present-class mask); None x 3 without intra."""
+        """(augmented logits, intra logits, their labels, their weight mask); None x 3 without intra.
+
+        The intra rows are one synthesized feature per class present (Eq. 1), or with `clean=True` each image's
+        own clean feature (the clean-view control); an image present twice counts once either way."""
         classifier = self.model.get_classifier()
         if with_intra and original is not None and joint:
             features = self.pre_logits(torch.cat([augmented, original]))
@@ -152,6 +162,8 @@ class SynerMixTrainableModule(nn.Module):
             return output, None, None, None
         num_classes = getattr(self.model, 'num_classes', 0) or output.shape[-1]
         keep = first_occurrences(original if original is not None else augmented, target)
+        if clean:
+            return output, classifier(features), target, keep.to(features.dtype)
         synthesized, labels, present = synthesize_all_classes(features, target, num_classes, num_per_class, keep=keep)
         return output, classifier(synthesized), labels, present
 
@@ -186,6 +198,9 @@ class SynerMixTask(ClassificationTask):
             main BatchNorm.
         distillation: A teacher on the augmented view (`LogitDistillation`), added to L_inter; not with
             ManifoldMixup, whose mixing happens inside the student, out of the teacher's sight.
+        intra_mode: 'synthesize' (Eq. 1-2, SynerMix) or 'clean': L_intra is then the mean cross-entropy of
+            the clean features themselves, at the same cost (the clean-view control, docs/method.md §6; not
+            a method of the paper).
         criterion: Loss for L_inter; by default timm's soft-target CE with mixup, else CE
             (with `criterion_kwargs=dict(smoothing=...)` as ClassificationTask).
         criterion_kwargs, device, dtype, verbose: as `timm.task.ClassificationTask`.
@@ -210,14 +225,16 @@ class SynerMixTask(ClassificationTask):
             joint_pass: str = 'auto',
             aug_splits: int = 0,
             distillation: Optional[LogitDistillation] = None,
+            intra_mode: str = 'synthesize',
             criterion: Optional[Union[nn.Module, Callable]] = None,
             criterion_kwargs: Optional[Dict[str, Any]] = None,
             device: Optional[torch.device] = None,
             dtype: Optional[torch.dtype] = None,
             verbose: bool = True,
     ):
-        _check_arguments(model, beta, mixup, source, num_per_class, intra_every, original_scale, joint_pass,
-                         aug_splits, distillation)
+        _check_arguments(model, beta=beta, mixup=mixup, source=source, num_per_class=num_per_class,
+                         intra_every=intra_every, original_scale=original_scale, joint_pass=joint_pass,
+                         aug_splits=aug_splits, distillation=distillation, intra_mode=intra_mode)
         if criterion is None and criterion_kwargs is None and mixup is not None:
             criterion_kwargs = dict(soft_targets=True)
         super().__init__(model, criterion, criterion_kwargs=criterion_kwargs, device=device, dtype=dtype,
@@ -233,6 +250,7 @@ class SynerMixTask(ClassificationTask):
         self.joint_pass = joint_pass
         self.aug_splits = aug_splits
         self.distillation = distillation
+        self.intra_mode = intra_mode
         self._targets_checked = False
         self._norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.trainable_module = SynerMixTrainableModule(model)
@@ -305,8 +323,9 @@ class SynerMixTask(ClassificationTask):
             original: Unaugmented originals [N, C, H, W] when `input` is a tensor.
 
         Returns:
-            Dict with 'loss', 'output' (logits of the augmented view), 'loss_intra', 'loss_inter', and
-            'with_intra' (bool: this step computed the intra term).
+            Dict with 'loss', 'output' (logits of the augmented view), 'loss_intra', 'loss_inter',
+            'with_intra' (bool: this step computed the intra term) and 'image_passes' (int: images through
+            forward+backward, the originals' pass included).
         """
         if isinstance(input, TwoViews):
             original, augmented = input.original, input.augmented
@@ -336,8 +355,9 @@ class SynerMixTask(ClassificationTask):
         if self.mixup is not None and self.training:
             augmented, inter_target = self.mixup(augmented, target)
         output, synthesized_logits, synthesized_labels, present = self.trainable_module(
-            augmented, original, target, with_intra, self.num_per_class, self.original_scale != 1.0,
-            self._joint_now(original))
+            augmented, original, target, with_intra=with_intra, num_per_class=self.num_per_class,
+            freeze_original_stats=self.original_scale != 1.0, joint=self._joint_now(original),
+            clean=self.intra_mode == 'clean')
         if isinstance(self.mixup, ManifoldMixup) and self.training:
             self.mixup.check_applied()
 
@@ -356,5 +376,8 @@ class SynerMixTask(ClassificationTask):
             losses = F.cross_entropy(synthesized_logits.float(), synthesized_labels, reduction='none')
             loss_intra = (losses * present).sum() / present.sum()
             loss = self.beta * loss_intra + (1.0 - self.beta) * loss_inter
+        # Images through forward+backward this step (shapes only, no sync): what the run's cost counts.
+        passes = augmented.shape[0] + (original.shape[0] if synthesized_logits is not None and original is not None
+                                       else 0)
         return {'loss': loss, 'output': output, 'loss_intra': loss_intra, 'loss_inter': loss_inter,
-                'with_intra': synthesized_logits is not None}
+                'with_intra': synthesized_logits is not None, 'image_passes': passes}

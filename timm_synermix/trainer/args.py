@@ -12,9 +12,10 @@ from .config import load_config, parser_dests
 from .errors import InputError
 from .validation import check_config_types
 
-__all__ = ['PROG', 'PARAM_FLAGS', 'to_flags', 'build_parsers', 'parse_args']
+__all__ = ['PROG', 'BATCH_COMPOSITIONS', 'PARAM_FLAGS', 'to_flags', 'build_parsers', 'parse_args']
 
 PROG = 'train.py'
+BATCH_COMPOSITIONS = ('plain', 'supplemented', 'fixed', 'paired', 'paired-distinct')
 
 # Library parameter name -> train.py flag.
 PARAM_FLAGS = {
@@ -22,6 +23,8 @@ PARAM_FLAGS = {
     'source': '--synermix-source',
     'num_per_class': '--synermix-num-synth',
     'intra_every': '--synermix-every',
+    'supplement_every': '--synermix-every',
+    'distinct_classes': '--batch-composition paired-distinct',
     'original_scale': '--synermix-orig-scale',
     'allow_singleton_classes': '--allow-singleton-classes',
     'fixed_size': '--synermix-fixed-size',
@@ -91,7 +94,10 @@ def _add_model_args(parser):
                        help='Start with pretrained version of specified network (if avail)')
     group.add_argument('--pretrained-path', default=None, type=str,
                        help='Load this checkpoint (safetensors, .pth, timm .pth.tar) as the pretrained weights, '
-                            'classifier reset for --num-classes (implies --pretrained, never downloads).')
+                            'classifier reset as timm does (implies --pretrained, never downloads).')
+    group.add_argument('--pretrained-keep-head', action='store_true', default=False,
+                       help='with --pretrained-path: keep the file\'s classifier when its class count equals '
+                            '--num-classes (timm always resets it; only for the same classes in the same order)')
     group.add_argument('--initial-checkpoint', default='', type=str, metavar='PATH',
                        help='Load this checkpoint into model after initialization (default: none)')
     group.add_argument('--resume', default='', type=str, metavar='PATH',
@@ -320,27 +326,32 @@ def _add_synermix_args(parser):
     # SynerMix
     group = parser.add_argument_group('SynerMix parameters')
     group.add_argument('--method', default=None, type=str, metavar='NAME',
-                       help='paper method preset: baseline, mixup, manifold-mixup, synermix-intra, synermix-intra-aug, '
-                            'synermix, synermix-manifold (sets --synermix, --synermix-source, --mixup 1.0 if unset, '
-                            '--manifold-mixup)')
+                       help='method preset: baseline, mixup, manifold-mixup, synermix-intra, synermix-intra-aug, '
+                            'synermix, synermix-manifold (the paper\'s), clean-view, clean-view-mixup (controls); '
+                            'sets --synermix, --synermix-source, --mixup 1.0 if unset, --manifold-mixup; a flag '
+                            'that contradicts the preset is refused')
     group.add_argument('--synermix', action='store_true', default=False,
                        help='SynerMix-Intra term: supplemented batches, two views, L = b*L_intra + (1-b)*L_inter')
     group.add_argument('--synermix-beta', type=float, default=None, metavar='BETA',
                        help='beta weighing L_intra (default: 0.1 with an inter-class mixup, 0.5 for the intra term '
                             'alone, 0 without --synermix)')
-    group.add_argument('--synermix-source', type=str, default='original', choices=('original', 'augmented'),
+    group.add_argument('--synermix-source', type=str, default=None, choices=('original', 'augmented'),
                        help='features mixed by the intra term: unaugmented originals (SynerMix) or augmented (w-RA(aug))')
     group.add_argument('--synermix-num-synth', type=int, default=1, metavar='P',
                        help='synthesized features per class and batch (default: 1)')
     group.add_argument('--synermix-every', type=int, default=1, metavar='K',
-                       help='cheap mode: compute the intra term every K-th step only (default: 1)')
+                       help='cheap mode: compute the intra term every K-th step only; with supplemented batches the '
+                            'steps between get plain batches (default: 1)')
     group.add_argument('--synermix-orig-scale', type=float, default=1.0, metavar='S',
                        help='cheap mode: resize the originals by S before their pass (default: 1.0)')
-    group.add_argument('--synermix-batches', default='supplemented', choices=('supplemented', 'fixed', 'paired'),
-                       help='supplemented: the paper\'s batches (-b grows by one image per class seen once); '
+    group.add_argument('--batch-composition', '--synermix-batches', dest='synermix_batches', default=None,
+                       choices=BATCH_COMPOSITIONS,
+                       help='what a batch holds, with or without the intra term. plain: -b images of the epoch; '
+                            'supplemented: the paper\'s batches (-b grows by one image per class seen once); '
                             'fixed: the same, every batch exactly --synermix-fixed-size images (one shape for cudnn '
-                            'and torch.compile); paired: -b images as -b/2 classes x 2 (B/2 classes per batch '
-                            'instead of ~B; SynerMix then costs ~2x a plain run) (default: supplemented)')
+                            'and torch.compile); paired: -b images as -b/2 pairs of one class (a class may hold '
+                            'several pairs); paired-distinct: -b/2 different classes x 2 images (default: '
+                            'supplemented with --synermix, plain without)')
     group.add_argument('--batch-order', default='timm', choices=('timm', 'seeded'),
                        help='order of plain batches (no supplementation): timm\'s own (torch\'s RandomSampler on one '
                             'process, DistributedSampler under torchrun: the numbers of timm\'s train.py) or seeded '

@@ -8,7 +8,7 @@ from typing import Dict, Iterable, List
 import yaml
 
 from .errors import InputError
-from ..method.presets import PAPER_MIXUP_ALPHA, Preset, find_preset, get_preset
+from ..method.presets import PAPER_MIXUP_ALPHA, PRESETS, Preset, find_preset, get_preset
 
 __all__ = ['RUN_IDENTITY', 'parser_dests', 'load_config', 'args_to_yaml', 'derive_method_name', 'apply_method',
            'run_preset']
@@ -81,7 +81,8 @@ def derive_method_name(args: argparse.Namespace) -> str:
     """Name of a run configured by flags rather than --method: the paper preset's name where one matches.
 
     Args:
-        args: Namespace with synermix, synermix_source, mixup, cutmix, cutmix_minmax, manifold_mixup.
+        args: Namespace with synermix, synermix_source, synermix_beta, mixup, cutmix, cutmix_minmax,
+            manifold_mixup.
 
     Example:
         ```python
@@ -91,10 +92,11 @@ def derive_method_name(args: argparse.Namespace) -> str:
     """
     cutmix = args.cutmix > 0 or args.cutmix_minmax is not None
     inter = 'manifold' if args.manifold_mixup else 'mixup' if args.mixup > 0 or cutmix else None
+    intra = args.synermix and args.synermix_beta != 0  # a run without the intra term is never named after SynerMix
     if inter == 'mixup' and cutmix:  # the presets use MixUp; a CutMix run is labelled as the variant it is
         variant = 'mixup-cutmix' if args.mixup > 0 else 'cutmix'
-        return 'synermix-' + variant if args.synermix else variant
-    return find_preset(args.synermix, args.synermix_source if inter is None else 'original', inter).name
+        return 'synermix-' + variant if intra else variant
+    return find_preset(intra, (args.synermix_source or 'original') if inter is None else 'original', inter).name
 
 
 def apply_method(args: argparse.Namespace) -> argparse.Namespace:
@@ -124,6 +126,11 @@ def apply_method(args: argparse.Namespace) -> argparse.Namespace:
             raise InputError(f'--method: {e}')
         name = args.method
         if preset.intra:
+            if args.synermix_source not in (None, preset.source):
+                other = 'synermix-intra-aug' if args.synermix_source == 'augmented' else 'synermix-intra'
+                raise InputError(f'--method {name} mixes {preset.source} features but --synermix-source '
+                                 f'{args.synermix_source} was given: drop --synermix-source, or use --method {other}'
+                                 f'{" (without mixup)" if preset.inter else ""}')
             args.synermix = True
             args.synermix_source = preset.source
         elif args.synermix:
@@ -144,6 +151,8 @@ def apply_method(args: argparse.Namespace) -> argparse.Namespace:
         elif _inter_given(args) or args.manifold_mixup:
             raise InputError(f'--method {name} has no inter-class mixing but --mixup/--cutmix/--manifold-mixup was '
                              f'given: drop them or use --method {"synermix" if preset.intra else "mixup"}')
+        if not preset.intra and args.synermix_source is not None:
+            raise InputError(f'--method {name} has no intra term but --synermix-source was given: drop it')
     else:
         if args.manifold_mixup:
             if args.cutmix > 0 or args.cutmix_minmax is not None:
@@ -151,7 +160,7 @@ def apply_method(args: argparse.Namespace) -> argparse.Namespace:
                                  '--cutmix/--cutmix-minmax')
             if args.mixup <= 0:
                 args.mixup = PAPER_MIXUP_ALPHA
-        args.method = derive_method_name(args)
+    args.synermix_source = args.synermix_source or 'original'
 
     has_inter = args.manifold_mixup or _inter_given(args)
     if args.synermix:
@@ -164,14 +173,36 @@ def apply_method(args: argparse.Namespace) -> argparse.Namespace:
         if args.synermix_source == 'augmented' and has_inter and args.synermix_beta > 0:
             raise InputError('--synermix-source augmented mixes features that mixup already mixed: use '
                              '--synermix-source original with mixup, or drop the mixup (w-RA(aug) ablation)')
-    else:
-        if args.synermix_beta not in (None, 0, 0.0):
-            _logger.warning(f'--synermix-beta {args.synermix_beta} ignored: no intra term (method {args.method}).')
+    elif args.synermix_beta not in (None, 0, 0.0):
+        raise InputError(f'--synermix-beta {args.synermix_beta} weighs an intra term this run does not have: add '
+                         f'--synermix (or a synermix --method), or drop --synermix-beta')
+    _resolve_composition(args)
+    if args.synermix and args.synermix_beta == 0:
+        # β = 0 trains no intra term: the run is the preset's β = 0 twin, on the batches the command chose.
+        twin = get_preset(args.method).at_beta_zero if args.method in PRESETS else None
+        _logger.warning(f'--synermix-beta 0: no intra term runs; the run is recorded as '
+                        f'{twin or "the method without it"} on {args.synermix_batches} batches.')
+        args.synermix = False
+        args.method = twin
+    if args.synermix_beta is None or not args.synermix:
         args.synermix_beta = 0.0
+    if not args.method:
+        args.method = derive_method_name(args)
     return args
 
 
+def _resolve_composition(args: argparse.Namespace) -> None:
+    """The batch composition: supplemented for the intra term unless another was asked for; plain without."""
+    if args.synermix_batches is None:
+        args.synermix_batches = 'supplemented' if args.synermix else 'plain'
+    elif args.synermix_batches == 'plain' and args.synermix and args.synermix_beta != 0:
+        raise InputError('--batch-composition plain with the intra term: Eq. 1 needs two images of every class in '
+                         'a batch; use supplemented, fixed, paired or paired-distinct')
+
+
 def run_preset(args: argparse.Namespace) -> Preset:
-    """The paper preset a resolved namespace stands for (its intra term, source and kind of inter mixing)."""
+    """The preset a resolved namespace stands for: --method's, else the one of its intra term, source and mixing."""
+    if args.method in PRESETS:
+        return PRESETS[args.method]
     inter = 'manifold' if args.manifold_mixup else ('mixup' if _inter_given(args) else None)
     return find_preset(args.synermix, args.synermix_source if inter is None else 'original', inter)

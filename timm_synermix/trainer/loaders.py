@@ -40,14 +40,13 @@ class LoaderEpochs:
 
 
 def create_train_sampler(args, labels, class_names, dataset=None):
-    """The training batches: with the intra term (--synermix) supplemented, fixed-size or paired; else plain.
-    A streaming dataset (no labels up front) batches itself: plain runs only."""
+    """The training batches of --batch-composition, with or without the intra term: plain, supplemented,
+    fixed-size, paired or paired with distinct classes. A streaming dataset (no labels up front) batches itself:
+    plain runs only."""
     if labels is None or args.train_img_sizes:  # the flags these cannot serve were refused by check_args
         return LoaderEpochs(dataset)
-    if args.synermix_batches != 'supplemented' and not args.synermix:
-        raise InputError(f'--synermix-batches {args.synermix_batches} shapes batches for the intra term: add '
-                         f'--synermix (or a synermix --method), or drop --synermix-batches')
-    if args.synermix_batches == 'fixed' and args.aug_repeats > 1:
+    composition = args.synermix_batches
+    if composition == 'fixed' and args.aug_repeats > 1:
         raise InputError(f'--synermix-batches fixed with --aug-repeats {args.aug_repeats:g}: fixed-size batches top '
                          f'up with images of their own classes, which repeats would skew; use --synermix-batches '
                          f'supplemented')
@@ -55,13 +54,17 @@ def create_train_sampler(args, labels, class_names, dataset=None):
                   allow_singleton_classes=args.allow_singleton_classes, num_classes=args.num_classes,
                   class_names=class_names, num_repeats=args.aug_repeats)
     try:
-        if args.synermix_batches == 'paired':
-            return PairedBatchSampler(labels, **kwargs)
-        # Without supplementation on one process, batches come in timm's own training order (torch's RandomSampler).
-        timm_order = args.batch_order == 'timm' and not args.synermix and not args.aug_repeats
+        if composition in ('paired', 'paired-distinct'):
+            return PairedBatchSampler(labels, distinct_classes=composition == 'paired-distinct', **kwargs)
+        # Plain batches on one process come in timm's own training order (torch's RandomSampler).
+        timm_order = args.batch_order == 'timm' and composition == 'plain' and not args.aug_repeats
         permutation = ('distributed' if args.distributed else 'torch') if timm_order else 'seeded'
-        sampler = SupplementedBatchSampler(labels, supplement=args.synermix, permutation=permutation, **kwargs)
-        if args.synermix_batches == 'fixed':
+        # With the intra term every K-th step, the steps between get plain batches (the task's step count and the
+        # sampler's global batch index advance together, one per training forward).
+        every = args.synermix_every if args.synermix and composition == 'supplemented' else 1
+        sampler = SupplementedBatchSampler(labels, supplement=composition != 'plain', permutation=permutation,
+                                           supplement_every=every, **kwargs)
+        if composition == 'fixed':
             size = args.synermix_fixed_size or sampler.suggest_fixed_size()
             sampler = SupplementedBatchSampler(labels, supplement=True, fixed_size=size, **kwargs)
             args.synermix_fixed_size = size
@@ -74,7 +77,8 @@ def mixes_in_loader(args) -> bool:
     """Whether timm's train.py would mix in the loader here: MixUp/CutMix under the prefetcher (an even batch).
     Without the intra term the run then mixes exactly as timm does; SynerMix mixes in the task (originals unmixed)."""
     mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
-    return mixing and args.prefetcher and not args.synermix and not args.manifold_mixup and args.batch_size % 2 == 0
+    return mixing and args.prefetcher and not args.synermix and not args.manifold_mixup and args.batch_size % 2 == 0 \
+        and args.synermix_batches == 'plain'
 
 
 def collate_mixup(args):

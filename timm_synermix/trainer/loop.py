@@ -274,9 +274,10 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
 
         result = train_step(run, input, target, accum_steps, need_update)
         # timm's own tasks report no intra term: their whole loss is the inter (augmented-view) loss.
+        # The task counts its own images through forward+backward; timm's tasks pass the batch once.
         run.state.meters.update(result['loss'] * accum_steps, result.get('loss_intra', zero),
                                 result.get('loss_inter', result['loss']), n_batch, result.get('with_intra', False),
-                                batch_idx)
+                                batch_idx, result.get('image_passes', n_batch))
         clock.samples += n_batch * args.world_size  # the supplemented size: what the step really processed
         if not need_update:
             clock.data_start = time.time()
@@ -307,9 +308,7 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
         run.optimizer.sync_lookahead()
     values = _check_finite(run, epoch)
     metrics = OrderedDict((k, values[k]) for k in ('loss', 'loss_intra', 'loss_inter'))
-    # The cost of the epoch in images through forward+backward: the originals' pass adds one per intra sample.
-    extra_pass = getattr(task, 'source', None) == 'original' and getattr(task, 'beta', 0) > 0
-    metrics['image_passes'] = int(values['samples'] + (values['intra_samples'] if extra_pass else 0))
+    metrics['image_passes'] = int(values['image_passes'])
     return metrics
 
 

@@ -446,8 +446,8 @@ def log_setup(run, num_epochs) -> None:
     mix = getattr(run.task, 'mixup', None)
     _logger.info(f'Method {args.method}: synermix={args.synermix} beta={args.synermix_beta} '
                  f'source={args.synermix_source} inter={type(mix).__name__ if mix else None} '
-                 f'batches={args.synermix_batches if args.synermix else "plain"}')
-    if args.synermix:
+                 f'batches={args.synermix_batches}')
+    if args.synermix_batches != 'plain':
         mode = args.synermix_batches
         if mode == 'supplemented':  # simulated only for this mode: the others have one size
             size = (f'{args.batch_size} before supplementation (-b counts primaries), about '

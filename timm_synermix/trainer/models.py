@@ -42,10 +42,12 @@ def _classifier_keys(model: nn.Module) -> List[str]:
     return [n + suffix for n in names for suffix in ('.weight', '.bias')]
 
 
-def _head_to_reset(model: nn.Module, state_dict: Dict[str, torch.Tensor]) -> List[str]:
-    """Classifier keys whose shape differs between file and model (fine-tuning to another class count)."""
+def _head_to_reset(model: nn.Module, state_dict: Dict[str, torch.Tensor], keep_head: bool = False) -> List[str]:
+    """Classifier keys of the file not to load: all of them, as timm resets the head; with `keep_head`, those whose
+    shape differs from the model's (another class count)."""
     own = model.state_dict()
-    return [k for k in _classifier_keys(model) if k in state_dict and k in own and state_dict[k].shape != own[k].shape]
+    return [k for k in _classifier_keys(model) if k in state_dict and k in own and
+            (not keep_head or state_dict[k].shape != own[k].shape)]
 
 
 def mismatched_keys(model: nn.Module, state_dict: Dict[str, torch.Tensor], ignore=()) -> List[str]:
@@ -95,13 +97,15 @@ def create_train_model(
         pretrained_path: Optional[str] = None,
         cifar_stem: bool = False,
         initial_checkpoint: str = '',
+        keep_head: bool = False,
         **kwargs,
 ) -> nn.Module:
     """`timm.create_model` for training, with the CIFAR stem and fine-tuning from a local file.
 
     With `pretrained_path` the file's weights are loaded through timm's pretrained path (its
-    filters and input-channel adaptation apply) and the classifier is reset when its class count
-    differs from `num_classes`; nothing is downloaded. Weights that do not fit the model raise an
+    filters and input-channel adaptation apply) and the classifier is reset, as timm's train.py
+    resets it (`num_classes=-1` in the overlay): the file's head belongs to another task even when
+    its class count matches. `keep_head=True` keeps a head of the same size; nothing is downloaded. Weights that do not fit the model raise an
     `InputError` naming the mismatched keys.
 
     Args:
@@ -111,6 +115,7 @@ def create_train_model(
         pretrained_path: Local .safetensors / .pth / timm .pth.tar to fine-tune from.
         cifar_stem: Apply `apply_cifar_stem` (pretrained weights are loaded after the swap).
         initial_checkpoint: Checkpoint loaded into the finished model (timm's --initial-checkpoint).
+        keep_head: Keep the file's classifier when its class count equals `num_classes`.
         **kwargs: Passed to `timm.create_model`.
 
     Example:
@@ -133,7 +138,7 @@ def create_train_model(
         pretrained_sd = _read_weights(pretrained_path)
         if cifar_stem:
             model = apply_cifar_stem(create_model(model_name, **kwargs))
-            reset = _head_to_reset(model, pretrained_sd)
+            reset = _head_to_reset(model, pretrained_sd, keep_head)
             bad = mismatched_keys(model, pretrained_sd, ignore=reset)
             if bad:
                 raise _fit_error(pretrained_path, model_name, bad)
@@ -141,21 +146,22 @@ def create_train_model(
         else:
             # timm's pretrained loader, so model-specific filters (e.g. position embedding resizing)
             # and input-channel adaptation apply as they do for hub weights; it resets the classifier
-            # when the file's class count differs from num_classes.
+            # when the overlay's class count differs from num_classes, which -1 always does (timm's train.py).
             from timm.models import get_pretrained_cfg_value
             names = get_pretrained_cfg_value(model_name, 'classifier') or []
             names = [names] if isinstance(names, str) else list(names)
             weights = [n + '.weight' for n in names if n + '.weight' in pretrained_sd]
-            head = pretrained_sd[weights[0]].shape[0] if weights else -1
+            head = pretrained_sd[weights[0]].shape[0] if weights and keep_head else -1
             try:
                 overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, file=pretrained_path, num_classes=head)
                 model = create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
             except RuntimeError as e:
                 plain = create_model(model_name, **kwargs)
-                bad = mismatched_keys(plain, pretrained_sd, ignore=_head_to_reset(plain, pretrained_sd))
+                bad = mismatched_keys(plain, pretrained_sd, ignore=_head_to_reset(plain, pretrained_sd, keep_head))
                 raise _fit_error(pretrained_path, model_name, bad or [str(e).splitlines()[0][:200]])
             reset = [] if head == num_classes else [n + suffix for n in names for suffix in ('.weight', '.bias')]
-        _logger.info(f'Loaded pretrained weights from {pretrained_path} (classifier reset: {reset or "no"})')
+        _logger.info(f'Loaded pretrained weights from {pretrained_path} (classifier reset: {reset or "no"}'
+                     f'{", kept by --pretrained-keep-head" if not reset else ""})')
     if initial_checkpoint:
         if not os.path.isfile(initial_checkpoint):
             raise InputError(f'--initial-checkpoint {initial_checkpoint!r} does not exist: pass a checkpoint file')
@@ -182,7 +188,8 @@ def create_model_from_args(args, num_classes: int) -> nn.Module:
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     model = create_train_model(
         args.model, num_classes=num_classes, pretrained=args.pretrained, pretrained_path=args.pretrained_path,
-        cifar_stem=args.cifar_stem, initial_checkpoint=args.initial_checkpoint, **kwargs)
+        cifar_stem=args.cifar_stem, initial_checkpoint=args.initial_checkpoint, keep_head=args.pretrained_keep_head,
+        **kwargs)
     if args.head_init_scale is not None or args.head_init_bias is not None:
         head = model.get_classifier() if hasattr(model, 'get_classifier') else None
         if not isinstance(getattr(head, 'weight', None), torch.Tensor) or getattr(head, 'bias', None) is None:

@@ -66,8 +66,8 @@ class LossMeters:
     epoch ends) is the one host sync, summed over ranks under torch.distributed. The first step with a
     non-finite loss is recorded on the device too, so `read` can name it.
     """
-    # sums: loss·n, intra·n (intra steps), inter·n, n, n (intra steps), steps
-    _FIELDS = ('loss', 'loss_intra', 'loss_inter', 'samples', 'intra_samples', 'steps')
+    # sums: loss·n, intra·n (intra steps), inter·n, n, n (intra steps), steps, images through forward+backward
+    _FIELDS = ('loss', 'loss_intra', 'loss_inter', 'samples', 'intra_samples', 'steps', 'image_passes')
 
     def __init__(self, device: torch.device = torch.device('cpu')):
         self.device = device
@@ -80,12 +80,13 @@ class LossMeters:
         self.first_bad_step = torch.full((), -1, dtype=torch.int64, device=self.device)
 
     def update(self, loss: torch.Tensor, loss_intra: torch.Tensor, loss_inter: torch.Tensor, batch: int,
-               with_intra: bool, step: int) -> None:
+               with_intra: bool, step: int, image_passes: int) -> None:
         n, w = float(batch), float(with_intra)
         loss, intra, inter = (t.detach().to(self.sums.dtype) for t in (loss, loss_intra, loss_inter))
         ones = torch.ones((), dtype=self.sums.dtype, device=self.device)
         self.last = torch.stack([loss, intra, inter, ones * n])
-        self.sums += torch.stack([loss * n, intra * (n * w), inter * n, ones * n, ones * (n * w), ones])
+        self.sums += torch.stack([loss * n, intra * (n * w), inter * n, ones * n, ones * (n * w), ones,
+                                  ones * float(image_passes)])
         bad = ~torch.isfinite(loss)
         self.first_bad_step = torch.where(bad & (self.first_bad_step < 0), step, self.first_bad_step)
 
@@ -104,7 +105,8 @@ class LossMeters:
             loss=values['loss'] / samples, loss_intra=values['loss_intra'] / max(values['intra_samples'], 1.0),
             loss_inter=values['loss_inter'] / samples, batch=values['samples'] / max(values['steps'], 1.0),
             last_loss=last[0], last_intra=last[1], last_inter=last[2], last_batch=last[3],
-            samples=values['samples'], intra_samples=values['intra_samples'], first_bad_step=int(bad.item()))
+            samples=values['samples'], intra_samples=values['intra_samples'], image_passes=values['image_passes'],
+            first_bad_step=int(bad.item()))
 
     def state_dict(self) -> Dict[str, float]:
         return dict(zip(self._FIELDS, self.sums.tolist()))
