@@ -1,33 +1,116 @@
-"""The study: compute-matched epochs, the Pareto front, and `make study-quick` end to end on matplotlib's fonts."""
+"""The regime map: the plain-training frontier, each variant's distance to it, the plans, and the commands end to end."""
+import json
+import math
 import os
 
-import numpy as np
 import pytest
 
-from timm_synermix.experiments.study import ROWS, _pareto, matched_epochs, plan_study, run_study
+from timm_synermix.experiments.frontier import (VARIANTS, flattening, frontier_at, judge, main as frontier_main,
+                                               plan_frontier, _rungs)
+from timm_synermix.experiments.study import FULL, regime_plans, run_study
+
+from train_helpers import write_image_folder
 
 
-def test_compute_matched_epochs_spend_synermixs_image_passes():
-    ten_classes = np.repeat(np.arange(10), 100)   # a batch of 32 over 10 classes rarely has a class once
-    epochs, factor = matched_epochs(ten_classes, 32, 8)
-    assert 2.0 <= factor < 2.1 and epochs == round(8 * factor)
-    many = np.repeat(np.arange(138), 40)           # 138 classes: most classes in a batch of 32 are seen once
-    epochs, factor = matched_epochs(many, 32, 8)
-    assert 3.3 < factor < 4.0 and epochs == round(8 * factor)
+def ladder_point(method, epochs, seed, cost, top1):
+    return dict(role='ladder', method=method, epochs=epochs, seed=seed, cost=cost, top1=top1)
 
 
-def test_pareto_front_keeps_the_runs_nothing_beats():
-    points = [(1, 50), (2, 49), (2, 60), (3, 55), (4, 70), (4, 65)]
-    assert _pareto(points) == [0, 2, 4]
+def variant_point(variant, epochs, seed, cost, top1):
+    return dict(role='variant', variant=variant, label=f'{variant} ({epochs} ep)', method='synermix', epochs=epochs,
+                seed=seed, cost=cost, top1=top1, seconds=1.0)
 
 
-def test_every_row_runs_over_every_seed_and_swept_rows_wait_for_beta():
-    sweep, finals = plan_study(dict(seeds=(0, 1, 2), epochs=8, betas=None), matched=27)
-    assert len(sweep) == 8 and {s['seed'] for s in sweep} == {0}
-    assert len(finals) == 3 * len(ROWS)
-    matched = [s for s in finals if 'compute-matched' in s['label']]
-    assert {s['epochs'] for s in matched} == {27} and len(matched) == 6
-    assert {s['label'] for s in finals if s['beta_from']} == {'synermix-intra', 'synermix', 'synermix (paired batches)'}
+LADDER = [ladder_point('baseline', 10, 0, 1000, 50), ladder_point('baseline', 20, 0, 2000, 60),
+          ladder_point('baseline', 40, 0, 4000, 64), ladder_point('mixup', 10, 0, 1000, 45),
+          ladder_point('mixup', 20, 0, 2000, 61), ladder_point('mixup', 40, 0, 4000, 61)]
+
+
+def test_the_frontier_joins_the_rungs_in_log_cost_and_holds_past_the_top_rung():
+    rungs = _rungs(LADDER)
+    assert frontier_at(rungs, 1000) == 50 and frontier_at(rungs, 2000) == 61
+    assert frontier_at(rungs, 2000 * math.sqrt(2)) == pytest.approx(62)   # halfway in log cost, baseline 60 -> 64
+    assert frontier_at(rungs, 16000) == 64
+    assert frontier_at(rungs, 500) is None   # cheaper than any plain run trained
+
+
+def test_a_variant_is_judged_per_seed_against_the_frontier_at_its_own_cost():
+    points = LADDER + [variant_point('synermix', 10, 0, 2000, 63), variant_point('synermix', 10, 1, 4000, 60)]
+    (row,) = judge(points)
+    assert row['seeds'] == 2 and row['cost'] == 3000
+    assert row['distance'][0] == pytest.approx(((63 - 61) + (60 - 64)) / 2)
+    assert row['distance'][1] == pytest.approx(math.sqrt(18))
+
+
+def test_the_last_doubling_is_compared_with_the_seed_noise():
+    points = LADDER + [ladder_point('baseline', 40, 1, 4000, 61), ladder_point('baseline', 20, 1, 2000, 59)]
+    flat = flattening(points)
+    assert flat['baseline']['gain'] == pytest.approx(62.5 - 59.5)
+    assert flat['baseline']['noise'] == pytest.approx(math.sqrt(4.5)) and not flat['baseline']['flat']
+
+
+def test_the_plan_runs_the_ladder_and_every_variant_over_every_seed():
+    specs = plan_frontier(10, (1, 2, 4), ['synermix', 'mixup-supplemented'], [0, 1, 2], betas={'synermix': 0.4})
+    ladder = [s for s in specs if s['role'] == 'ladder']
+    assert sorted({(s['method'], s['epochs']) for s in ladder}) == [
+        ('baseline', 10), ('baseline', 20), ('baseline', 40), ('mixup', 10), ('mixup', 20), ('mixup', 40)]
+    variants = [s for s in specs if s['role'] == 'variant']
+    assert len(variants) == 6 and {s['seed'] for s in variants} == {0, 1, 2}
+    assert {(s['variant'], s['beta']) for s in variants} == {('synermix', 0.4), ('mixup-supplemented', None)}
+    assert all(s['extra'] == ('--batch-composition', 'supplemented') for s in variants
+               if s['variant'] == 'mixup-supplemented')
+
+
+def test_the_three_regimes_share_what_they_can_and_each_variant_has_its_controls():
+    plans = regime_plans(FULL)
+    assert set(plans) == {'scratch-short', 'scratch-long', 'finetune'}
+    short, long = plans['scratch-short'][1], plans['scratch-long'][1]
+    base = FULL['scratch']['epochs']
+    assert {s['epochs'] for s in long if s['role'] == 'variant'} == {base * FULL['scratch']['long_factor']}
+    assert {s['name'] for s in short if s['role'] == 'ladder'} < {s['name'] for s in long if s['role'] == 'ladder'}
+    for regime, (_, specs) in plans.items():
+        names = {s['variant'] for s in specs if s['role'] == 'variant'}
+        assert 'clean-view' in names and 'baseline-supplemented' in names, regime
+        for paired in ('paired', 'paired-distinct'):
+            if f'synermix-{paired}' in names:
+                assert {f'baseline-{paired}', f'mixup-{paired}'} <= names, (regime, paired)
+        assert all(len([s for s in specs if s.get('variant') == v and s['epochs'] == e]) == 3
+                   for v in names for e in {s['epochs'] for s in specs if s.get('variant') == v})
+
+
+def test_every_variant_names_an_existing_method():
+    from timm_synermix import PRESETS
+    assert all(method in PRESETS for method, _, _ in VARIANTS.values())
+
+
+def test_the_compute_matched_command_runs_end_to_end_resumes_and_fine_tunes(tmp_path, capsys):
+    data = write_image_folder(tmp_path / 'data', n_train=6, n_val=2, classes=3)
+    common = ['--model', 'test_resnet', '--img-size', '32', '-b', '4', '--device', 'cpu', '-j', '0', '--lr', '0.05',
+              '--sched', 'cosine', '--warmup-epochs', '0', '--checkpoint-hist', '1', '--report-last-k', '1']
+    out = tmp_path / 'out'
+    argv = [str(data), '--epochs', '1', '--ladder', '1', '2', '--variants', 'synermix-intra', '--seeds', '0',
+            '--out', str(out), '--workers', '2']
+    assert frontier_main(argv + ['--'] + common) == 0
+    printed = capsys.readouterr().out
+    assert '| synermix-intra |' in printed and 'vs frontier at equal cost' in printed
+    assert (out / 'frontier.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    points = json.loads((out / 'frontier.json').read_text())
+    assert len(points) == 5 and all(p['cost'] > 0 for p in points)
+    intra = [p for p in points if p['role'] == 'variant'][0]
+    plain = [p for p in points if p['role'] == 'ladder' and p['epochs'] == 1][0]
+    assert intra['cost'] > 2 * plain['cost']   # the originals' pass over supplemented batches
+    assert frontier_main(argv + ['--'] + common) == 0   # a second call reuses every finished run
+    assert capsys.readouterr().out.count('finished before') == 5
+    backbone = out / 'runs' / 'baseline-e1-s0' / 'model_best.safetensors'
+    tuned = tmp_path / 'tuned'
+    assert frontier_main([str(data), '--epochs', '1', '--ladder', '1', '--variants', 'mixup-supplemented', '--seeds',
+                          '0', '--out', str(tuned), '--'] + common + ['--pretrained-path', str(backbone)]) == 0
+    assert 'Loaded pretrained weights' in (tuned / 'logs' / 'mixup-supplemented-e1-s0.log').read_text()
+
+
+def test_the_frontier_command_refuses_flags_it_sets_itself(tmp_path, capsys):
+    assert frontier_main([str(tmp_path), '--epochs', '1', '--out', str(tmp_path / 'o'), '--', '--epochs', '3']) == 2
+    assert '--epochs' in capsys.readouterr().err
 
 
 @pytest.fixture(scope='module')
@@ -38,13 +121,12 @@ def quick_study(tmp_path_factory):
     return out, run_study(out, quick=True, fonts_dirs=[fonts])
 
 
-def test_study_quick_runs_end_to_end(quick_study):
+def test_study_quick_runs_every_regime_end_to_end(quick_study):
     out, result = quick_study
     text = (out / 'results.md').read_text()
-    for label, _, _, _ in ROWS:
-        assert f'| {label} |' in text
-    assert '## β sweep' in text and '## Cost' in text
-    assert set(result['chosen_betas']) == {'synermix-intra', 'synermix'}
-    for name in ('cost_vs_accuracy', 'accuracy_curves', 'accuracy_vs_beta'):
-        assert (out / f'{name}.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    assert (out / 'data_manifest.json').is_file()
+    for regime in ('scratch-short', 'scratch-long', 'finetune'):
+        assert f'(`{regime}`)' in text and (out / f'frontier_{regime}.png').read_bytes()[:4] == b'\x89PNG'
+        assert result['verdicts'][regime]
+    runs = json.loads((out / 'study.json').read_text())
+    assert {'regime', 'method', 'variant', 'epochs', 'seed', 'cost', 'top1'} <= set(runs[0])
+    assert {r['regime'] for r in runs} == {'scratch-short', 'scratch-long', 'finetune'}

@@ -1,31 +1,33 @@
-""" Is SynerMix worth what it costs? A compute-matched study on glyphs from real font files.
+""" When does SynerMix pay? The regime map: every variant against the plain-training frontier, per regime.
 
-The regime the paper's claims are for: many classes (>= 100 glyph classes, so a batch of 32 needs
-supplementation as on CIFAR-100), trained from scratch, validated on font families never seen in training.
-Every row runs over several seeds:
+Glyphs rendered from real font files (``fonts.py``), validated on font families never seen in training. In each
+regime baseline and MixUp train on a ladder of budgets; the frontier is the best top-1 they reach for a given cost
+(images through forward+backward, ``frontier.py``), and every SynerMix variant and control is judged by its
+distance above or below it at its own cost, mean ± std over seeds:
 
-* baseline, MixUp, SynerMix-Intra, SynerMix (supplemented batches, the paper's) and SynerMix on paired
-  batches (`--synermix-batches paired`: the batch stays at -b), all for the same number of epochs;
-* the baseline and MixUp trained for as many epochs as it takes to spend SynerMix's compute, counted in
-  images through forward+backward (SynerMix's originals' pass included; `results.json` "cost"), so each
-  method is also compared at equal compute.
+* ``scratch-short``: from scratch, the base epochs; the ladder 1x, 2x, 4x.
+* ``scratch-long``: from scratch, the variants at 3x the base epochs; the same runs' ladder plus an 8x rung.
+* ``finetune``: a backbone pretrained once on the digits and Latin letters (all training fonts), fine-tuned on the
+  Greek and Cyrillic letters that are no homoglyph of a Latin one, with few fonts per class.
 
-β of SynerMix and SynerMix-Intra is chosen by the paper's protocol: a stratified 10% holdout of the training
-set, the paper's β grid, the first seed, then the final runs with the best β. Paired SynerMix reuses the β
-chosen for SynerMix. Runs go two at a time (one torch thread each); finished runs are reused, so an
-interrupted study resumes.
+The variants: the paper's SynerMix and SynerMix-Intra on supplemented batches; paired batches (several pairs of
+a class per batch, and B/2 distinct classes); the intra term from the augmented view (1.0x); the intra term every
+4th step with plain batches between; the clean-view controls (β·CE(originals), docs/method.md §6); and the batch
+compositions alone (plain training and MixUp on supplemented and paired batches, repeated augmentation).
 
-Outputs in OUT: ``results.md`` (mean ± std top-1, best and last-k, cohesion/separability metrics, cost per
-run), ``cost_vs_accuracy.png`` (top-1 against cost for every run, with the Pareto front), ``accuracy_curves.png``,
-``tsne.png``, ``accuracy_vs_beta.png``, ``study.json`` (every run's numbers) and the data's manifest.
+β is not tuned here: every intra variant and control uses β = 0.4, the value the paper's holdout protocol chose
+for both SynerMix and SynerMix-Intra on this kind of data (124 glyph classes from scratch; ``docs/study.md``).
+Runs go two at a time, one torch thread each; finished runs are reused, so an interrupted study resumes.
+
+Outputs in OUT: ``results.md`` (one section per regime), ``frontier_<regime>.png``, ``study.json`` (every run:
+regime, method, variant, epochs, seed, cost, top-1), ``data_manifest_<data>.json``.
 
 Example:
     python -m timm_synermix.experiments.study --out results/study          # make study
-    python -m timm_synermix.experiments.study --quick --out study_output   # make study-quick, minutes
+    python -m timm_synermix.experiments.study --quick --out study_output   # make study-quick, about a minute
 """
 import argparse
 import json
-import math
 import re
 import shlex
 import sys
@@ -33,39 +35,47 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
+from .compare import CompareError, execute_run
+from .frontier import frontier_points, frontier_table, judge, plan_frontier, plot_frontier, run_specs
 
-from ..method.presets import PRESETS
-from .compare import HOLDOUT, CompareError, execute_run, select_best_beta
-from .runs import beta_text, fmt, load_run
+__all__ = ['FULL', 'QUICK', 'BETA', 'recipe', 'regime_plans', 'run_study', 'main']
 
-__all__ = ['FULL', 'QUICK', 'ROWS', 'plan_study', 'matched_epochs', 'run_study', 'main']
-
+BETA = 0.4
+# Every variant and control (frontier.VARIANTS); the long schedule and from-scratch short runs take the subsets
+# the 3-hour budget allows (docs/study.md: what was traded).
+ALL = ('synermix', 'synermix-intra', 'clean-view', 'clean-view-mixup', 'baseline-supplemented',
+       'mixup-supplemented', 'synermix-paired', 'baseline-paired', 'mixup-paired', 'synermix-paired-distinct',
+       'baseline-paired-distinct', 'mixup-paired-distinct', 'synermix-intra-aug-paired-distinct',
+       'synermix-intra-every4', 'baseline-repeats2')
+SHORT = tuple(v for v in ALL if v not in ('synermix-paired', 'baseline-paired', 'mixup-paired', 'clean-view-mixup'))
+LONG = ('synermix-intra', 'clean-view', 'baseline-supplemented')
+SCRIPTS = ('latin', 'greek', 'cyrillic')
 FULL = dict(
-    model='resnet10t', size=32, epochs=10, batch=32, lr=0.05, train_fonts=20, seeds=(0, 1, 2), last_k=3,
-    workers=2, max_tsne_points=1500, log_interval=50,
+    model='resnet10t', size=24, batch=32, lr=0.05, seeds=(0, 1, 2), last_k=3, workers=2, log_interval=50,
+    scratch=dict(train_fonts=6, val_fonts=4, epochs=6, ladder=(1, 2, 4), long_ladder=(1, 2, 4, 8), long_factor=3,
+                 variants=SHORT, long_variants=LONG, scripts=SCRIPTS),
+    pretrain=dict(train_fonts=20, val_fonts=4, epochs=12, scripts=('latin',)),
+    finetune=dict(train_fonts=6, val_fonts=4, epochs=8, ladder=(1, 2, 4), variants=ALL, scripts=('greek', 'cyrillic')),
 )
+# A smoke run of the same pipeline. matplotlib's fonts draw Greek and Cyrillic in one design family only, too few
+# to hold one out, so the quick fine-tuning regime reuses the Latin classes.
 QUICK = dict(
-    model='test_resnet', size=16, epochs=1, batch=16, lr=0.05, train_fonts=4, seeds=(0,), last_k=1,
-    workers=2, max_tsne_points=100, log_interval=10, betas=(0.1, 0.4),
+    model='test_resnet', size=16, batch=16, lr=0.05, seeds=(0,), last_k=1, workers=2, log_interval=10,
+    scratch=dict(train_fonts=3, val_fonts=2, epochs=1, ladder=(1, 2), long_ladder=(1, 2), long_factor=2,
+                 variants=('synermix-intra', 'clean-view', 'baseline-paired-distinct'), long_variants=('synermix-intra',),
+                 scripts=('latin',)),
+    pretrain=dict(train_fonts=3, val_fonts=2, epochs=1, scripts=('latin',)),
+    finetune=dict(train_fonts=3, val_fonts=2, epochs=1, ladder=(1, 2), variants=('synermix', 'mixup-supplemented'),
+                  scripts=('latin',)),
 )
-# (row label, method preset, extra train.py arguments); epochs: 'E', or 'matched' for the compute-matched rows
-ROWS = (
-    ('baseline', 'baseline', (), 'E'),
-    ('mixup', 'mixup', (), 'E'),
-    ('synermix-intra', 'synermix-intra', (), 'E'),
-    ('synermix', 'synermix', (), 'E'),
-    ('synermix (paired batches)', 'synermix', ('--synermix-batches', 'paired'), 'E'),
-    ('baseline (compute-matched)', 'baseline', (), 'matched'),
-    ('mixup (compute-matched)', 'mixup', (), 'matched'),
-)
-SWEPT = ('synermix-intra', 'synermix')   # β chosen on the holdout; the paired row takes synermix's
+TITLES = {'scratch-short': 'From scratch, short schedule', 'scratch-long': 'From scratch, long schedule (3x epochs)',
+          'finetune': 'Fine-tuning a pretrained backbone on new classes'}
 
 
-def recipe(cfg, data_dir):
-    """train.py arguments shared by every run: from scratch, SGD with cosine decay, crop-only augmentation."""
+def recipe(cfg):
+    """train.py arguments shared by every run: SGD with cosine decay, crop-only augmentation."""
     # No flips: a mirrored glyph is another character (or none).
-    return [str(data_dir), '--model', cfg['model'], '--img-size', str(cfg['size']), '--device', 'cpu', '-j', '0',
+    return ['--model', cfg['model'], '--img-size', str(cfg['size']), '--device', 'cpu', '-j', '0',
             '-b', str(cfg['batch']), '--opt', 'sgd', '--lr', str(cfg['lr']), '--momentum', '0.9',
             '--weight-decay', '5e-4', '--sched', 'cosine', '--warmup-epochs', '0', '--smoothing', '0',
             '--scale', '0.6', '1', '--ratio', '0.8', '1.25', '--hflip', '0', '--color-jitter', '0',
@@ -73,198 +83,130 @@ def recipe(cfg, data_dir):
             '--report-last-k', str(cfg['last_k']), '--val-split', 'val']
 
 
-def matched_epochs(labels, batch_size, epochs, seed=0):
-    """Epochs of a plain run that cost what `epochs` of SynerMix on supplemented batches cost.
-
-    Cost is images through forward+backward: SynerMix passes each supplemented batch of N̂ twice (augmented
-    view, originals), a plain run its batch of N once, so the factor is 2·mean(N̂)/N over an epoch of these
-    labels.
-    """
-    from ..method.sampler import SupplementedBatchSampler
-    sampler = SupplementedBatchSampler(labels, batch_size, seed=seed)
-    sampler.set_epoch(0)
-    factor = 2 * np.mean([len(b) for b in sampler]) / batch_size
-    return max(epochs, int(round(epochs * factor))), float(factor)
-
-
-def plan_study(cfg, matched):
-    """The study's runs: the β sweep first, then the final runs (those waiting for a β last)."""
-    seeds, grid = list(cfg['seeds']), cfg.get('betas')
-    sweep = [dict(name=f'{m}-b{beta_text(b)}-s{seeds[0]}', label=m, method=m, seed=seeds[0], beta=b, stage='sweep',
-                  extra=('--val-holdout', str(HOLDOUT)), epochs=cfg['epochs'])
-             for m in SWEPT for b in (grid or PRESETS[m].beta_grid)]
-    finals = []
-    for seed in seeds:
-        for label, method, extra, epochs in ROWS:
-            slug = label.replace(' (', '-').replace(')', '').replace(' ', '-')
-            finals.append(dict(name=f'{slug}-s{seed}', label=label, method=method, seed=seed, beta=None,
-                               stage='final', extra=tuple(extra), epochs=matched if epochs == 'matched' else cfg['epochs'],
-                               beta_from=method if PRESETS[method].intra else None))
-    return sweep, finals
-
-
-def _train_args(spec, common, out_root):
-    args = [*common, '--method', spec['method'], '--seed', str(spec['seed']), '--epochs', str(spec['epochs']),
-            '--output', str(out_root), '--experiment', spec['name'], *spec['extra']]
-    if spec['beta'] is not None:
-        args += ['--synermix-beta', beta_text(spec['beta'])]
-    return args
-
-
-def _run_all(specs, common, out, workers, stream):
-    """Train `specs` `workers` at a time (one torch thread each); returns their run folders in order."""
-    def one(spec):
-        root = out / ('sweep' if spec['stage'] == 'sweep' else 'runs')
-        result = execute_run(spec['name'], _train_args(spec, common, root), root / spec['name'], threads=1,
-                             log_path=out / 'logs' / f'{spec["stage"]}-{spec["name"]}.log', stream=stream,
-                             label=spec['label'])
-        return result['run_dir']
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, specs))
-
-
-def _choose_betas(sweep_dirs, stream):
-    chosen = {}
-    runs = [load_run(d, with_features=False) for d in sweep_dirs]
-    for method in SWEPT:
-        scores = [(r['beta'], r['results'].get('last_k_mean_top1')) for r in runs if r['method'] == method]
-        chosen[method] = select_best_beta(scores)
-        print(f'study: {method}: holdout top-1 by β ' + ', '.join(f'{beta_text(b)}: {t:.2f}' for b, t in scores)
-              + f' -> β = {beta_text(chosen[method])}', file=stream, flush=True)
-    return chosen
-
-
-def _pareto(points):
-    """Indices of the points (cost, accuracy) that no other point beats on both (lower cost, higher accuracy)."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], -math.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
-def plot_cost_vs_accuracy(runs, path):
-    """Final top-1 (mean of the last k epochs) against image passes, one point per run; the Pareto front."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(8, 5.2), layout='constrained')
-    ax = fig.subplots()
-    points = [(r['results']['cost']['image_passes'] / 1e3, r['results']['last_k_mean_top1']) for r in runs]
-    labels = list(dict.fromkeys(r['label'] for r in runs))
-    markers = dict(zip(labels, 'osD^v<>p*h'))
-    for label in labels:
-        sel = [p for p, r in zip(points, runs) if r['label'] == label]
-        ax.scatter([p[0] for p in sel], [p[1] for p in sel], marker=markers[label], s=40, label=label, alpha=0.85)
-    front = [points[i] for i in _pareto(points)]
-    ax.step([p[0] for p in front], [p[1] for p in front], where='post', color='black', lw=1, ls='--',
-            label='Pareto front (no run is cheaper and better)')
-    ax.set_xlabel('training cost: thousand images through forward+backward')
-    ax.set_ylabel(f'top-1 on unseen font families (%), mean of the last {runs[0]["results"]["last_k"]} epochs')
-    ax.set_title('Accuracy against cost, every run (seeds as separate points)')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
-    return path
-
-
-def cost_table(runs):
-    """Markdown: per row, mean ± std cost (image passes, training seconds) and top-1 per million image passes."""
-    lines = ['## Cost', '', '| row | epochs | image passes (k) / run | training time / run | last-k top-1 |',
-             '| --- | --- | --- | --- | --- |']
-    for label in dict.fromkeys(r['label'] for r in runs):
-        rs = [r for r in runs if r['label'] == label]
-        cost = [r['results']['cost'] for r in rs]
-        lines.append(f'| {label} | {cost[0]["epochs"]} | {fmt([c["image_passes"] / 1e3 for c in cost], 1)} | '
-                     f'{fmt([c["train_seconds"] for c in cost], 0, " s")} | '
-                     f'{fmt([r["results"]["last_k_mean_top1"] for r in rs])} |')
-    lines += ['', 'Image passes: images through forward+backward, SynerMix\'s originals\' pass included (results.json '
-                  '"cost"); training time: the loop\'s wall time with one torch thread, two runs sharing the 2-core '
-                  'machine.']
-    return '\n'.join(lines) + '\n'
-
-
-def _verdict(runs):
-    """One sentence per SynerMix row: against the best plain row at equal epochs and at equal compute."""
-    mean = {label: np.mean([r['results']['last_k_mean_top1'] for r in runs if r['label'] == label])
-            for label in dict.fromkeys(r['label'] for r in runs)}
-    equal_epochs = max(mean.get('baseline', -1), mean.get('mixup', -1))
-    equal_compute = max(mean.get('baseline (compute-matched)', -1), mean.get('mixup (compute-matched)', -1))
-    out = []
-    for label in ('synermix', 'synermix (paired batches)', 'synermix-intra'):
-        if label in mean:
-            out.append(f'- {label}: {mean[label]:.2f} against {equal_epochs:.2f} (best of baseline/MixUp, same epochs) '
-                       f'and {equal_compute:.2f} (best of baseline/MixUp, same compute): '
-                       f'{mean[label] - equal_epochs:+.2f} / {mean[label] - equal_compute:+.2f} points.')
-    return '\n'.join(out)
-
-
-def _build_data(cfg, out, fonts_dirs, stream):
+def _build(out, name, cfg, fonts_dirs, stream):
     from .fonts import build_font_dataset
-    data = build_font_dataset(out / 'data' / 'fonts', fonts_dirs=fonts_dirs, size=cfg['size'],
-                              train_fonts_per_class=cfg['train_fonts'], min_train_fonts=min(cfg['train_fonts'], 10))
-    train = sum(data['counts']['train'].values())
-    val = sum(data['counts']['val'].values())
-    print(f'study: data {data["root"]}: {data["num_classes"]} classes, {train} train / {val} val images '
+    part = cfg[name]
+    data = build_font_dataset(out / 'data' / name, fonts_dirs=fonts_dirs, size=cfg['size'], scripts=part['scripts'],
+                              train_fonts_per_class=part['train_fonts'], val_fonts_per_class=part['val_fonts'],
+                              min_train_fonts=part['train_fonts'])
+    counts = {s: sum(data['counts'][s].values()) for s in ('train', 'val')}
+    print(f'study: data {name}: {data["num_classes"]} classes, {counts["train"]} train / {counts["val"]} val images '
           f'({"reused" if data["reused"] else "written"})', file=stream, flush=True)
-    return data
-
-
-def _write_results(out, cfg, data, finals, sweep_dirs, chosen, matched, factor, common):
-    from .report import make_report
-    runs = [load_run(d, with_features=False) for d in finals]
-    note = (f'Glyphs of real fonts ({data["num_classes"]} classes, {sum(data["counts"]["train"].values())} train '
-            f'images, validation on {sum(data["counts"]["val"].values())} images of unseen font families), '
-            f'{cfg["model"]} from scratch at {cfg["size"]} px, {cfg["epochs"]} epochs ({matched} for the '
-            f'compute-matched rows: SynerMix on supplemented batches costs {factor:.2f}x the image passes of a '
-            f'plain run); seeds {", ".join(map(str, cfg["seeds"]))}. train.py arguments shared by every run: '
-            f'`{shlex.join(common[1:])}`.')
-    pictures = make_report(finals, str(out), max_tsne_points=cfg['max_tsne_points'], pair_trials=0,
-                           sweep_dirs=sweep_dirs, chosen=chosen, note=note)
-    pictures['cost_vs_accuracy'] = plot_cost_vs_accuracy(runs, out / 'cost_vs_accuracy.png')
-    text = (out / 'results.md').read_text()
-    text = text.replace('## Results\n', '## Results\n\n' + _verdict(runs) + '\n', 1)
-    (out / 'results.md').write_text(text + '\n' + cost_table(runs))
-    (out / 'study.json').write_text(json.dumps([dict(name=Path(r['path']).name, label=r['label'], seed=r['seed'],
-                                                     beta=r['beta'], results=r['results']) for r in runs], indent=1))
     # The manifest names every font file; those shipped inside Python packages lose this machine's prefix.
     manifest = (Path(data['root']) / 'manifest.json').read_text()
-    (out / 'data_manifest.json').write_text(re.sub(r'"[^"]*/site-packages/', '"<site-packages>/', manifest))
-    return pictures
+    (out / f'data_manifest_{name}.json').write_text(re.sub(r'"[^"]*/site-packages/', '"<site-packages>/', manifest))
+    return dict(data, **counts)
 
 
-def run_study(out_dir, quick=False, seeds=None, epochs=None, workers=None, fonts_dirs=None, stream=None):
-    """ Build the font data, sweep β, train every row over the seeds, write the table and pictures.
+def _pretrain(out, cfg, data, stream):
+    """The fine-tuning regime's backbone: one run on the pretraining classes; its best weights as a local file."""
+    part = cfg['pretrain']
+    run_dir = out / 'pretrain' / 'latin'
+    args = [str(data['root']), *recipe(cfg), '--method', 'baseline', '--seed', '0', '--epochs', str(part['epochs']),
+            '--output', str(run_dir.parent), '--experiment', run_dir.name]
+    execute_run('pretrain', args, run_dir, threads=1, stream=stream, log_path=out / 'logs' / 'pretrain.log')
+    return run_dir / 'model_best.safetensors'
+
+
+def regime_plans(cfg):
+    """{regime: (data name, spec list)}: the three regimes' runs (scratch-short and -long share a ladder); each spec
+    names its data set under 'data'."""
+    betas = {v: BETA for v in set(cfg['scratch']['variants']) | set(cfg['finetune']['variants'])}
+    s, f = cfg['scratch'], cfg['finetune']
+    short = plan_frontier(s['epochs'], s['ladder'], s['variants'], cfg['seeds'], betas=betas)
+    long = [spec for spec in plan_frontier(s['epochs'], s['long_ladder'], s['long_variants'], cfg['seeds'],
+                                           betas=betas, long_epochs=s['epochs'] * s['long_factor'])
+            if spec['role'] == 'ladder' or spec['epochs'] != s['epochs']]
+    finetune = plan_frontier(f['epochs'], f['ladder'], f['variants'], cfg['seeds'], betas=betas)
+    plans = {'scratch-short': ('scratch', short), 'scratch-long': ('scratch', long), 'finetune': ('finetune', finetune)}
+    for data_name, specs in plans.values():
+        for spec in specs:
+            spec['data'] = data_name
+    return plans
+
+
+def _ordered_union(plans):
+    """Each run once (the regimes share runs), the cheapest first so that results land early (the long schedule's
+    runs last); a run's rough cost is its epochs times its passes per image."""
+    seen = {}
+    for _, specs in plans:
+        for spec in specs:
+            seen.setdefault((spec['data'], spec['name']), spec)
+
+    def cost(spec):
+        method, extra = spec['method'], ' '.join(spec['extra'])
+        passes = 3.0 if method in ('synermix', 'synermix-intra', 'clean-view', 'clean-view-mixup') else 1.0
+        if 'paired' in extra:
+            passes = 2.0 if method in ('synermix', 'synermix-intra') else 1.0
+        return spec['epochs'] * (1.8 if 'supplemented' in extra else passes), spec['seed']
+    return sorted(seen.values(), key=cost)
+
+
+def _train_all(out, cfg, plans, datasets, backbone, stream):
+    """Train every planned run of every regime, `workers` at a time; returns {(data, name): run folder}."""
+    extra = {'scratch': recipe(cfg), 'finetune': recipe(cfg) + ['--pretrained-path', str(backbone)]}
+
+    def one(spec):
+        name = spec['data']
+        found = run_specs([spec], datasets[name]['root'], out / name, extra[name], workers=1, threads=1,
+                          stream=stream)
+        return (name, spec['name']), found[0]
+    with ThreadPoolExecutor(max_workers=cfg['workers']) as pool:
+        return dict(pool.map(one, _ordered_union(plans.values())))
+
+
+def _section(regime, cfg, data, points, picture):
+    part = cfg['finetune' if regime == 'finetune' else 'scratch']
+    epochs = part['epochs'] * (part.get('long_factor', 1) if regime == 'scratch-long' else 1)
+    return (f'## {TITLES[regime]} (`{regime}`)\n\n'
+            f'{data["num_classes"]} classes, {data["train"]} training images ({part["train_fonts"]} fonts per class), '
+            f'validation on {data["val"]} images of unseen font families; variants trained {epochs} epochs; '
+            f'seeds {", ".join(map(str, cfg["seeds"]))}; picture `{Path(picture).name}`.\n\n'
+            + frontier_table(points))
+
+
+def _write(out, cfg, plans, dirs, datasets, wall_s):
+    sections, everything = [], []
+    for regime, (data_name, specs) in plans.items():
+        points = frontier_points(specs, [dirs[(data_name, s['name'])] for s in specs])
+        picture = plot_frontier(points, out / f'frontier_{regime}.png', TITLES[regime])
+        sections.append(_section(regime, cfg, datasets[data_name], points, picture))
+        everything += [dict(regime=regime, method=p['method'], variant=p.get('variant', p['method']), role=p['role'],
+                            epochs=p['epochs'], seed=p['seed'], beta=p['beta'], cost=p['cost'], top1=p['top1'],
+                            best_top1=p['best'], train_seconds=p['seconds'], run=Path(p['run_dir']).name)
+                       for p in points]
+    header = (f'# The regime map\n\nMade by `python -m timm_synermix.experiments.study --out {out.name}` '
+              f'({wall_s / 60:.0f} min). {cfg["model"]} at {cfg["size"]} px, -b {cfg["batch"]}, SGD lr {cfg["lr"]} '
+              f'with cosine decay; top-1 is the mean of the last {cfg["last_k"]} epochs on unseen font families; '
+              f'cost is images through forward+backward; β = {BETA} for every intra variant and control. '
+              f'train.py arguments shared by every run: `{shlex.join(recipe(cfg))}`.\n\n')
+    (out / 'results.md').write_text(header + '\n'.join(sections))
+    (out / 'study.json').write_text(json.dumps(everything, indent=1))
+    return {regime: judge(frontier_points(specs, [dirs[(d, s['name'])] for s in specs]))
+            for regime, (d, specs) in plans.items()}
+
+
+def run_study(out_dir, quick=False, seeds=None, workers=None, fonts_dirs=None, stream=None):
+    """ Build the data, pretrain the fine-tuning backbone, train every regime's ladder and variants, write the map.
 
     Returns:
-        dict(table: results.md path, pictures: {name: path}, chosen_betas, matched_epochs, wall_s)
+        dict(table: results.md path, verdicts: {regime: judge() rows}, wall_s)
     """
     stream = stream or sys.stdout
     start = time.perf_counter()
     cfg = dict(QUICK if quick else FULL)
-    cfg.update({k: v for k, v in dict(seeds=seeds, epochs=epochs, workers=workers).items() if v})
+    cfg.update({k: v for k, v in dict(seeds=seeds, workers=workers).items() if v})
     out = Path(out_dir).resolve()
-    data = _build_data(cfg, out, fonts_dirs, stream)
-    from timm.data import ImageDataset
-    labels = np.asarray([t for _, t in ImageDataset(data['train']).reader.samples])
-    matched, factor = matched_epochs(labels, cfg['batch'], cfg['epochs'])
-    common = recipe(cfg, data['root'])
-    sweep, finals = plan_study(cfg, matched)
-    print(f'study: {len(sweep)} β-sweep runs, then {len(finals)} final runs, {cfg["workers"]} at a time; '
-          f'compute-matched rows: {matched} epochs ({factor:.2f}x)', file=stream, flush=True)
-    waiting = [s for s in finals if s['beta_from']]
-    first = _run_all(sweep + [s for s in finals if not s['beta_from']], common, out, cfg['workers'], stream)
-    sweep_dirs = first[:len(sweep)]
-    chosen = _choose_betas(sweep_dirs, stream)
-    for spec in waiting:
-        spec['beta'] = chosen[spec['beta_from']]
-    _run_all(waiting, common, out, cfg['workers'], stream)
-    final_dirs = [str(out / 'runs' / s['name']) for s in finals]
-    pictures = _write_results(out, cfg, data, final_dirs, sweep_dirs, chosen, matched, factor, common)
+    datasets = {name: _build(out, name, cfg, fonts_dirs, stream) for name in ('scratch', 'pretrain', 'finetune')}
+    backbone = _pretrain(out, cfg, datasets['pretrain'], stream)
+    plans = regime_plans(cfg)
+    total = len(_ordered_union(plans.values()))
+    print(f'study: {total} runs over {len(plans)} regimes, {cfg["workers"]} at a time', file=stream, flush=True)
+    dirs = _train_all(out, cfg, plans, datasets, backbone, stream)
+    verdicts = _write(out, cfg, plans, dirs, datasets, time.perf_counter() - start)
     wall_s = time.perf_counter() - start
     print(f'study: done in {wall_s / 60:.1f} min; table {out / "results.md"}', file=stream, flush=True)
-    return dict(table=str(out / 'results.md'), pictures=pictures, chosen_betas=chosen, matched_epochs=matched,
-                wall_s=wall_s)
+    return dict(table=str(out / 'results.md'), verdicts=verdicts, wall_s=wall_s)
 
 
 def main(argv=None):
@@ -272,16 +214,14 @@ def main(argv=None):
         prog='python -m timm_synermix.experiments.study', description=__doc__.split('\n\n')[0].strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
     parser.add_argument('--out', default='results/study', help='output folder (default: results/study)')
-    parser.add_argument('--quick', action='store_true', help='tiny model, data and epochs: a smoke run (minutes)')
+    parser.add_argument('--quick', action='store_true', help='tiny model, data and epochs: a smoke run (a minute)')
     parser.add_argument('--seeds', nargs='+', type=int, default=None, help=f'seeds (default: {FULL["seeds"]})')
-    parser.add_argument('--epochs', type=int, default=None, help=f'epochs (default: {FULL["epochs"]})')
     parser.add_argument('--workers', type=int, default=None, help='runs at a time (default: 2)')
     parser.add_argument('--fonts', nargs='+', default=None, metavar='DIR',
                         help='font folders (default: the system\'s and matplotlib\'s)')
     args = parser.parse_args(argv)
     try:
-        result = run_study(args.out, quick=args.quick, seeds=args.seeds, epochs=args.epochs, workers=args.workers,
-                           fonts_dirs=args.fonts)
+        result = run_study(args.out, quick=args.quick, seeds=args.seeds, workers=args.workers, fonts_dirs=args.fonts)
     except (CompareError, ValueError) as e:
         print(f'study: error: {e}', file=sys.stderr)
         return 2
