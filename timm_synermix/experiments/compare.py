@@ -6,7 +6,7 @@ skipped, so an interrupted comparison resumes where it stopped (a run left witho
 restarted from scratch). Progress lines of train.py stream through, prefixed with the run name, and are kept
 in ``OUT/logs/<run>.log``.
 
-With ``--beta-protocol`` (the paper's §4.1, spec "Experimental protocol"), each SynerMix method first sweeps
+With ``--beta-protocol`` (the paper's §4.1, docs/method.md §1), each SynerMix method first sweeps
 beta over the paper's grid on a stratified 10% holdout of the training set (``--val-holdout 0.1``, first seed,
 ``OUT/sweep/<method>-b<beta>-s<seed>``), picks the beta with the best holdout top-1 (mean of the last k epochs;
 ties go to the smaller beta) and then trains on the full training set with that beta over all seeds.

@@ -222,7 +222,8 @@ def frontier_table(points, descriptions=None):
     """ Markdown: the ladder (frontier), then every variant with its distance to the frontier at equal cost. """
     descriptions = descriptions or {v: d for v, (_, _, d) in VARIANTS.items()}
     rungs = _rungs(points)
-    lines = ['| plain run (the frontier) | epochs | cost (k images) | top-1 (last-k mean) |', '| --- | --- | --- | --- |']
+    lines = ['| plain run (the frontier) | epochs | cost (k images) | top-1 (last-k mean) |',
+             '| --- | --- | --- | --- |']
     for method, ladder in rungs.items():
         for cost, acc, std, e in ladder:
             lines.append(f'| {method} | {e} | {cost / 1e3:.1f} | {_pm((acc, std))} |')
@@ -318,7 +319,8 @@ def main(argv=None):
     try:
         if args.dry_run:
             for spec in plan_frontier(args.epochs, args.ladder, args.variants, args.seeds, betas=betas):
-                print(f'{spec["role"]:7s} train.py {shlex.join(_train_args(spec, args.data_dir, Path(args.out) / "runs", extra))}')
+                command = _train_args(spec, args.data_dir, Path(args.out) / 'runs', extra)
+                print(f'{spec["role"]:7s} train.py {shlex.join(command)}')
             return 0
         result = run_frontier(args.data_dir, args.out, args.epochs, args.ladder, args.variants, args.seeds,
                               extra_args=extra, betas=betas, workers=args.workers, threads=args.threads)

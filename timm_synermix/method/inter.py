@@ -1,4 +1,4 @@
-"""SynerMix-Inter (spec §3): the inter-class mixing of the augmented view.
+"""SynerMix-Inter (docs/method.md §4): the inter-class mixing of the augmented view.
 
 `Mixup` is timm's MixUp / CutMix taking odd batches (paper Eq. 3); `ManifoldMixup` mixes hidden
 states of any timm model through forward hooks (Eq. 4); `LogitDistillation` adds a teacher to the inter term.
@@ -173,7 +173,7 @@ _DEFAULT_LAYERS = {
 
 
 def default_manifold_layers(model: nn.Module) -> Optional[Tuple[str, ...]]:
-    """The spec's Manifold MixUp layer set S for ResNet, MobileNetV3 and Swin; None for other models."""
+    """The Manifold MixUp layer set S of docs/method.md §4 for ResNet, MobileNetV3 and Swin; None for other models."""
     return _DEFAULT_LAYERS.get(type(model).__name__)
 
 

@@ -1,4 +1,4 @@
-"""SynerMix-Intra: per-class feature synthesis (SynerMix spec §2, paper Eq. 1-2)."""
+"""SynerMix-Intra: per-class feature synthesis (docs/method.md §3, paper Eq. 1-2)."""
 from typing import Optional, Tuple
 
 import torch

@@ -77,7 +77,7 @@ def _world(num_replicas: Optional[int], rank: Optional[int]):
 
 
 class SupplementedBatchSampler(torch.utils.data.Sampler):
-    """Batch sampler that gives every class in a batch at least two samples (spec §1).
+    """Batch sampler that gives every class in a batch at least two samples (docs/method.md §2).
 
     Each epoch is a seeded permutation of the training set, sharded disjointly across ranks and
     cut into batches of `batch_size`. For each class that appears exactly once in a batch, one

@@ -1,4 +1,4 @@
-"""SynerMixTask: timm training task with the SynerMix loss (SynerMix spec §4, paper Eq. 5)."""
+"""SynerMixTask: timm training task with the SynerMix loss (docs/method.md §5, paper Eq. 5)."""
 import contextlib
 import inspect
 from typing import Any, Callable, Dict, List, Optional, Union

@@ -1,4 +1,4 @@
-"""Two views of one decoded image: augmented for L_inter, original for L_intra (SynerMix spec §2)."""
+"""Two views of one decoded image: augmented for L_inter, original for L_intra (docs/method.md §3)."""
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 from torch.utils.data import Dataset
@@ -18,7 +18,7 @@ class TwoViews(NamedTuple):
 
 
 class TwoViewDataset(Dataset):
-    """Wraps an image dataset so each item yields both views of one decode (spec §2).
+    """Wraps an image dataset so each item yields both views of one decode (docs/method.md §3).
 
     The wrapped dataset must return the decoded image (its own transform is cleared). The
     augmented view uses `transform`, which timm's `create_loader` assigns like on any dataset;
