@@ -132,7 +132,11 @@ def _variable_batch_scale(args, batch_size: int) -> float:
 
 
 def train_step(run: Run, input, target, accum_steps: int, need_update: bool) -> Dict[str, torch.Tensor]:
-    """Forward and backward of one batch (the optimizer steps when `need_update`); no host sync."""
+    """Forward and backward of one batch (the optimizer steps when `need_update`); no host sync.
+
+    result['loss'] stays the batch's loss; result['loss_logged'] is what timm's meter records for it: the loss
+    divided by `accum_steps` for the backward, times `accum_steps` again in float64 (timm: `item() * accum`).
+    """
     # Between updates of an accumulation, DDP skips the gradient all-reduce.
     sync = run.task.no_sync() if run.args.distributed and not need_update else nullcontext()
     if run.loop_mixup is not None:  # a timm task (distillation) does not mix: mixed here, as timm's loop does
@@ -143,6 +147,8 @@ def train_step(run: Run, input, target, accum_steps: int, need_update: bool) -> 
         loss = result['loss'] / accum_steps if accum_steps > 1 else result['loss']
         scale = _variable_batch_scale(run.args, target.shape[0])
         _backward(run, loss * scale if scale != 1.0 else loss, need_update)
+    result['loss_logged'] = result['loss'] if accum_steps == 1 else \
+        loss.detach().to(run.state.meters.sums.dtype) * accum_steps
     return result
 
 
@@ -275,7 +281,7 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
         result = train_step(run, input, target, accum_steps, need_update)
         # timm's own tasks report no intra term: their whole loss is the inter (augmented-view) loss.
         # The task counts its own images through forward+backward; timm's tasks pass the batch once.
-        run.state.meters.update(result['loss'] * accum_steps, result.get('loss_intra', zero),
+        run.state.meters.update(result['loss_logged'], result.get('loss_intra', zero),
                                 result.get('loss_inter', result['loss']), n_batch, result.get('with_intra', False),
                                 batch_idx, result.get('image_passes', n_batch))
         clock.samples += n_batch * args.world_size  # the supplemented size: what the step really processed
