@@ -44,3 +44,15 @@ def test_grad_accum_logs_the_train_loss_timm_logs(tiny_imagefolder, tmp_path):
                      '--experiment', f'accum{accum}') == 0
         losses[accum] = float(read_summary(tmp_path / f'accum{accum}')[1][0]['train_loss'])
     assert losses[2] == pytest.approx(losses[1], rel=1e-5), losses
+
+
+def test_stop_epoch_at_epochs_is_unfinished_when_cooldown_extends_the_schedule(tiny_imagefolder, tmp_path):
+    import json
+    argv = [tiny_imagefolder, *BASE, '--sched', 'cosine', '--cooldown-epochs', '1', '--output', tmp_path,
+            '--experiment', 'run']   # --epochs 1: two scheduled epochs
+    assert _main(*argv, '--stop-epoch', '1') == 0
+    results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+    assert results['finished'] is False and results['cost']['epochs'] == 1
+    assert _main(*argv, '--resume', tmp_path / 'run' / 'last.pth.tar') == 0   # the cooldown epoch is still due
+    results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+    assert results['finished'] is True and results['cost']['epochs'] == 2

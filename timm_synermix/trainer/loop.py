@@ -79,6 +79,7 @@ class Run:
     output_dir: str
     args_yaml: Optional[str] = None  # rewritten with each checkpoint (a resumed run's new settings)
     stop: Optional[StopRequest] = None
+    num_epochs: Optional[int] = None  # the scheduled epochs (--epochs plus e.g. --cooldown-epochs)
 
     @property
     def loop_mixup(self):

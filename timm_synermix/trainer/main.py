@@ -110,7 +110,7 @@ def train(argv) -> int:
     resume_ckpt = None  # free the checkpoint's tensors before training
     run = Run(args, device, task, optimizer, scheduler, loss_scaler, autocast, loader_train, loader_eval, sampler,
               state, saver, updates_per_epoch, output_dir, args_yaml=args_text if args.resume else None,
-              stop=StopRequest())
+              stop=StopRequest(), num_epochs=num_epochs)
     log_setup(run, num_epochs)
     try:
         with _signals_to(run.stop):

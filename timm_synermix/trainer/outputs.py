@@ -78,8 +78,9 @@ def write_final_outputs(run, dataset_eval, eval_loader_full, cifar_stem: bool) -
     position = run.state.position
     results['cost'] = dict(image_passes=position.image_passes, train_seconds=position.train_seconds,
                            epochs=position.epochs_done)
-    # A run stopped by --stop-epoch is reported as such, never as the finished schedule.
-    results['finished'] = args.stop_epoch is None or args.stop_epoch >= args.epochs
+    # A run stopped by --stop-epoch is reported as such, never as the finished schedule, which can run past
+    # --epochs (e.g. --cooldown-epochs).
+    results['finished'] = position.epochs_done >= run.num_epochs
     # What the run was (a resume cannot change these), next to what it scored.
     results['settings'] = {key: getattr(args, key) for key, _ in RUN_IDENTITY}
     results['settings'].update(num_classes=args.num_classes, dataset=args.dataset or 'ImageFolder',
