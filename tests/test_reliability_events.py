@@ -56,3 +56,15 @@ def test_stop_epoch_at_epochs_is_unfinished_when_cooldown_extends_the_schedule(t
     assert _main(*argv, '--resume', tmp_path / 'run' / 'last.pth.tar') == 0   # the cooldown epoch is still due
     results = json.loads((tmp_path / 'run' / 'results.json').read_text())
     assert results['finished'] is True and results['cost']['epochs'] == 2
+
+
+def test_a_yaml_config_key_given_twice_is_refused_naming_it(tiny_imagefolder, tmp_path, capsys):
+    config = tmp_path / 'twice.yaml'
+    config.write_text('model: test_resnet\nsmoothing: 0.1\nepochs: 2\nsmoothing: 0.0\n')
+    out = tmp_path / 'out'
+    line = _refused(capsys, out, tiny_imagefolder, *BASE, '-c', config, '--output', out, '--experiment', 'run')
+    assert "key 'smoothing' is given twice (line 4): keep one of the two values" in line
+    config.write_text('lr-base: 0.1\nlr_base: 0.2\n')
+    line = _refused(capsys, out, tiny_imagefolder, *BASE, '-c', config, '--output', out, '--experiment', 'run')
+    assert "keys 'lr-base' and 'lr_base' set the same option" in line
+    assert not out.exists()

@@ -32,7 +32,8 @@ def load_config(path: str, valid_keys: Iterable[str]) -> Dict:
     """Read a timm-style YAML config file of option: value pairs.
 
     Keys are argparse dest names ('-' is accepted for '_'). An unknown key is an error that names
-    the closest valid key, so a typo never silently falls back to a default.
+    the closest valid key, so a typo never silently falls back to a default; so is a key given twice (or as
+    both lr-base and lr_base), of which PyYAML would keep the last without a word.
 
     Args:
         path: YAML file.
@@ -46,19 +47,35 @@ def load_config(path: str, valid_keys: Iterable[str]) -> Dict:
         parser.set_defaults(**load_config('configs/cifar100_resnet18.yaml', parser_dests(parser)))
         ```
     """
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, (list, dict)):  # unhashable: PyYAML's own error below names it
+                    continue
+                if key in seen and key != '<<':
+                    raise InputError(f'config file {path!r}: key {key!r} is given twice (line '
+                                     f'{key_node.start_mark.line + 1}): keep one of the two values')
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
     if not os.path.isfile(path):
         raise InputError(f'config file {path!r} not found: pass an existing YAML file to -c/--config')
     with open(path, 'r') as f:
         try:
-            cfg = yaml.safe_load(f) or {}
+            cfg = yaml.load(f, Loader=UniqueKeyLoader) or {}
         except yaml.YAMLError as e:
             raise InputError(f'config file {path!r} is not valid YAML ({str(e).splitlines()[0]}): fix the syntax')
     if not isinstance(cfg, dict):
         raise InputError(f'config file {path!r} must be a mapping of option: value')
     valid = sorted(valid_keys)
-    unknown = []
+    unknown, seen = [], {}
     for key in cfg:
         norm = str(key).replace('-', '_')
+        if seen.setdefault(norm, key) != key:  # e.g. lr-base and lr_base
+            raise InputError(f'config file {path!r}: keys {seen[norm]!r} and {key!r} set the same option: keep '
+                             f'one of them')
         if norm not in valid:
             close = difflib.get_close_matches(norm, valid, n=1, cutoff=0.75)
             unknown.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ''))
