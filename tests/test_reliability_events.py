@@ -68,3 +68,77 @@ def test_a_yaml_config_key_given_twice_is_refused_naming_it(tiny_imagefolder, tm
     line = _refused(capsys, out, tiny_imagefolder, *BASE, '-c', config, '--output', out, '--experiment', 'run')
     assert "keys 'lr-base' and 'lr_base' set the same option" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize('experiment', ['../escaped', '/tmp/synermix-escaped', 'a/../../escaped'])
+def test_an_experiment_name_leading_outside_output_is_refused(experiment, tiny_imagefolder, tmp_path, capsys):
+    out = tmp_path / 'out'
+    out.mkdir()
+    line = _refused(capsys, tmp_path, tiny_imagefolder, *BASE, '--output', out, '--experiment', experiment)
+    assert f'--experiment {experiment!r} leads outside --output' in line and 'without .. or a leading /' in line
+    assert not os.path.exists('/tmp/synermix-escaped')
+
+
+@pytest.mark.parametrize('where', ['output-below-a-file', 'experiment-below-results-json'])
+def test_an_output_path_below_a_file_is_one_line(where, tiny_imagefolder, tmp_path, capsys):
+    (tmp_path / 'afile').write_text('x')
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'a' / 'results.json').write_text('{}')
+    output, experiment = ((tmp_path / 'afile' / 'sub', 'run') if where == 'output-below-a-file' else
+                          (tmp_path, 'a/results.json/x'))
+    file = tmp_path / ('afile' if where == 'output-below-a-file' else 'a/results.json')
+    # a data folder that does not exist: the output path is checked before the data is read
+    line = _refused(capsys, tmp_path, tmp_path / 'no-data', *BASE, '--output', output, '--experiment', experiment)
+    assert f"output path '{file}' is a file, not a folder" in line
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder this process cannot write: a read-only tmpfs as root (who ignores modes), else mode 555."""
+    folder = tmp_path / 'ro'
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    import subprocess
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip('root cannot mount a read-only tmpfs here')
+    try:
+        yield folder
+    finally:
+        subprocess.run(['umount', str(folder)], check=True)
+
+
+def test_a_read_only_output_folder_is_refused_before_data_and_model_loading(read_only_folder, tmp_path, capsys):
+    line = _refused(capsys, tmp_path, tmp_path / 'no-data', *BASE, '--output', read_only_folder,
+                    '--experiment', 'run')
+    assert f"output folder '{read_only_folder}' is not writable" in line
+
+
+def test_a_held_lock_refuses_the_second_run_before_it_reads_the_folder_or_the_data(tiny_imagefolder, tmp_path,
+                                                                                   capsys):
+    import socket
+    assert _main(tiny_imagefolder, *BASE, '--output', tmp_path, '--experiment', 'run') == 0
+    (tmp_path / 'run' / '.lock').write_text(f'{os.getppid()} {socket.gethostname()}\n')   # a live holder
+    # missing data and a folder that holds a run: the lock is what the second run meets first
+    line = _refused(capsys, tmp_path, tmp_path / 'no-data', *BASE, '--output', tmp_path, '--experiment', 'run')
+    assert 'is in use by process' in line
+
+
+def test_two_runs_started_together_into_one_folder_never_overwrite_each_other(tiny_imagefolder, tmp_path):
+    import subprocess
+    from train_helpers import ROOT, train_cmd, train_env
+    argv = train_cmd(tiny_imagefolder, *BASE, '--output', tmp_path, '--experiment', 'run')
+    procs = [subprocess.Popen(argv, cwd=ROOT, env=train_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], errs
+    loser = errs[[p.returncode for p in procs].index(2)]
+    lines = [x for x in loser.splitlines() if x.startswith('train.py: error:')]
+    assert len(lines) == 1 and ('is in use by process' in lines[0] or 'holds a run' in lines[0]), loser[-3000:]
+    assert 'Traceback' not in loser
+    assert (tmp_path / 'run' / 'results.json').is_file() and not (tmp_path / 'run' / '.lock').exists()

@@ -47,6 +47,8 @@ __all__ = ['main']
 
 _logger = logging.getLogger('train')
 
+DEFAULT_OUTPUT = './output/train'  # timm's
+
 
 def main(argv=None) -> int:
     """Run train.py with `argv` (default: sys.argv[1:]); bad input exits with code 2 and one line."""
@@ -76,6 +78,19 @@ def train(argv) -> int:
     args_text = args_to_yaml(args, parser_dests(parser))
     device, autocast, loss_scaler = setup_device(args)
     output_dir = experiment_dir(args)
+    check_output_path(args, output_dir)
+    # Rank 0 holds the folder before reading it: of two runs started into one folder, the second stops here,
+    # before it could overwrite the first's results.
+    lock = ExperimentLock(output_dir).acquire() if args.rank == 0 else None
+    try:
+        return _train_holding_folder(argv, args, args_text, device, autocast, loss_scaler, output_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_holding_folder(argv, args, args_text, device, autocast, loss_scaler, output_dir) -> int:
+    from timm import utils
     resolve_auto_resume(args, output_dir)
     resume_ckpt = load_training_checkpoint(args.resume) if args.resume else None
     check_resumed_settings(args, resume_ckpt)
@@ -104,9 +119,8 @@ def train(argv) -> int:
     state = TrainingState(sampler, scheduler, LossMeters(device), RngState(args.world_size, args.rank), args.method)
     saved_epochs = getattr((resume_ckpt or {}).get('args'), 'epochs', args.epochs)
     start_epoch, start_batch = restore_state(args, state, saved, resume_epoch, updates_per_epoch, saved_epochs)
-    lock = ExperimentLock(output_dir) if args.rank == 0 else None
     saver = create_saver(args, task, model, optimizer, loss_scaler, state, output_dir, args_text, loader_eval,
-                         resume_ckpt, lock)
+                         resume_ckpt)
     resume_ckpt = None  # free the checkpoint's tensors before training
     run = Run(args, device, task, optimizer, scheduler, loss_scaler, autocast, loader_train, loader_eval, sampler,
               state, saver, updates_per_epoch, output_dir, args_yaml=args_text if args.resume else None,
@@ -121,9 +135,6 @@ def train(argv) -> int:
         print(f'{PROG}: stopped by {name} after a resumable checkpoint, no final results written; continue with: '
               f'{resume_command(argv, e.checkpoint)}', file=sys.stderr)
         return 128 + e.signum
-    finally:
-        if lock is not None:
-            lock.release()
     return 0
 
 
@@ -212,6 +223,23 @@ def setup_device(args):
     return device, autocast, loss_scaler
 
 
+def check_output_path(args, output_dir) -> None:
+    """The experiment folder lies inside --output, below no file, where this process may write: checked before
+    data and model loading, so a run never fails there after its setup."""
+    root, folder = os.path.abspath(args.output or DEFAULT_OUTPUT), os.path.abspath(output_dir)
+    if os.path.commonpath([root, folder]) != root:
+        raise InputError(f'--experiment {args.experiment!r} leads outside --output {root!r} (to {folder!r}): '
+                         f'pass a name inside it, without .. or a leading /')
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InputError(f'output path {existing!r} is a file, not a folder: pass another --output/--experiment')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f'output folder {existing!r} is not writable (read-only, or not yours): make it writable, '
+                         f'or pass another --output')
+
+
 def experiment_dir(args) -> str:
     """<output>/<experiment>, the experiment named as timm names it when --experiment is not given."""
     from timm.models import safe_model_name
@@ -219,7 +247,7 @@ def experiment_dir(args) -> str:
         datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model),
         str(args.input_size[-1] if args.input_size else (args.img_size or 'default'))])
     args.experiment_name = exp_name
-    return os.path.join(args.output if args.output else './output/train', exp_name)
+    return os.path.join(args.output or DEFAULT_OUTPUT, exp_name)
 
 
 def resolve_auto_resume(args, output_dir) -> None:
@@ -251,9 +279,6 @@ def check_output_dir(args, output_dir) -> None:
 
     A folder without checkpoints or results (a run that failed before its first checkpoint) is reused.
     """
-    for folder in (os.path.dirname(os.path.abspath(output_dir)), output_dir):
-        if os.path.exists(folder) and not os.path.isdir(folder):
-            raise InputError(f'output path {folder!r} is a file, not a folder: pass another --output/--experiment')
     held = os.path.isdir(output_dir) and any(
         name.endswith('.pth.tar') or name == 'results.json' for name in os.listdir(output_dir))
     if not held:
@@ -411,13 +436,11 @@ def restore_state(args, state, saved, resume_epoch, updates_per_epoch, saved_epo
     return start_epoch, start_batch
 
 
-def create_saver(args, task, model, optimizer, loss_scaler, state, output_dir, args_text, loader_eval, ckpt, lock):
-    """Rank 0's checkpoint saver, once it holds the folder's lock; writes args.yaml (a resumed run rewrites it
+def create_saver(args, task, model, optimizer, loss_scaler, state, output_dir, args_text, loader_eval, ckpt):
+    """Rank 0's checkpoint saver (rank 0 holds the folder's lock); writes args.yaml (a resumed run rewrites it
     with its first checkpoint)."""
     if args.rank != 0:
         return None
-    os.makedirs(output_dir, exist_ok=True)
-    lock.acquire()
     decreasing = (args.eval_metric if loader_eval is not None else 'loss') == 'loss'
     saver = AtomicCheckpointSaver(
         model=model, optimizer=optimizer, args=args, amp_scaler=loss_scaler, checkpoint_dir=output_dir,
