@@ -142,3 +142,15 @@ def test_two_runs_started_together_into_one_folder_never_overwrite_each_other(ti
     assert len(lines) == 1 and ('is in use by process' in lines[0] or 'holds a run' in lines[0]), loser[-3000:]
     assert 'Traceback' not in loser
     assert (tmp_path / 'run' / 'results.json').is_file() and not (tmp_path / 'run' / '.lock').exists()
+
+
+@pytest.mark.parametrize('flags, needle', [
+    (['--momentum', '-0.5'], '--momentum -0.5 must be in [0, 1)'),
+    (['--opt', 'adamw', '--opt-betas', '0.9', '1.5'], '--opt-betas 0.9 1.5 must be each in [0, 1)'),
+    (['--weight-decay', '-1'], '--weight-decay -1.0 must be 0 (off) or more'),
+    (['--clip-grad', '0'], '--clip-grad 0.0 must be above 0'),
+], ids=['momentum', 'betas', 'weight-decay', 'clip-grad'])
+def test_out_of_range_optimizer_values_are_refused_in_one_line(flags, needle, tiny_imagefolder, tmp_path, capsys):
+    line = _refused(capsys, tmp_path, tiny_imagefolder, *BASE, *flags, '--output', tmp_path, '--experiment', 'run')
+    assert needle in line
+    assert not (tmp_path / 'run').exists()

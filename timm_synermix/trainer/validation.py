@@ -120,6 +120,20 @@ def _ranges(args) -> List[str]:
     return problems
 
 
+def _optimizer_ranges(args) -> List[str]:
+    """Values torch's optimizers reject mid-setup (a negative momentum, a beta of 1 or more) or would train with
+    silently (a negative weight decay grows the weights)."""
+    checks = [
+        ('--momentum', args.momentum, 0 <= args.momentum < 1, 'in [0, 1)'),
+        ('--weight-decay', args.weight_decay, args.weight_decay >= 0, '0 (off) or more'),
+        ('--opt-eps', args.opt_eps, args.opt_eps is None or args.opt_eps >= 0, '0 or more'),
+        ('--opt-betas', ' '.join(map(str, args.opt_betas or ())),
+         all(0 <= b < 1 for b in args.opt_betas or ()), 'each in [0, 1)'),
+        ('--clip-grad', args.clip_grad, args.clip_grad is None or args.clip_grad > 0, 'above 0 (or not given)'),
+    ]
+    return [f'{flag} {value} must be {need}' for flag, value, ok, need in checks if not ok]
+
+
 def _names(args) -> List[str]:
     import timm
     from timm.optim import list_optimizers
@@ -204,7 +218,7 @@ def _streams(args) -> List[str]:
 
 def check_args(args) -> None:
     """Raise one InputError naming every out-of-range value, unknown name and timm flag not supported yet."""
-    problems = _ranges(args) + _names(args) + _augmix(args) + _streams(args) + _scheduled(args)
+    problems = _ranges(args) + _optimizer_ranges(args) + _names(args) + _augmix(args) + _streams(args) + _scheduled(args)
     problems += [f'{why}' for why, given in NOT_SUPPORTED.values() if given(args)]
     if problems:
         raise InputError('; '.join(problems))
