@@ -154,3 +154,16 @@ def test_out_of_range_optimizer_values_are_refused_in_one_line(flags, needle, ti
     line = _refused(capsys, tmp_path, tiny_imagefolder, *BASE, *flags, '--output', tmp_path, '--experiment', 'run')
     assert needle in line
     assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('flags, needle', [
+    (['--method', 'synermix', '--kd-model-name', 'local-dir:/nonexistent', '--kd-temperature', '0'],
+     '--kd-temperature 0.0 must be above 0'),
+    (['--method', 'synermix', '--model-dtype', 'bfloat16', '--synermix-orig-scale', '0.5'],
+     '--model-dtype bfloat16 with --synermix-orig-scale 0.5 on CPU: torch has no bfloat16 CPU kernel'),
+], ids=['kd-temperature-0', 'bfloat16-orig-scale-on-cpu'])
+def test_synermix_values_torch_would_fail_on_are_refused_in_one_line(flags, needle, tiny_imagefolder, tmp_path,
+                                                                      capsys):
+    line = _refused(capsys, tmp_path, tiny_imagefolder, *BASE, *flags, '--output', tmp_path, '--experiment', 'run')
+    assert needle in line
+    assert not (tmp_path / 'run').exists()

@@ -134,6 +134,20 @@ def _optimizer_ranges(args) -> List[str]:
     return [f'{flag} {value} must be {need}' for flag, value, ok, need in checks if not ok]
 
 
+def _synermix_values(args) -> List[str]:
+    """SynerMix settings torch would fail on at the first step, with a traceback."""
+    problems = []
+    if args.kd_model_name and not args.kd_temperature > 0:
+        problems.append(f'--kd-temperature {args.kd_temperature} must be above 0: the distillation loss divides the '
+                        f'logits by it (timm\'s default is 4)')
+    resized = args.synermix and args.synermix_source == 'original' and args.synermix_orig_scale != 1
+    if resized and args.model_dtype in ('float16', 'bfloat16') and args.device.startswith('cpu'):
+        problems.append(f'--model-dtype {args.model_dtype} with --synermix-orig-scale {args.synermix_orig_scale} on '
+                        f'CPU: torch has no {args.model_dtype} CPU kernel for the antialiased resize of the originals; '
+                        f'use float32 weights (or --amp --amp-dtype bfloat16), a GPU, or --synermix-orig-scale 1')
+    return problems
+
+
 def _names(args) -> List[str]:
     import timm
     from timm.optim import list_optimizers
@@ -218,7 +232,7 @@ def _streams(args) -> List[str]:
 
 def check_args(args) -> None:
     """Raise one InputError naming every out-of-range value, unknown name and timm flag not supported yet."""
-    problems = _ranges(args) + _optimizer_ranges(args) + _names(args) + _augmix(args) + _streams(args) + _scheduled(args)
+    problems = _ranges(args) + _optimizer_ranges(args) + _synermix_values(args) + _names(args) + _augmix(args) + _streams(args) + _scheduled(args)
     problems += [f'{why}' for why, given in NOT_SUPPORTED.values() if given(args)]
     if problems:
         raise InputError('; '.join(problems))
