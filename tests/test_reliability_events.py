@@ -167,3 +167,24 @@ def test_synermix_values_torch_would_fail_on_are_refused_in_one_line(flags, need
     line = _refused(capsys, tmp_path, tiny_imagefolder, *BASE, *flags, '--output', tmp_path, '--experiment', 'run')
     assert needle in line
     assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('source', ['class-map', 'hfds'])
+def test_a_class_only_in_validation_is_refused_with_a_shared_class_map(source, tiny_imagefolder, tmp_path, capsys):
+    # One class map for both splits (a --class-map file, or the class names hfds/ reads from all splits) gives
+    # class9 a head output that no training image targets.
+    import shutil
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_imagefolder, data)
+    shutil.copytree(data / 'validation' / 'class1', data / 'validation' / 'class9')
+    if source == 'class-map':
+        class_map = tmp_path / 'classes.txt'
+        class_map.write_text('class0\nclass1\nclass2\nclass9\n')
+        flags = [data, '--class-map', class_map]
+    else:
+        flags = ['--dataset', f'hfds/{data}', '--data-dir', tmp_path / 'cache']
+    out = tmp_path / 'out'
+    line = _refused(capsys, out, *flags, *BASE, '--output', out, '--experiment', 'run')
+    assert "the 'validation' split has classes the 'train' split lacks: class9" in line
+    assert 'remove their validation images, or add training images of them' in line
+    assert not out.exists()

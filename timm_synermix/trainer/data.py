@@ -127,23 +127,44 @@ def _class_to_idx(dataset):
     return getattr(reader, 'class_to_idx', None) or getattr(dataset, 'class_to_idx', None)
 
 
-def _eval_dataset(args, dataset_train):
-    """The eval split labelled with the training split's class map (timm would give each split its own)."""
-    dataset_eval = _make_dataset(args, args.val_split, False)
-    train_map, eval_map = _class_to_idx(dataset_train), _class_to_idx(dataset_eval)
-    if not train_map or not eval_map or train_map == eval_map:
-        return dataset_eval
-    unknown = sorted(set(eval_map) - set(train_map))
+def _refuse_eval_only_classes(args, unknown, where: str) -> None:
     if unknown:
         more = f' (and {len(unknown) - 10} more)' if len(unknown) > 10 else ''
         raise InputError(f'the {args.val_split!r} split has classes the {args.train_split!r} split lacks: '
                          f'{", ".join(map(str, unknown[:10]))}{more}; its accuracy would be computed on labels the '
-                         f'model cannot predict: remove those folders or add them to {args.train_split}/')
-    missing = sorted(set(train_map) - set(eval_map))
-    if missing:
-        _logger.warning(f'{len(missing)} training class(es) have no {args.val_split!r} images: '
-                        f'{", ".join(map(str, missing[:20]))}{" ..." if len(missing) > 20 else ""}')
-    return _make_dataset(args, args.val_split, False, class_map=dict(train_map))
+                         f'model never trained on: {where}')
+
+
+def _check_eval_labels(args, dataset_train, dataset_eval) -> None:
+    """Refuse eval labels no training image has: a shared class map (--class-map, hfds/ class names) gives a
+    class without training images a head output that is never a target, and timm would evaluate it silently."""
+    if isinstance(dataset_train, torch.utils.data.IterableDataset) or \
+            isinstance(dataset_eval, torch.utils.data.IterableDataset):
+        return
+    try:
+        train_labels, eval_labels = set(dataset_labels(dataset_train).tolist()), dataset_labels(dataset_eval)
+    except TypeError:  # labels not readable without decoding every image: left to the data set's owner
+        return
+    unknown = sorted(set(eval_labels.tolist()) - train_labels)
+    names = class_names(dataset_eval)
+    _refuse_eval_only_classes(args, [names[i] if names and i < len(names) and names[i] else i for i in unknown],
+                              f'remove their {args.val_split} images, or add training images of them')
+
+
+def _eval_dataset(args, dataset_train):
+    """The eval split labelled with the training split's class map (timm would give each split its own)."""
+    dataset_eval = _make_dataset(args, args.val_split, False)
+    train_map, eval_map = _class_to_idx(dataset_train), _class_to_idx(dataset_eval)
+    if train_map and eval_map and train_map != eval_map:
+        _refuse_eval_only_classes(args, sorted(set(eval_map) - set(train_map)),
+                                  f'remove those folders or add them to {args.train_split}/')
+        missing = sorted(set(train_map) - set(eval_map))
+        if missing:
+            _logger.warning(f'{len(missing)} training class(es) have no {args.val_split!r} images: '
+                            f'{", ".join(map(str, missing[:20]))}{" ..." if len(missing) > 20 else ""}')
+        dataset_eval = _make_dataset(args, args.val_split, False, class_map=dict(train_map))
+    _check_eval_labels(args, dataset_train, dataset_eval)
+    return dataset_eval
 
 
 def create_datasets(args):
