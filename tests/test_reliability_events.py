@@ -188,3 +188,15 @@ def test_a_class_only_in_validation_is_refused_with_a_shared_class_map(source, t
     assert "the 'validation' split has classes the 'train' split lacks: class9" in line
     assert 'remove their validation images, or add training images of them' in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize('method', ['synermix', 'baseline'])
+def test_a_teacher_whose_head_does_not_fit_the_data_is_refused(method, tiny_imagefolder, tmp_path, capsys):
+    import timm
+    from timm.models._hub import save_for_hf
+    save_for_hf(timm.create_model('test_resnet', num_classes=5), str(tmp_path / 'teacher'), safe_serialization=True)
+    out = tmp_path / 'out'
+    line = _refused(capsys, out, tiny_imagefolder, *BASE, '--method', method, '--kd-model-name',
+                    f'local-dir:{tmp_path / "teacher"}', '--output', out, '--experiment', 'run')
+    assert "the teacher's head has 5 classes and this run 3, so timm would replace it with an untrained one" in line
+    assert not out.exists()

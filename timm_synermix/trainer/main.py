@@ -105,6 +105,7 @@ def _train_holding_folder(argv, args, args_text, device, autocast, loss_scaler, 
     set_num_classes(args, labels, names)
     model, data_config = create_model(args, device)
     task = create_task(args, model, device)
+    check_teacher_head(args, task)
     sampler = create_train_sampler(args, labels, names, dataset_train)
     two_views = args.synermix and args.synermix_beta > 0 and args.synermix_source == 'original'
     loader_train = create_train_loader(args, dataset_train, sampler, data_config, device, two_views)
@@ -333,6 +334,19 @@ def create_model(args, device):
         args.dist_bn = ''
         model = convert_sync_batchnorm(model)
     return model, data_config
+
+
+def check_teacher_head(args, task) -> None:
+    """A teacher whose weights have another class count than the data: timm loads it with a random head (after a
+    log line), and its soft targets would be noise; refused, as weights that do not fit are everywhere else."""
+    from timm.task import DistillationTeacher
+    for teacher in (m for m in task.modules() if isinstance(m, DistillationTeacher)):
+        cfg = getattr(teacher.model, 'pretrained_cfg', None) or {}
+        saved = cfg.get('num_classes')
+        if cfg.get('classifier') and saved is not None and saved != args.num_classes:
+            raise InputError(f'--kd-model-name {args.kd_model_name}: the teacher\'s head has {saved} classes and '
+                             f'this run {args.num_classes}, so timm would replace it with an untrained one: pass a '
+                             f'teacher trained on these {args.num_classes} classes')
 
 
 def create_optimizer(args, model):
