@@ -200,3 +200,62 @@ def test_a_teacher_whose_head_does_not_fit_the_data_is_refused(method, tiny_imag
                     f'local-dir:{tmp_path / "teacher"}', '--output', out, '--experiment', 'run')
     assert "the teacher's head has 5 classes and this run 3, so timm would replace it with an untrained one" in line
     assert not out.exists()
+
+
+def _stopped_line(err):
+    lines = [x for x in err.splitlines() if x.startswith('train.py: stopped by')]
+    assert len(lines) == 1 and 'Traceback' not in err, err[-3000:]
+    return lines[0]
+
+
+def _signal_inside(monkeypatch, module, name, sig, on_call=1):
+    """Send `sig` to this process from inside call number `on_call` of module.name (then let the call run)."""
+    original, calls = getattr(module, name), []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == on_call:
+            os.kill(os.getpid(), sig)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def _resume_finishes(argv, line, folder):
+    import json
+    command = line.split('continue with: ')[1].split()
+    resume = command[command.index('--resume') + 1]
+    assert resume == str(folder / 'last.pth.tar'), line
+    assert _main(*argv, '--resume', resume) == 0
+    results = json.loads((folder / 'results.json').read_text())
+    assert results['finished'] is True and results['cost']['epochs'] == 2
+    assert len(read_summary(folder)[1]) == 2 and (folder / 'model_best.safetensors').is_file()
+
+
+def test_ctrl_c_while_the_final_outputs_are_written_stops_with_a_resume_command(tiny_imagefolder, tmp_path,
+                                                                               monkeypatch, capsys):
+    import signal
+    from timm_synermix.trainer import checkpoint
+    _signal_inside(monkeypatch, checkpoint, 'export_safetensors', signal.SIGINT)
+    argv = [tiny_imagefolder, *BASE, '--epochs', '2', '--output', tmp_path, '--experiment', 'run']
+    assert _main(*argv) == 130
+    line = _stopped_line(capsys.readouterr().err)
+    folder = tmp_path / 'run'
+    assert 'stopped by SIGINT' in line and not (folder / 'results.json').exists()
+    assert not (folder / '.lock').exists() and not [n for n in os.listdir(folder) if n.endswith('.tmp')]
+    monkeypatch.undo()
+    _resume_finishes(argv, line, folder)
+
+
+def test_sigterm_during_the_last_epochs_evaluation_exits_143_with_a_resume_command(tiny_imagefolder, tmp_path,
+                                                                                   monkeypatch, capsys):
+    import signal
+    from timm_synermix.trainer import loop
+    _signal_inside(monkeypatch, loop, 'evaluate', signal.SIGTERM, on_call=2)   # epoch 1 of 2
+    argv = [tiny_imagefolder, *BASE, '--epochs', '2', '--output', tmp_path, '--experiment', 'run']
+    assert _main(*argv) == 143
+    line = _stopped_line(capsys.readouterr().err)
+    folder = tmp_path / 'run'
+    assert 'stopped by SIGTERM' in line and not (folder / 'results.json').exists()
+    assert len(read_summary(folder)[1]) == 2   # the evaluation finished and was saved with its epoch
+    monkeypatch.undo()
+    _resume_finishes(argv, line, folder)

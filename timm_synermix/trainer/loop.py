@@ -36,19 +36,27 @@ class TrainingInterrupted(Exception):
 
 
 class StopRequest:
-    """Signal handler for Ctrl-C / SIGTERM: remembered, acted on after the next optimizer update.
+    """Signal handler for Ctrl-C / SIGTERM: remembered, acted on after the next optimizer update, or at the end of
+    training when it came during the last epoch's evaluation or save.
 
     A second signal interrupts at once. Under torch.distributed the ranks agree at log intervals (one
-    all-reduce there), so they stop at the same step.
+    all-reduce there), so they stop at the same step. Once training is saved (`after_training`), a signal
+    stops the final writes at once, naming the checkpoint that resumes them.
     """
 
     def __init__(self):
         self.signum = 0
+        self.resume_from = None  # set by after_training
 
     def __call__(self, signum, frame) -> None:
+        if self.resume_from is not None:
+            raise TrainingInterrupted(signum, self.resume_from)
         if self.signum:
             raise KeyboardInterrupt
         self.signum = signum
+
+    def after_training(self, checkpoint: Optional[str]) -> None:
+        self.resume_from = checkpoint or ''
 
     def agreed(self, run: 'Run', at_log: bool) -> int:
         if not run.args.distributed:
@@ -410,3 +418,8 @@ def train_and_evaluate(run: Run, start_epoch: int, num_epochs: int, start_batch:
         position.image_passes += train_metrics['image_passes']
         run.sampler.set_epoch(epoch + 1)
         _end_epoch(run, epoch, train_metrics, seconds, num_epochs)
+    # A signal during the last epoch's evaluation or save: its checkpoint holds the whole training, and a resume
+    # from it writes the final outputs.
+    signum = run.stop.agreed(run, at_log=True) if run.stop is not None else 0
+    if signum:
+        raise TrainingInterrupted(signum, os.path.join(run.output_dir, 'last.pth.tar') if run.primary else None)

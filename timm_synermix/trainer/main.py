@@ -130,7 +130,8 @@ def _train_holding_folder(argv, args, args_text, device, autocast, loss_scaler, 
     try:
         with _signals_to(run.stop):
             train_and_evaluate(run, start_epoch, num_epochs, start_batch)
-        finish(run, dataset_eval, data_config)
+            run.stop.after_training(os.path.join(output_dir, 'last.pth.tar') if run.primary else None)
+            finish(run, dataset_eval, data_config)
     except TrainingInterrupted as e:
         name = signal.Signals(e.signum).name
         print(f'{PROG}: stopped by {name} after a resumable checkpoint, no final results written; continue with: '

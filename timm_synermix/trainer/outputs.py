@@ -98,12 +98,13 @@ def write_final_outputs(run, dataset_eval, eval_loader_full, cifar_stem: bool) -
             except ValueError as e:  # e.g. too few eval images for a silhouette: the trained run still counts
                 logging.getLogger('train').warning(f'Feature metrics skipped: {e}')
     results['metrics'] = to_weights_only(metrics) if metrics is not None else {}
-    atomic_write(os.path.join(out, 'results.json'),
-                 lambda f: f.write(json.dumps(results, indent=2, default=float)), mode='w')
     best = os.path.join(out, 'model_best.pth.tar')
     if not os.path.exists(best):
         best = os.path.join(out, 'last.pth.tar')
     if os.path.exists(best):
         export_safetensors(best, os.path.join(out, 'model_best.safetensors'), metadata=dict(
             arch=args.model, num_classes=args.num_classes, cifar_stem=int(cifar_stem), method=args.method))
+    # Last: a results.json means every final output is there (a run stopped while writing them has none).
+    atomic_write(os.path.join(out, 'results.json'),
+                 lambda f: f.write(json.dumps(results, indent=2, default=float)), mode='w')
     return results
