@@ -50,3 +50,29 @@ def test_the_method_speaks_in_parameter_names_not_flags():
 def test_train_py_only_calls_the_trainer():
     text = (PACKAGE.parent / 'train.py').read_text()
     assert len(text.splitlines()) <= 30 and 'from timm_synermix.trainer.main import main' in text
+
+
+def _functions(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node.name, node.end_lineno - node.lineno + 1
+
+
+def test_no_function_of_the_package_is_over_80_lines():
+    long = [f'{path.relative_to(PACKAGE.parent)}:{name} ({n} lines)' for path in PACKAGE.rglob('*.py')
+            for name, n in _functions(path) if n > 80]
+    assert not long, long
+
+
+# A path the docs or the code cite, e.g. `docs/method.md` or tests/test_task.py: it must be in the repository.
+_CITED = re.compile(r'(?<![\w/.-])((?:docs|tests|bench|configs|results|timm_synermix)/[\w./-]*\w'
+                    r'\.(?:md|py|png|json|txt|yaml|log))')
+
+
+def test_every_file_the_docs_and_the_code_cite_is_in_the_repository():
+    root = PACKAGE.parent
+    sources = [root / 'README.md', root / 'configs' / 'README.md', *(root / 'docs').glob('*.md'),
+               *PACKAGE.rglob('*.py')]
+    missing = sorted({f'{src.relative_to(root)} -> {ref}' for src in sources
+                      for ref in _CITED.findall(src.read_text()) if not (root / ref).exists()})
+    assert not missing, missing

@@ -33,8 +33,8 @@ def test_pretrained_path_resets_head_keeps_backbone(tmp_path, cifar_stem):
     assert model.get_classifier().out_features == 5
     sd, ref = model.state_dict(), src.state_dict()
     assert all(torch.equal(sd[k], ref[k]) for k in ref if not k.startswith('fc.'))
-    same = create_train_model('resnet18', num_classes=3, pretrained_path=path, cifar_stem=cifar_stem)
-    assert torch.equal(same.state_dict()['fc.weight'], ref['fc.weight'])  # same head size: the head is loaded too
+    same = create_train_model('resnet18', num_classes=3, pretrained_path=path, cifar_stem=cifar_stem, keep_head=True)
+    assert torch.equal(same.state_dict()['fc.weight'], ref['fc.weight'])  # kept on request: same head size
 
 
 def test_pretrained_path_that_does_not_fit_names_keys(tmp_path):
@@ -54,3 +54,26 @@ def test_mismatched_keys():
     bad = mismatched_keys(model, {'weight': torch.zeros(4, 3), 'extra': torch.zeros(1)})
     assert bad == ['weight: file (4, 3) vs model (2, 3)', 'bias: missing in file', 'extra: not in model']
     assert mismatched_keys(model, {'weight': torch.zeros(4, 3)}, ignore=('weight', 'bias')) == []
+
+
+@pytest.mark.parametrize('cifar_stem', [False, True])
+def test_a_same_size_head_is_reset_as_timms_train_py_resets_it_unless_kept(tmp_path, cifar_stem):
+    """timm's train.py loads --pretrained-path with num_classes=-1 in the overlay, so the file's head never loads,
+    even when its class count matches (another task's classes, same size)."""
+    src = timm.create_model('test_resnet', num_classes=3)
+    if cifar_stem:
+        src = timm.create_model('resnet18', num_classes=3)
+        apply_cifar_stem(src)
+    path = _weights(tmp_path, 'w.safetensors', src)
+    name = 'resnet18' if cifar_stem else 'test_resnet'
+    torch.manual_seed(1)
+    ours = create_train_model(name, 3, pretrained_path=path, cifar_stem=cifar_stem)
+    assert not torch.equal(ours.get_classifier().weight, src.get_classifier().weight)
+    assert torch.equal(ours.layer1[0].conv1.weight, src.layer1[0].conv1.weight)
+    if not cifar_stem:
+        torch.manual_seed(1)
+        timms = timm.create_model(name, num_classes=3, pretrained=True,
+                                  pretrained_cfg_overlay=dict(file=path, num_classes=-1))
+        assert all(torch.equal(v, timms.state_dict()[k]) for k, v in ours.state_dict().items())
+    kept = create_train_model(name, 3, pretrained_path=path, cifar_stem=cifar_stem, keep_head=True)
+    assert torch.equal(kept.get_classifier().weight, src.get_classifier().weight)

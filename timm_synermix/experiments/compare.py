@@ -322,19 +322,25 @@ def run_compare(data_dir, methods, seeds, out_dir, extra_args=(), beta_protocol=
     if note is None:
         note = f'Data: `{data_dir}`; train.py arguments of every run: `{shlex.join(extra_args) or "(defaults)"}`.'
     table = out_dir / 'results.md'
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pictures = {}
-    if report:
-        from .report import make_report
-        print('compare: drawing the report pictures', file=stream, flush=True)
-        with _thread_limit(threads):
-            pictures = make_report([r['path'] for r in final_records], str(out_dir), max_tsne_points=max_tsne_points,
-                                   pair_trials=pair_trials, sweep_dirs=[r['path'] for r in sweep_records],
-                                   chosen=chosen, note=note)
-        pictures.pop('results')
-    else:
-        table.write_text(format_table(final_records, sweep_records or None, chosen, note))
+    pictures = _write_report(out_dir, final_records, sweep_records, chosen, note, report, threads,
+                             dict(max_tsne_points=max_tsne_points, pair_trials=pair_trials), stream)
     return dict(table=str(table), text=table.read_text(), pictures=pictures, chosen_betas=chosen, runs=done)
+
+
+def _write_report(out_dir, final_records, sweep_records, chosen, note, report, threads, report_kwargs, stream):
+    """results.md, and with `report` the pictures (`report.make_report`); returns {name: picture path}."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not report:
+        (out_dir / 'results.md').write_text(format_table(final_records, sweep_records or None, chosen, note))
+        return {}
+    from .report import make_report
+    print('compare: drawing the report pictures', file=stream, flush=True)
+    with _thread_limit(threads):
+        pictures = make_report([r['path'] for r in final_records], str(out_dir),
+                               sweep_dirs=[r['path'] for r in sweep_records], chosen=chosen, note=note,
+                               **report_kwargs)
+    pictures.pop('results')
+    return pictures
 
 
 def _thread_limit(threads):

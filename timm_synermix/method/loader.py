@@ -83,6 +83,13 @@ class _StackedViewsLoader:
         return getattr(self.loader, name)
 
 
+def _check_re_split(two_views: bool, re_split: bool, num_aug_splits: int) -> None:
+    if two_views and re_split and num_aug_splits < 2:
+        raise ValueError(f're_split=True with num_aug_splits={num_aug_splits}: it spares a clean first split from '
+                         'random erasing, and with two views the originals are that clean view already; drop it '
+                         '(it applies to AugMix splits).')
+
+
 def create_synermix_loader(
         dataset: torch.utils.data.Dataset,
         input_size: Union[int, Tuple[int, int, int]],
@@ -128,10 +135,7 @@ def create_synermix_loader(
     Returns:
         An iterable of (input, target); with `use_prefetcher` the tensors are on `device` and normalized.
     """
-    if two_views and re_split and num_aug_splits < 2:
-        raise ValueError(f're_split=True with num_aug_splits={num_aug_splits}: it spares a clean first split from '
-                         'random erasing, and with two views the originals are that clean view already; drop it '
-                         '(it applies to AugMix splits).')
+    _check_re_split(two_views, re_split, num_aug_splits)
     splits = num_aug_splits if num_aug_splits > 1 else 0
     re_num_splits = (splits or 2) if re_split else 0
     transform = create_transform(
@@ -162,14 +166,21 @@ def create_synermix_loader(
     if not use_prefetcher:
         return loader
     channels = input_size[0] if isinstance(input_size, (tuple, list)) and len(input_size) == 3 else len(mean)
+    erasing = dict(re_prob=re_prob if is_training else 0., re_mode=re_mode, re_count=re_count,
+                   re_num_splits=re_num_splits)
+    return _prefetch(loader, two_views, splits, erasing, mean=mean, std=std, channels=channels, device=device,
+                     img_dtype=img_dtype)
+
+
+def _prefetch(loader, two_views: bool, splits: int, erasing: dict, **prefetch_kwargs):
+    """timm's PrefetchLoader around `loader`; with two views, the views loader that splits the stacked batch."""
     # Under the prefetcher, random erasing runs on the device: timm's prefetcher erases the whole stacked batch,
     # so with two views it is left to the views loader, which erases the augmented view alone.
-    re_prob = re_prob if is_training else 0.
-    loader = PrefetchLoader(
-        loader, mean=mean, std=std, channels=channels, device=device, img_dtype=img_dtype,
-        re_prob=0. if two_views else re_prob, re_mode=re_mode, re_count=re_count, re_num_splits=re_num_splits)
+    loader = PrefetchLoader(loader, **prefetch_kwargs, **dict(erasing, re_prob=0. if two_views else erasing['re_prob']))
     if not two_views:
         return loader
-    erasing = RandomErasing(re_prob, mode=re_mode, max_count=re_count, num_splits=re_num_splits, device=device) \
+    re_prob = erasing['re_prob']
+    random_erasing = RandomErasing(re_prob, mode=erasing['re_mode'], max_count=erasing['re_count'],
+                                   num_splits=erasing['re_num_splits'], device=prefetch_kwargs['device']) \
         if re_prob > 0 else None
-    return _StackedViewsLoader(loader, 1 + max(splits, 1), erasing)
+    return _StackedViewsLoader(loader, 1 + max(splits, 1), random_erasing)

@@ -137,48 +137,69 @@ def apply_method(args: argparse.Namespace) -> argparse.Namespace:
         ```
     """
     if args.method:
-        try:
-            preset = get_preset(args.method)
-        except ValueError as e:
-            raise InputError(f'--method: {e}')
-        name = args.method
-        if preset.intra:
-            if args.synermix_source not in (None, preset.source):
-                other = 'synermix-intra-aug' if args.synermix_source == 'augmented' else 'synermix-intra'
-                raise InputError(f'--method {name} mixes {preset.source} features but --synermix-source '
-                                 f'{args.synermix_source} was given: drop --synermix-source, or use --method {other}'
-                                 f'{" (without mixup)" if preset.inter else ""}')
-            args.synermix = True
-            args.synermix_source = preset.source
-        elif args.synermix:
-            raise InputError(f'--method {name} has no intra term but --synermix was given: drop --synermix or use '
-                             f'--method synermix-intra / synermix')
-        if preset.inter == 'manifold':
-            if args.cutmix > 0 or args.cutmix_minmax is not None:
-                raise InputError(f'--method {name} mixes hidden states (Manifold MixUp): drop --cutmix/--cutmix-minmax')
-            args.manifold_mixup = True
-            if args.mixup <= 0:
-                args.mixup = PAPER_MIXUP_ALPHA
-        elif preset.inter == 'mixup':
-            if args.manifold_mixup:
-                raise InputError(f'--method {name} uses MixUp: drop --manifold-mixup or use --method '
-                                 f'{"synermix-manifold" if preset.intra else "manifold-mixup"}')
-            if not _inter_given(args):
-                args.mixup = PAPER_MIXUP_ALPHA
-        elif _inter_given(args) or args.manifold_mixup:
-            raise InputError(f'--method {name} has no inter-class mixing but --mixup/--cutmix/--manifold-mixup was '
-                             f'given: drop them or use --method {"synermix" if preset.intra else "mixup"}')
-        if not preset.intra and args.synermix_source is not None:
-            raise InputError(f'--method {name} has no intra term but --synermix-source was given: drop it')
-    else:
-        if args.manifold_mixup:
-            if args.cutmix > 0 or args.cutmix_minmax is not None:
-                raise InputError('--manifold-mixup mixes hidden states and cannot use CutMix: drop '
-                                 '--cutmix/--cutmix-minmax')
-            if args.mixup <= 0:
-                args.mixup = PAPER_MIXUP_ALPHA
+        _apply_preset(args, args.method)
+    elif args.manifold_mixup:
+        if args.cutmix > 0 or args.cutmix_minmax is not None:
+            raise InputError('--manifold-mixup mixes hidden states and cannot use CutMix: drop '
+                             '--cutmix/--cutmix-minmax')
+        if args.mixup <= 0:
+            args.mixup = PAPER_MIXUP_ALPHA
     args.synermix_source = args.synermix_source or 'original'
+    _resolve_beta(args)
+    _resolve_composition(args)
+    if args.synermix and args.synermix_beta == 0:
+        # β = 0 trains no intra term: the run is the preset's β = 0 twin, on the batches the command chose.
+        twin = get_preset(args.method).at_beta_zero if args.method in PRESETS else None
+        _logger.warning(f'--synermix-beta 0: no intra term runs; the run is recorded as '
+                        f'{twin or "the method without it"} on {args.synermix_batches} batches.')
+        args.synermix = False
+        args.method = twin
+    if args.synermix_beta is None or not args.synermix:
+        args.synermix_beta = 0.0
+    if not args.method:
+        args.method = derive_method_name(args)
+    return args
 
+
+def _apply_preset(args: argparse.Namespace, name: str) -> None:
+    """Set the flags --method NAME stands for; a flag that contradicts the preset is refused, never overridden."""
+    try:
+        preset = get_preset(name)
+    except ValueError as e:
+        raise InputError(f'--method: {e}')
+    if preset.intra:
+        if args.synermix_source not in (None, preset.source):
+            other = 'synermix-intra-aug' if args.synermix_source == 'augmented' else 'synermix-intra'
+            raise InputError(f'--method {name} mixes {preset.source} features but --synermix-source '
+                             f'{args.synermix_source} was given: drop --synermix-source, or use --method {other}'
+                             f'{" (without mixup)" if preset.inter else ""}')
+        args.synermix = True
+        args.synermix_source = preset.source
+    elif args.synermix or args.synermix_source is not None:
+        given = '--synermix' if args.synermix else '--synermix-source'
+        raise InputError(f'--method {name} has no intra term but {given} was given: drop {given} or use '
+                         f'--method synermix-intra / synermix')
+    if preset.inter == 'manifold':
+        if args.cutmix > 0 or args.cutmix_minmax is not None:
+            raise InputError(f'--method {name} mixes hidden states (Manifold MixUp): drop --cutmix/--cutmix-minmax')
+        args.manifold_mixup = True
+        if args.mixup <= 0:
+            args.mixup = PAPER_MIXUP_ALPHA
+    elif preset.inter == 'mixup':
+        if args.manifold_mixup:
+            raise InputError(f'--method {name} uses MixUp: drop --manifold-mixup or use --method '
+                             f'{"synermix-manifold" if preset.intra else "manifold-mixup"}')
+        if not _inter_given(args):
+            args.mixup = PAPER_MIXUP_ALPHA
+    elif _inter_given(args) or args.manifold_mixup:
+        raise InputError(f'--method {name} has no inter-class mixing but --mixup/--cutmix/--manifold-mixup was '
+                         f'given: drop them or use --method {"synermix" if preset.intra else "mixup"}')
+    if preset.intra and args.synermix_beta is None:
+        args.synermix_beta = preset.default_beta
+
+
+def _resolve_beta(args: argparse.Namespace) -> None:
+    """β's default (0.1 with an inter-class mixing, 0.5 without) and its checks."""
     has_inter = args.manifold_mixup or _inter_given(args)
     if args.synermix:
         if args.synermix_beta is None:
@@ -193,19 +214,6 @@ def apply_method(args: argparse.Namespace) -> argparse.Namespace:
     elif args.synermix_beta not in (None, 0, 0.0):
         raise InputError(f'--synermix-beta {args.synermix_beta} weighs an intra term this run does not have: add '
                          f'--synermix (or a synermix --method), or drop --synermix-beta')
-    _resolve_composition(args)
-    if args.synermix and args.synermix_beta == 0:
-        # β = 0 trains no intra term: the run is the preset's β = 0 twin, on the batches the command chose.
-        twin = get_preset(args.method).at_beta_zero if args.method in PRESETS else None
-        _logger.warning(f'--synermix-beta 0: no intra term runs; the run is recorded as '
-                        f'{twin or "the method without it"} on {args.synermix_batches} batches.')
-        args.synermix = False
-        args.method = twin
-    if args.synermix_beta is None or not args.synermix:
-        args.synermix_beta = 0.0
-    if not args.method:
-        args.method = derive_method_name(args)
-    return args
 
 
 def _resolve_composition(args: argparse.Namespace) -> None:

@@ -63,6 +63,23 @@ def extract_features(model, loader, device=None, max_batches=None):
     )
 
 
+def _checked(features, labels):
+    """(features as float64 [N, D], labels, class index per sample, count per class), or ValueError."""
+    x = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    if x.ndim != 2 or labels.ndim != 1 or len(x) != len(labels):
+        raise ValueError(
+            f'Expected features [N, D] and labels [N], got {x.shape} and {labels.shape}.')
+    if not np.isfinite(x).all():
+        raise ValueError('features contain NaN or inf; check the model (diverged training?).')
+    classes, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if len(classes) < 2 or len(classes) >= len(x):
+        raise ValueError(
+            f'Need at least two classes and more samples than classes, got {len(classes)} classes '
+            f'for {len(x)} samples; evaluate on more data.')
+    return x, labels, y, counts
+
+
 def compute_feature_metrics(features, labels, predictions=None, max_silhouette_samples=2000, seed=0):
     """ Intra-class cohesion and inter-class separability of a feature set.
 
@@ -93,19 +110,8 @@ def compute_feature_metrics(features, labels, predictions=None, max_silhouette_s
     """
     from sklearn.metrics import accuracy_score, silhouette_score
 
-    x = np.asarray(features, dtype=np.float64)
-    labels = np.asarray(labels)
-    if x.ndim != 2 or labels.ndim != 1 or len(x) != len(labels):
-        raise ValueError(
-            f'Expected features [N, D] and labels [N], got {x.shape} and {labels.shape}.')
-    if not np.isfinite(x).all():
-        raise ValueError('features contain NaN or inf; check the model (diverged training?).')
-    classes, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    num_classes = len(classes)
-    if num_classes < 2 or num_classes >= len(x):
-        raise ValueError(
-            f'Need at least two classes and more samples than classes, got {num_classes} classes '
-            f'for {len(x)} samples; evaluate on more data.')
+    x, labels, y, counts = _checked(features, labels)
+    num_classes = len(counts)
 
     centroid = x.mean(0)
     scale = np.linalg.norm(x - centroid, axis=1).mean()

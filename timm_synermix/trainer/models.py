@@ -90,6 +90,48 @@ def _fit_error(path: str, model_name: str, bad: List[str]) -> InputError:
                       f'was trained with it)')
 
 
+def _load_pretrained(model_name: str, num_classes: int, pretrained_path: str, cifar_stem: bool, keep_head: bool,
+                     kwargs: Dict) -> nn.Module:
+    """The model with `pretrained_path`'s weights (see `create_train_model`)."""
+    from timm.models import create_model
+    if not os.path.isfile(pretrained_path):
+        raise InputError(f'--pretrained-path {pretrained_path!r} does not exist: pass a local weights file')
+    pretrained_sd = _read_weights(pretrained_path)
+    if cifar_stem:
+        model = apply_cifar_stem(create_model(model_name, **kwargs))
+        reset = _head_to_reset(model, pretrained_sd, keep_head)
+        bad = mismatched_keys(model, pretrained_sd, ignore=reset)
+        if bad:
+            raise _fit_error(pretrained_path, model_name, bad)
+        model.load_state_dict({k: v for k, v in pretrained_sd.items() if k not in reset}, strict=False)
+    else:
+        # timm's pretrained loader, so model-specific filters (e.g. position embedding resizing)
+        # and input-channel adaptation apply as they do for hub weights; it resets the classifier
+        # when the overlay's class count differs from num_classes, which -1 always does (timm's train.py).
+        from timm.models import get_pretrained_cfg_value
+        names = get_pretrained_cfg_value(model_name, 'classifier') or []
+        names = [names] if isinstance(names, str) else list(names)
+        weights = [n + '.weight' for n in names if n + '.weight' in pretrained_sd]
+        head = pretrained_sd[weights[0]].shape[0] if weights and keep_head else -1
+        try:
+            overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, file=pretrained_path, num_classes=head)
+            model = create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+        except RuntimeError as e:
+            plain = create_model(model_name, **kwargs)
+            bad = mismatched_keys(plain, pretrained_sd, ignore=_head_to_reset(plain, pretrained_sd, keep_head))
+            raise _fit_error(pretrained_path, model_name, bad or [str(e).splitlines()[0][:200]])
+        reset = [] if head == num_classes else [n + suffix for n in names for suffix in ('.weight', '.bias')]
+        # Without the head timm loads non-strictly: a missing or extra key would pass with a warning only.
+        own = model.state_dict()
+        bad = [f'{k}: missing in file' for k in own if k not in pretrained_sd and k not in reset] + \
+            [f'{k}: not in model' for k in pretrained_sd if k not in own and k not in reset]
+        if bad:
+            raise _fit_error(pretrained_path, model_name, bad)
+    _logger.info(f'Loaded pretrained weights from {pretrained_path} (classifier reset: {reset or "no"}'
+                 f'{", kept by --pretrained-keep-head" if not reset else ""})')
+    return model
+
+
 def create_train_model(
         model_name: str,
         num_classes: int,
@@ -133,35 +175,7 @@ def create_train_model(
                                 'stride-1 conv: its pretrained weights are not used')
             apply_cifar_stem(model)
     else:
-        if not os.path.isfile(pretrained_path):
-            raise InputError(f'--pretrained-path {pretrained_path!r} does not exist: pass a local weights file')
-        pretrained_sd = _read_weights(pretrained_path)
-        if cifar_stem:
-            model = apply_cifar_stem(create_model(model_name, **kwargs))
-            reset = _head_to_reset(model, pretrained_sd, keep_head)
-            bad = mismatched_keys(model, pretrained_sd, ignore=reset)
-            if bad:
-                raise _fit_error(pretrained_path, model_name, bad)
-            model.load_state_dict({k: v for k, v in pretrained_sd.items() if k not in reset}, strict=False)
-        else:
-            # timm's pretrained loader, so model-specific filters (e.g. position embedding resizing)
-            # and input-channel adaptation apply as they do for hub weights; it resets the classifier
-            # when the overlay's class count differs from num_classes, which -1 always does (timm's train.py).
-            from timm.models import get_pretrained_cfg_value
-            names = get_pretrained_cfg_value(model_name, 'classifier') or []
-            names = [names] if isinstance(names, str) else list(names)
-            weights = [n + '.weight' for n in names if n + '.weight' in pretrained_sd]
-            head = pretrained_sd[weights[0]].shape[0] if weights and keep_head else -1
-            try:
-                overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {}, file=pretrained_path, num_classes=head)
-                model = create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-            except RuntimeError as e:
-                plain = create_model(model_name, **kwargs)
-                bad = mismatched_keys(plain, pretrained_sd, ignore=_head_to_reset(plain, pretrained_sd, keep_head))
-                raise _fit_error(pretrained_path, model_name, bad or [str(e).splitlines()[0][:200]])
-            reset = [] if head == num_classes else [n + suffix for n in names for suffix in ('.weight', '.bias')]
-        _logger.info(f'Loaded pretrained weights from {pretrained_path} (classifier reset: {reset or "no"}'
-                     f'{", kept by --pretrained-keep-head" if not reset else ""})')
+        model = _load_pretrained(model_name, num_classes, pretrained_path, cifar_stem, keep_head, kwargs)
     if initial_checkpoint:
         if not os.path.isfile(initial_checkpoint):
             raise InputError(f'--initial-checkpoint {initial_checkpoint!r} does not exist: pass a checkpoint file')
