@@ -8,8 +8,8 @@ $(PY):
 	python3 -m venv $(VENV)
 
 # torch/torchvision are pinned only here: the pair this machine serves from local disk.
-# The package itself depends on ranges (setup.cfg), so users bring their own torch.
-$(STAMP): $(PY) setup.cfg
+# The package itself depends on ranges (pyproject.toml), so users bring their own torch.
+$(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[test,demo]'
 	touch $(STAMP)
