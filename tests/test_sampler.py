@@ -334,3 +334,10 @@ def test_supplement_every_k_supplements_the_batches_of_global_index_divisible_by
             else:
                 _, counts = np.unique(labels[batch], return_counts=True)
                 assert len(batch) > 32 and counts.min() >= 2
+
+
+def test_paired_distinct_batches_in_a_row_do_not_repeat_one_set_of_classes():
+    labels = np.repeat(np.arange(124), 6)   # 3 pairs per class: unshuffled, 3 batches in a row share their classes
+    batches = epoch_batches(distinct(labels, seed=0))
+    shared = [len(set(labels[a]) & set(labels[b])) for a, b in zip(batches, batches[1:])]
+    assert np.mean(shared) < 4   # of 16 classes; random batches share about 16 * 16 / 124 ≈ 2

@@ -323,8 +323,8 @@ class PairedBatchSampler(SupplementedBatchSampler):
 
     With `distinct_classes=True` a batch holds N/2 different classes and no image twice, closer to the class
     diversity of the paper's supplemented batches: each rank's pairs of the epoch (a random subset when they do
-    not divide into whole batches) are ordered by class, in a random class order, and pair i goes to batch
-    i mod (batches per rank), so a class's pairs land in different batches.
+    not divide into whole batches) are ordered by class, in a random class order, pair i goes to batch
+    i mod (batches per rank), so a class's pairs land in different batches, and the batches are shuffled.
 
     Args:
         labels, drop_last, shuffle, seed, num_replicas, rank, allow_singleton_classes, num_classes,
@@ -404,7 +404,10 @@ class PairedBatchSampler(SupplementedBatchSampler):
         slot = np.arange(used)
         order = np.empty(used, dtype=np.int64)
         order[(slot % self.num_batches) * per_batch + slot // self.num_batches] = slot
-        return by_class[order]
+        # Batches b and b+1 hold the same classes (a class's consecutive pairs): shuffle the batches, or SGD would
+        # see one set of classes several steps in a row.
+        spread = by_class[order].reshape(self.num_batches, per_batch, 2)
+        return spread[rng.permutation(self.num_batches)].reshape(-1, 2)
 
     def __iter__(self) -> Iterator[List[int]]:
         pairs = self._pairs()
