@@ -36,6 +36,11 @@ FLAGS = {
     '--synermix-every': ([1, 2], [0]),
     '--model-ema': ([True, False], ['false', 'yes']),
     '--no-prefetcher': ([True], ['true']),
+    '--momentum': ([0.9], [-0.5, 1.5, 0.0]),
+    '--weight-decay': ([0.0, 1e-4], [-1.0]),
+    '--opt-betas': ([[0.9, 0.999]], [[0.9, 1.5]]),
+    '--grad-accum-steps': ([2], [0]),
+    '--cooldown-epochs': ([1], [-1]),
 }
 DEST = {'-b': 'batch_size', '-j': 'workers'}
 

@@ -259,3 +259,22 @@ def test_sigterm_during_the_last_epochs_evaluation_exits_143_with_a_resume_comma
     assert len(read_summary(folder)[1]) == 2   # the evaluation finished and was saved with its epoch
     monkeypatch.undo()
     _resume_finishes(argv, line, folder)
+
+
+@pytest.mark.parametrize('flags, needle', [
+    (['--sched', 'cosine', '--cooldown-epochs', '-1'], '--cooldown-epochs -1 must be 0 or more'),
+    (['--decay-epochs', '0'], '--decay-epochs 0.0 must be above 0'),
+    (['--min-lr', '-1'], '--min-lr -1.0 must be 0 or more'),
+], ids=['cooldown', 'decay-epochs', 'min-lr'])
+def test_out_of_range_schedule_values_are_refused_in_one_line(flags, needle, tiny_imagefolder, tmp_path, capsys):
+    # a negative cooldown shortened the schedule to 0 epochs: exit 0, results.json with no numbers
+    line = _refused(capsys, tmp_path, tiny_imagefolder, *BASE, *flags, '--output', tmp_path, '--experiment', 'run')
+    assert needle in line
+
+
+def test_an_optimizer_torch_refuses_is_one_line(tiny_imagefolder, tmp_path, capsys):
+    # timm's sgd is Nesterov SGD, which torch refuses without a momentum
+    line = _refused(capsys, tmp_path, tiny_imagefolder, *BASE, '--momentum', '0', '--output', tmp_path,
+                    '--experiment', 'run')
+    assert '--opt sgd: Nesterov momentum requires a momentum and zero dampening' in line
+    assert not (tmp_path / 'run').exists()

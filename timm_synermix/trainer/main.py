@@ -366,7 +366,11 @@ def create_optimizer(args, model):
         if args.rank == 0:
             _logger.info(f'Learning rate ({args.lr}) calculated from base learning rate ({args.lr_base}) and '
                          f'effective global batch size ({global_batch_size}) with {args.lr_base_scale} scaling.')
-    return create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
+    try:
+        return create_optimizer_v2(model, **optimizer_kwargs(cfg=args), **args.opt_kwargs)
+    except ValueError as e:  # torch's optimizers check their values, e.g. Nesterov SGD needs a momentum
+        raise InputError(f'--opt {args.opt}: {first_line(e)}: change --momentum/--opt-betas/--opt-eps/'
+                         f'--opt-kwargs (timm\'s sgd is Nesterov SGD; --opt momentum is SGD without it)')
 
 
 def resume_task(args, task, optimizer, loss_scaler, ckpt):
