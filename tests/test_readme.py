@@ -15,3 +15,45 @@ def test_readme_api_example_runs_as_written(tmp_path, monkeypatch, capsys):
         loss, intra, inter = (float(v) for v in re.findall(r'(?:loss|intra|inter) ([\d.]+)', line))
         assert abs(loss - (0.1 * intra + 0.9 * inter)) < 2e-3
         assert intra > 0
+
+
+ROOT = README.parent
+DOCS = [README, ROOT / 'configs' / 'README.md', *sorted((ROOT / 'docs').glob('*.md'))]
+
+
+def _commands(path):
+    """The shell commands of a page's ```bash blocks, continuation lines joined, comments and placeholders out."""
+    for block in re.findall(r'```bash\n(.*?)```', path.read_text(), flags=re.S):
+        for line in block.replace('\\\n', ' ').splitlines():
+            line = line.split('  #')[0].strip()
+            if line and not line.startswith('#') and '<' not in line:
+                yield line
+
+
+def _check(command):
+    """Parse one documented command as its program would, without training: train.py through the trainer's parser
+    and --method resolution, the experiments through their --dry-run, make through the Makefile's targets."""
+    import shlex
+    words = shlex.split(command)
+    if words[0] == 'make':
+        targets = re.findall(r'^([\w-]+):', (ROOT / 'Makefile').read_text(), flags=re.M)
+        assert set(words[1:]) <= set(targets), command
+    elif 'train.py' in words:
+        from timm_synermix.trainer.args import parse_args
+        from timm_synermix.trainer.config import apply_method
+        apply_method(parse_args(words[words.index('train.py') + 1:])[0])
+    elif 'timm_synermix.experiments.frontier' in words or 'timm_synermix.experiments.compare' in words:
+        from timm_synermix.experiments import compare, frontier
+        module = frontier if 'timm_synermix.experiments.frontier' in words else compare
+        argv = words[words.index('-m') + 2:]
+        assert module.main(['--dry-run'] + argv) == 0, command
+    else:
+        assert words[:3] in (['python', '-m', 'timm_synermix.experiments.study'], ['python', '-c', words[2]]), command
+
+
+def test_every_documented_command_parses(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    commands = [(path.name, c) for path in DOCS for c in _commands(path)]
+    assert len(commands) > 20
+    for name, command in commands:
+        _check(command)
