@@ -203,7 +203,7 @@ def test_a_teacher_whose_head_does_not_fit_the_data_is_refused(method, tiny_imag
 
 
 def _stopped_line(err):
-    lines = [x for x in err.splitlines() if x.startswith('train.py: stopped by')]
+    lines = [x for x in err.splitlines() if x.startswith('train.py: stopped ')]
     assert len(lines) == 1 and 'Traceback' not in err, err[-3000:]
     return lines[0]
 
@@ -222,7 +222,7 @@ def _signal_inside(monkeypatch, module, name, sig, on_call=1):
 
 def _resume_finishes(argv, line, folder):
     import json
-    command = line.split('continue with: ')[1].split()
+    command = line.split('with: ')[1].split()
     resume = command[command.index('--resume') + 1]
     assert resume == str(folder / 'last.pth.tar'), line
     assert _main(*argv, '--resume', resume) == 0
@@ -278,3 +278,38 @@ def test_an_optimizer_torch_refuses_is_one_line(tiny_imagefolder, tmp_path, caps
                     '--experiment', 'run')
     assert '--opt sgd: Nesterov momentum requires a momentum and zero dampening' in line
     assert not (tmp_path / 'run').exists()
+
+
+def test_a_second_ctrl_c_stops_at_once_naming_the_last_good_checkpoint(tiny_imagefolder, tmp_path, monkeypatch,
+                                                                        capsys):
+    import signal
+    from timm_synermix.trainer import loop
+    original = loop.train_step
+    calls = []
+
+    def twice(*args, **kwargs):   # both signals inside step 2 of epoch 1: no safe point in between
+        calls.append(1)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(loop, 'train_step', twice)
+    argv = [tiny_imagefolder, *BASE, '--epochs', '2', '--output', tmp_path, '--experiment', 'run']
+    assert _main(*argv) == 130
+    line = _stopped_line(capsys.readouterr().err)
+    assert 'stopped at once by a second SIGINT, no final results written; continue from the last good ' \
+           'checkpoint with: ' in line
+    monkeypatch.undo()
+    _resume_finishes(argv, line, tmp_path / 'run')
+
+
+def test_ctrl_c_before_training_is_one_line_and_leaves_nothing(tiny_imagefolder, tmp_path, monkeypatch, capsys):
+    from timm_synermix.trainer import main
+
+    def interrupted(args):
+        raise KeyboardInterrupt   # as Ctrl-C while the data set is read
+    monkeypatch.setattr(main, 'create_datasets', interrupted)
+    assert _main(tiny_imagefolder, *BASE, '--output', tmp_path, '--experiment', 'run') == 130
+    err = capsys.readouterr().err
+    assert 'train.py: interrupted before training started, nothing to resume: rerun the same command' in err
+    assert 'Traceback' not in err and not (tmp_path / 'run').exists()

@@ -52,7 +52,7 @@ class StopRequest:
         if self.resume_from is not None:
             raise TrainingInterrupted(signum, self.resume_from)
         if self.signum:
-            raise KeyboardInterrupt
+            raise TrainingInterrupted(signum, None)  # no safe point waited for: main names the last good one
         self.signum = signum
 
     def after_training(self, checkpoint: Optional[str]) -> None:

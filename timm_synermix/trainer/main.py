@@ -55,6 +55,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return train(argv)
+    except KeyboardInterrupt:  # Ctrl-C before training started (training itself stops at a safe point)
+        sys.stderr.write(f'{PROG}: interrupted before training started, nothing to resume: rerun the same command\n')
+        sys.exit(130)
     except InputError as e:
         if '--debug' in argv:
             raise
@@ -133,11 +136,21 @@ def _train_holding_folder(argv, args, args_text, device, autocast, loss_scaler, 
             run.stop.after_training(os.path.join(output_dir, 'last.pth.tar') if run.primary else None)
             finish(run, dataset_eval, data_config)
     except TrainingInterrupted as e:
-        name = signal.Signals(e.signum).name
-        print(f'{PROG}: stopped by {name} after a resumable checkpoint, no final results written; continue with: '
-              f'{resume_command(argv, e.checkpoint)}', file=sys.stderr)
+        if run.primary:
+            print(_interrupted_line(argv, e, output_dir), file=sys.stderr)
         return 128 + e.signum
     return 0
+
+
+def _interrupted_line(argv, e, output_dir) -> str:
+    name = signal.Signals(e.signum).name
+    if e.checkpoint:
+        return (f'{PROG}: stopped by {name} after a resumable checkpoint, no final results written; continue with: '
+                f'{resume_command(argv, e.checkpoint)}')
+    good = newest_good_checkpoint(output_dir)
+    how = f'continue from the last good checkpoint with: {resume_command(argv, good)}' if good else \
+        'no checkpoint was written yet: rerun the same command'
+    return f'{PROG}: stopped at once by a second {name}, no final results written; {how}'
 
 
 @contextmanager
