@@ -313,3 +313,41 @@ def test_ctrl_c_before_training_is_one_line_and_leaves_nothing(tiny_imagefolder,
     err = capsys.readouterr().err
     assert 'train.py: interrupted before training started, nothing to resume: rerun the same command' in err
     assert 'Traceback' not in err and not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('where', ['epoch-checkpoint', 'final-outputs'])
+def test_a_full_disk_stops_in_one_line_keeping_the_last_good_checkpoint(where, tiny_imagefolder, tmp_path,
+                                                                         monkeypatch, capsys):
+    import errno
+    import torch
+    from timm_synermix.trainer import checkpoint
+    full, calls = OSError(errno.ENOSPC, 'No space left on device'), []
+    if where == 'epoch-checkpoint':   # the second epoch's checkpoint does not fit
+        original = torch.save
+
+        def save(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise full
+            return original(*args, **kwargs)
+        monkeypatch.setattr(torch, 'save', save)
+    else:
+        def export(*args, **kwargs):
+            raise full
+        monkeypatch.setattr(checkpoint, 'export_safetensors', export)
+    argv = [tiny_imagefolder, *BASE, '--epochs', '2', '--output', tmp_path, '--experiment', 'run']
+    assert _main(*argv) == 2
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith('train.py: error:')]
+    assert len(lines) == 1 and 'Traceback' not in err, err[-3000:]
+    folder = tmp_path / 'run'
+    what = 'the checkpoint of epoch 1' if where == 'epoch-checkpoint' else 'the final outputs'
+    assert f'could not write {what}' in lines[0] and '(No space left on device)' in lines[0]
+    assert f"the last good checkpoint, '{folder / 'last.pth.tar'}', is kept" in lines[0]
+    from train_helpers import load_ckpt
+    saved_epoch = load_ckpt(folder / 'last.pth.tar')['epoch']
+    assert saved_epoch == (0 if where == 'epoch-checkpoint' else 1)
+    assert len(read_summary(folder)[1]) == saved_epoch + 1   # summary.csv never ahead of last.pth.tar
+    assert not (folder / 'results.json').exists() and not [n for n in os.listdir(folder) if n.endswith('.tmp')]
+    monkeypatch.undo()   # space freed: the advised resume completes the run
+    _resume_finishes(argv, f'with: python train.py --resume {folder / "last.pth.tar"}', folder)

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
@@ -22,7 +22,8 @@ from .checkpoint import atomic_write
 from .outputs import write_summary
 from .state import RngState, TrainingState
 
-__all__ = ['Run', 'StopRequest', 'TrainingInterrupted', 'train_one_epoch', 'evaluate', 'train_and_evaluate']
+__all__ = ['Run', 'StopRequest', 'TrainingInterrupted', 'train_one_epoch', 'evaluate', 'train_and_evaluate',
+           'stop_on_write_error']
 
 _logger = logging.getLogger('train')
 
@@ -169,6 +170,20 @@ def _resume_hint(run: Run):
     return 'no checkpoint was written yet', 'rerun the same command'
 
 
+@contextmanager
+def stop_on_write_error(run: Run, what: str):
+    """A write that fails (a full disk, a folder made read-only) stops the run in one line; every file is written
+    atomically, so the last good checkpoint is whole and kept."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None:  # e.g. PIL's unreadable image while the final features are extracted: not a write
+            raise
+        keep, then = _resume_hint(run)
+        raise InputError(f'could not write {what} in {run.output_dir!r} ({e.strerror or first_line(e)}); training '
+                         f'stopped and {keep}: free space or fix the folder, then {then}') from e
+
+
 def _read_batches(run: Run, loader, where: str):
     """`loader`'s batches, its iterator made now (it draws its seed here). Images the dataset cannot read, which
     timm's dataset skips with a warning until several come in a row, stop the run in one line."""
@@ -254,7 +269,8 @@ def _save_recovery(run: Run, epoch: int, next_batch: int, num_updates: int, upda
     if run.args.distributed:
         run.state.snapshot()
     if run.saver is not None:
-        run.saver.save_recovery(epoch, batch_idx=update_idx)
+        with stop_on_write_error(run, f'the recovery checkpoint of epoch {epoch}, step {update_idx}'):
+            run.saver.save_recovery(epoch, batch_idx=update_idx)
     run.state.position.next_batch, run.state.rng_states = None, None
 
 
@@ -390,15 +406,17 @@ def _end_epoch(run: Run, epoch: int, train_metrics: Dict[str, float], seconds: f
     if args.distributed:
         state.snapshot()
     if run.saver is not None:
-        if run.args_yaml is not None:
-            atomic_write(os.path.join(run.output_dir, 'args.yaml'), lambda f: f.write(run.args_yaml), mode='w')
-        write_summary(os.path.join(run.output_dir, 'summary.csv'), state.history.rows)
+        # The checkpoint first: summary.csv and args.yaml never describe an epoch last.pth.tar does not hold.
+        with stop_on_write_error(run, f'the checkpoint of epoch {epoch}'):
+            run.saver.save_checkpoint(epoch, metric=latest)
+            if milestone:
+                run.saver.save_milestone(epoch, metric=latest)
+            if run.args_yaml is not None:
+                atomic_write(os.path.join(run.output_dir, 'args.yaml'), lambda f: f.write(run.args_yaml), mode='w')
+            write_summary(os.path.join(run.output_dir, 'summary.csv'), state.history.rows)
         if args.log_wandb:
             import wandb
             wandb.log(dict(row))
-        run.saver.save_checkpoint(epoch, metric=latest)
-        if milestone:
-            run.saver.save_milestone(epoch, metric=latest)
     state.rng_states = None
 
 

@@ -36,7 +36,7 @@ from .distributed import init_distributed_device
 from .errors import AgreedError, InputError, first_line
 from .loaders import LoaderEpochs, create_eval_loader, create_train_loader, create_train_sampler
 from .lock import ExperimentLock
-from .loop import Run, StopRequest, TrainingInterrupted, train_and_evaluate
+from .loop import Run, StopRequest, TrainingInterrupted, stop_on_write_error, train_and_evaluate
 from .models import create_model_from_args
 from .outputs import write_final_outputs
 from .state import LossMeters, RngState, TrainingState
@@ -190,7 +190,8 @@ def finish(run, dataset_eval, data_config) -> None:
         _logger.info(f'*** Best metric: {run.saver.best_metric} (epoch {run.saver.best_epoch})')
         full_eval = run.loader_eval if not args.distributed or run.loader_eval is None else \
             create_eval_loader(args, dataset_eval, data_config, run.device, distributed=False)
-        results = write_final_outputs(run, dataset_eval, full_eval, args.cifar_stem)
+        with stop_on_write_error(run, 'the final outputs'):
+            results = write_final_outputs(run, dataset_eval, full_eval, args.cifar_stem)
         _logger.info(f'Results: {json.dumps({k: v for k, v in results.items() if k != "metrics"})}')
     if args.distributed:
         torch.distributed.barrier()
