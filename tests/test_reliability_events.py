@@ -351,3 +351,15 @@ def test_a_full_disk_stops_in_one_line_keeping_the_last_good_checkpoint(where, t
     assert not (folder / 'results.json').exists() and not [n for n in os.listdir(folder) if n.endswith('.tmp')]
     monkeypatch.undo()   # space freed: the advised resume completes the run
     _resume_finishes(argv, f'with: python train.py --resume {folder / "last.pth.tar"}', folder)
+
+
+def test_a_full_disk_before_the_first_epoch_is_one_line(tiny_imagefolder, tmp_path, monkeypatch, capsys):
+    import errno
+    from timm_synermix.trainer import main
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(main, 'atomic_write', full)
+    line = _refused(capsys, tmp_path, tiny_imagefolder, *BASE, '--output', tmp_path, '--experiment', 'run')
+    assert 'could not write args.yaml' in line and '(No space left on device)' in line
+    assert not (tmp_path / 'run').exists()

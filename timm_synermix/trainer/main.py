@@ -483,7 +483,11 @@ def create_saver(args, task, model, optimizer, loss_scaler, state, output_dir, a
             os.path.abspath(os.path.dirname(args.resume)) == os.path.abspath(output_dir):
         saver.load_state_dict(ckpt['saver'])
     if not args.resume:  # a resumed run rewrites args.yaml with its checkpoints, not before
-        atomic_write(os.path.join(output_dir, 'args.yaml'), lambda f: f.write(args_text), mode='w')
+        try:
+            atomic_write(os.path.join(output_dir, 'args.yaml'), lambda f: f.write(args_text), mode='w')
+        except OSError as e:
+            raise InputError(f'could not write args.yaml in {output_dir!r} ({e.strerror or first_line(e)}): free '
+                             f'space or fix the folder, then rerun the same command')
     if args.log_wandb:
         try:
             import wandb
