@@ -363,3 +363,22 @@ def test_a_full_disk_before_the_first_epoch_is_one_line(tiny_imagefolder, tmp_pa
     line = _refused(capsys, tmp_path, tiny_imagefolder, *BASE, '--output', tmp_path, '--experiment', 'run')
     assert 'could not write args.yaml' in line and '(No space left on device)' in line
     assert not (tmp_path / 'run').exists()
+
+
+def test_a_mid_epoch_resume_after_the_training_set_shrank_is_one_line(tiny_imagefolder, tmp_path, monkeypatch,
+                                                                       capsys):
+    import shutil
+    import signal
+    from timm_synermix.trainer import loop
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_imagefolder, data)
+    _signal_inside(monkeypatch, loop, 'train_step', signal.SIGINT, on_call=3)   # stops after batch 2 of epoch 0
+    argv = [data, *BASE, '--epochs', '2', '--output', tmp_path / 'out', '--experiment', 'run']
+    assert _main(*argv) == 130
+    line = _stopped_line(capsys.readouterr().err)
+    resume = line.split('--resume ')[1].split()[0]
+    monkeypatch.undo()
+    for path in sorted((data / 'train').glob('*/*'))[::2]:   # half the images: 2 batches per epoch, not 4
+        path.unlink()
+    line = _refused(capsys, tmp_path / 'out', *argv, '--resume', resume)
+    assert 'stopped at batch 3 of an epoch, and the training set now gives 2 batches per epoch' in line

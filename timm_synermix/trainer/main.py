@@ -458,6 +458,10 @@ def restore_state(args, state, saved, resume_epoch, updates_per_epoch, saved_epo
     if start_batch and isinstance(state.sampler, LoaderEpochs):
         raise InputError(f'--resume {args.resume!r} stopped mid-epoch, and timm\'s loader here cannot skip to batch '
                          f'{start_batch}: resume from an epoch checkpoint (last.pth.tar or checkpoint-N.pth.tar)')
+    if start_batch > state.sampler.num_batches:
+        raise InputError(f'--resume {args.resume!r} stopped at batch {start_batch} of an epoch, and the training '
+                         f'set now gives {state.sampler.num_batches} batches per epoch: the data changed since the '
+                         f'checkpoint; resume with the data it was trained on')
     rng = state.rng.own(saved.get('rng_all'))
     if saved.get('rng_all') and rng is None:
         _logger.warning('RNG state not restored: the world size changed since the checkpoint.')
