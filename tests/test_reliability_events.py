@@ -382,3 +382,15 @@ def test_a_mid_epoch_resume_after_the_training_set_shrank_is_one_line(tiny_image
         path.unlink()
     line = _refused(capsys, tmp_path / 'out', *argv, '--resume', resume)
     assert 'stopped at batch 3 of an epoch, and the training set now gives 2 batches per epoch' in line
+
+
+def test_a_symlink_loop_in_the_training_folder_is_refused(tiny_imagefolder, tmp_path, capsys):
+    import shutil
+    data = tmp_path / 'data'
+    shutil.copytree(tiny_imagefolder, data)
+    (data / 'train' / 'class1' / 'again').symlink_to(data / 'train')   # timm would read train/ ~40 times over
+    out = tmp_path / 'out'
+    line = _refused(capsys, out, data, *BASE, '--output', out, '--experiment', 'run')
+    assert f"'{data / 'train' / 'class1' / 'again'}' links to '{os.path.realpath(data / 'train')}', a folder " \
+           f"above it" in line
+    assert not out.exists()

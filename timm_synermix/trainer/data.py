@@ -71,6 +71,19 @@ def _is_folder_dataset(name):
     return not name or name.lower().startswith(('folder/', 'imagefolder/', 'tar/'))
 
 
+def _check_symlink_loops(root: str) -> None:
+    """A link to a folder above it: timm's reader follows links, and would read the images below it again at
+    every level until the path is too long (the data set silently multiplied)."""
+    for folder, subfolders, _ in os.walk(root):
+        here = os.path.realpath(folder)
+        for name in subfolders:
+            path = os.path.join(folder, name)
+            target = os.path.realpath(path)
+            if os.path.islink(path) and (here == target or here.startswith(target.rstrip(os.sep) + os.sep)):
+                raise InputError(f'{path!r} links to {target!r}, a folder above it: this symlink loop would read '
+                                 f'its images again at every level; remove the link')
+
+
 def _check_data_dir(args) -> None:
     if args.data:  # the positional DIR, given on the command line, beats a config file's data_dir
         args.data_dir = args.data
@@ -83,6 +96,8 @@ def _check_data_dir(args) -> None:
         if os.path.isdir(args.data_dir) and not os.listdir(args.data_dir):
             raise InputError(f'data dir {args.data_dir!r} is empty: put the images in {args.train_split}/<class>/ '
                              f'(and {args.val_split or "validation"}/<class>/) under it, or pass another DIR')
+        if os.path.isdir(args.data_dir):
+            _check_symlink_loops(args.data_dir)
         if args.val_split and not args.val_holdout and os.path.isdir(args.data_dir):
             from timm.data.dataset_factory import _search_split
             if os.path.abspath(_search_split(args.data_dir, args.val_split)) == os.path.abspath(args.data_dir):
