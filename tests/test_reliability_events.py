@@ -394,3 +394,33 @@ def test_a_symlink_loop_in_the_training_folder_is_refused(tiny_imagefolder, tmp_
     assert f"'{data / 'train' / 'class1' / 'again'}' links to '{os.path.realpath(data / 'train')}', a folder " \
            f"above it" in line
     assert not out.exists()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 5 MB tmpfs (root only): room for one checkpoint of test_resnet (~3 MB) but not for the next one's temp file
+    beside it."""
+    import subprocess
+    folder = tmp_path / 'small'
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=5m', 'tmpfs', str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip('needs root and mount to make a small tmpfs')
+    try:
+        yield folder
+    finally:
+        subprocess.run(['umount', str(folder)], check=True)
+
+
+def test_a_really_full_disk_stops_in_one_line_and_summary_is_never_ahead(small_tmpfs, tiny_imagefolder, capsys):
+    from train_helpers import load_ckpt
+    argv = [tiny_imagefolder, *BASE, '--epochs', '3', '--output', small_tmpfs, '--experiment', 'run']
+    assert _main(*argv) == 2
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith('train.py: error:')]
+    assert len(lines) == 1 and 'Traceback' not in err, err[-3000:]
+    assert '(No space left on device)' in lines[0] and 'the last good checkpoint' in lines[0], lines[0]
+    folder = small_tmpfs / 'run'
+    saved = load_ckpt(folder / 'last.pth.tar')['epoch']
+    assert len(read_summary(folder)[1]) == saved + 1
+    assert not [n for n in os.listdir(folder) if n.endswith('.tmp')] and not (folder / '.lock').exists()

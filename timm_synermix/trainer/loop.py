@@ -176,12 +176,14 @@ def stop_on_write_error(run: Run, what: str):
     atomically, so the last good checkpoint is whole and kept."""
     try:
         yield
-    except OSError as e:
-        if e.errno is None:  # e.g. PIL's unreadable image while the final features are extracted: not a write
+    except (OSError, RuntimeError) as e:
+        # torch.save reports a full disk as a RuntimeError raised while handling the OSError.
+        cause = next((c for c in (e, e.__cause__, e.__context__) if isinstance(c, OSError)), None)
+        if cause is None or cause.errno is None:  # e.g. PIL's unreadable image while the final features are read
             raise
         keep, then = _resume_hint(run)
-        raise InputError(f'could not write {what} in {run.output_dir!r} ({e.strerror or first_line(e)}); training '
-                         f'stopped and {keep}: free space or fix the folder, then {then}') from e
+        raise InputError(f'could not write {what} in {run.output_dir!r} ({cause.strerror}); training stopped and '
+                         f'{keep}: free space or fix the folder, then {then}') from e
 
 
 def _read_batches(run: Run, loader, where: str):
