@@ -1,5 +1,10 @@
 """A seeded fuzzer over train.py's flags and YAML values: every case either trains and reports a sane result, or
-stops with exit code 2 and one line, no traceback, and the output folder untouched (issue 13's contract)."""
+stops with exit code 2 and one line, no traceback, and the output folder untouched (issue 13's contract).
+
+A second axis (issue 19) fires faults and events at seeded points of real runs: Ctrl-C, SIGTERM, two signals, or
+a full disk, inside a training step, an evaluation, a checkpoint, summary or results write or the safetensors
+export. Each run finishes, or stops with its code (2, 130, 143) and one line whose advice, followed, finishes it;
+the folder is never left with a temp file, a lock, results.json or a summary.csv ahead of last.pth.tar."""
 import json
 import math
 import random
@@ -109,3 +114,99 @@ def test_fuzzed_flags_and_yaml_train_or_fail_in_one_line(chunk, small_data, tmp_
         assert math.isfinite(results['best_top1']) and 0 <= results['best_top1'] <= 100, case
         assert results['method'] == yaml.safe_load((out / 'run' / 'args.yaml').read_text())['method'], case
     assert outcomes.count(0) >= 3 and outcomes.count(2) >= 10, outcomes   # the fuzzer reaches both sides
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# faults and events: a signal (one or two) or a full disk at a seeded random point of a real run
+# ---------------------------------------------------------------------------------------------------------------
+
+EVENT_ARGV = [*BASE, '--epochs', '2', '--recovery-interval', '2']
+# where an event fires: (module path, attribute); each is looked up at call time by the trainer
+EVENT_HOOKS = {'train step': ('timm_synermix.trainer.loop', 'train_step'),
+               'evaluation': ('timm_synermix.trainer.loop', 'evaluate'),
+               'summary or results write': ('timm_synermix.trainer.outputs', 'atomic_write'),
+               'safetensors export': ('timm_synermix.trainer.checkpoint', 'export_safetensors'),
+               'checkpoint write': ('torch', 'save')}
+
+
+def _event(rng):
+    kind = rng.choice(['SIGINT', 'SIGTERM', 'two signals', 'full disk'])
+    writes = ['summary or results write', 'safetensors export', 'checkpoint write']
+    hook = rng.choice(writes if kind == 'full disk' else sorted(EVENT_HOOKS))
+    return kind, hook, rng.randint(1, {'train step': 6, 'evaluation': 2}.get(hook, 3))
+
+
+def _fire(monkeypatch, kind, hook, on_call):
+    import errno
+    import importlib
+    import os
+    import signal
+    module, name = EVENT_HOOKS[hook]
+    module = importlib.import_module(module)
+    original, calls = getattr(module, name), []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == on_call:
+            if kind == 'full disk':
+                raise OSError(errno.ENOSPC, 'No space left on device')
+            sig = signal.SIGTERM if kind == 'SIGTERM' else signal.SIGINT
+            for _ in range(2 if kind == 'two signals' else 1):
+                os.kill(os.getpid(), sig)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def _run(argv, capsys):
+    import logging
+    handlers = list(logging.getLogger().handlers)
+    try:
+        code = load_train_module().main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    finally:
+        logging.getLogger().handlers[:] = handlers
+    return code, capsys.readouterr().err
+
+
+def _check_stopped_folder(folder, case):
+    import os
+    from train_helpers import load_ckpt, read_summary
+    if not folder.is_dir():
+        return
+    assert not [n for n in os.listdir(folder) if n.endswith('.tmp') or n == '.lock'], case
+    assert not (folder / 'results.json').exists(), case
+    if (folder / 'summary.csv').exists():   # never ahead of the checkpoint a resume starts from
+        assert (folder / 'last.pth.tar').exists(), case
+        assert len(read_summary(folder)[1]) <= load_ckpt(folder / 'last.pth.tar')['epoch'] + 1, case
+
+
+@pytest.mark.parametrize('chunk', range(3))
+def test_fuzzed_faults_and_signals_stop_in_one_line_and_the_advice_finishes_the_run(chunk, small_data, tmp_path,
+                                                                                    monkeypatch, capsys):
+    rng = random.Random(f'events-{chunk}')
+    seen = set()
+    for i in range(8):
+        kind, hook, on_call = _event(rng)
+        folder = tmp_path / f'case{i}' / 'run'
+        argv = [small_data, *EVENT_ARGV, '--output', folder.parent, '--experiment', 'run']
+        with monkeypatch.context() as m:
+            _fire(m, kind, hook, on_call)
+            code, err = _run(argv, capsys)
+        case = f'case {chunk}.{i}: {kind} in {hook} (call {on_call}): exit {code}\n{err[-2000:]}'
+        assert 'Traceback' not in err, case
+        seen.add(code)
+        if code != 0:
+            expected = {'full disk': 2, 'SIGTERM': 143}.get(kind, 130)
+            prefix = 'train.py: error:' if code == 2 else 'train.py: stopped '
+            lines = [x for x in err.splitlines() if x.startswith(prefix)]
+            assert code == expected and len(lines) == 1, case
+            _check_stopped_folder(folder, case)
+            # the advice: a resume command, or the same command again
+            resume = lines[0].split('--resume ')[1].split()[0] if '--resume ' in lines[0] else None
+            code, err = _run([*argv, '--resume', resume] if resume else argv, capsys)
+            assert code == 0, case + '\nthen:\n' + err[-2000:]
+        results = json.loads((folder / 'results.json').read_text())
+        assert results['finished'] is True and results['cost']['epochs'] == 2, case
+        assert math.isfinite(results['best_top1']), case
+    assert len(seen) >= 2, seen   # the events reach more than one outcome

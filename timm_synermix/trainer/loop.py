@@ -18,7 +18,7 @@ from timm.task.evaluator import evaluation_sample_limit
 from ..method.task import SynerMixTask
 from ..method.views import TwoViews
 from .errors import AgreedError, InputError, first_line
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, newest_good_checkpoint
 from .outputs import write_summary
 from .state import RngState, TrainingState
 
@@ -164,9 +164,10 @@ def train_step(run: Run, input, target, accum_steps: int, need_update: bool) -> 
 
 def _resume_hint(run: Run):
     """(what is kept, how to go on) after a run stopped mid-training."""
-    last = os.path.join(run.output_dir, 'last.pth.tar')
-    if os.path.isfile(last):
-        return f'the last good checkpoint, {last!r}, is kept', f'continue with --resume {last}'
+    # The newest, not last.pth.tar: a recovery checkpoint may be newer, and a folder holding one refuses a rerun.
+    good = newest_good_checkpoint(run.output_dir) if os.path.isdir(run.output_dir) else None
+    if good:
+        return f'the last good checkpoint, {good!r}, is kept', f'continue with --resume {good}'
     return 'no checkpoint was written yet', 'rerun the same command'
 
 
