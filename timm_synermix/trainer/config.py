@@ -11,7 +11,7 @@ from .errors import InputError
 from ..method.presets import PAPER_MIXUP_ALPHA, PRESETS, Preset, find_preset, get_preset
 
 __all__ = ['RUN_IDENTITY', 'parser_dests', 'load_config', 'args_to_yaml', 'derive_method_name', 'apply_method',
-           'run_preset']
+           'run_preset', 'inter_kind']
 
 _logger = logging.getLogger(__name__)
 
@@ -90,8 +90,17 @@ def args_to_yaml(args: argparse.Namespace, keys: Iterable[str]) -> str:
     return yaml.safe_dump({k: getattr(args, k) for k in keys}, default_flow_style=False)
 
 
+def _cutmix_given(args) -> bool:
+    return args.cutmix > 0 or args.cutmix_minmax is not None
+
+
 def _inter_given(args) -> bool:
-    return args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    return args.mixup > 0 or _cutmix_given(args)
+
+
+def inter_kind(args: argparse.Namespace):
+    """The run's inter-class mixing, decided once from the flags: 'manifold', 'mixup' (MixUp and/or CutMix) or None."""
+    return 'manifold' if args.manifold_mixup else ('mixup' if _inter_given(args) else None)
 
 
 def derive_method_name(args: argparse.Namespace) -> str:
@@ -107,8 +116,8 @@ def derive_method_name(args: argparse.Namespace) -> str:
                                      cutmix_minmax=None, manifold_mixup=False))  # 'synermix'
         ```
     """
-    cutmix = args.cutmix > 0 or args.cutmix_minmax is not None
-    inter = 'manifold' if args.manifold_mixup else 'mixup' if args.mixup > 0 or cutmix else None
+    cutmix = _cutmix_given(args)
+    inter = inter_kind(args)
     intra = args.synermix and args.synermix_beta != 0  # a run without the intra term is never named after SynerMix
     if inter == 'mixup' and cutmix:  # the presets use MixUp; a CutMix run is labelled as the variant it is
         variant = 'mixup-cutmix' if args.mixup > 0 else 'cutmix'
@@ -139,7 +148,7 @@ def apply_method(args: argparse.Namespace) -> argparse.Namespace:
     if args.method:
         _apply_preset(args, args.method)
     elif args.manifold_mixup:
-        if args.cutmix > 0 or args.cutmix_minmax is not None:
+        if _cutmix_given(args):
             raise InputError('--manifold-mixup mixes hidden states and cannot use CutMix: drop '
                              '--cutmix/--cutmix-minmax')
         if args.mixup <= 0:
@@ -180,7 +189,7 @@ def _apply_preset(args: argparse.Namespace, name: str) -> None:
         raise InputError(f'--method {name} has no intra term but {given} was given: drop {given} or use '
                          f'--method synermix-intra / synermix')
     if preset.inter == 'manifold':
-        if args.cutmix > 0 or args.cutmix_minmax is not None:
+        if _cutmix_given(args):
             raise InputError(f'--method {name} mixes hidden states (Manifold MixUp): drop --cutmix/--cutmix-minmax')
         args.manifold_mixup = True
         if args.mixup <= 0:
@@ -200,11 +209,10 @@ def _apply_preset(args: argparse.Namespace, name: str) -> None:
 
 def _resolve_beta(args: argparse.Namespace) -> None:
     """β's default (0.1 with an inter-class mixing, 0.5 without) and its checks."""
-    has_inter = args.manifold_mixup or _inter_given(args)
+    has_inter = inter_kind(args) is not None
     if args.synermix:
         if args.synermix_beta is None:
-            inter = 'manifold' if args.manifold_mixup else ('mixup' if has_inter else None)
-            args.synermix_beta = find_preset(True, 'original', inter).default_beta
+            args.synermix_beta = find_preset(True, 'original', inter_kind(args)).default_beta
         if not 0.0 <= args.synermix_beta <= 1.0:
             raise InputError(f'--synermix-beta {args.synermix_beta} is outside [0, 1]: use e.g. 0.1 (SynerMix) or 0.5 '
                              f'(intra term alone)')
@@ -229,5 +237,5 @@ def run_preset(args: argparse.Namespace) -> Preset:
     """The preset a resolved namespace stands for: --method's, else the one of its intra term, source and mixing."""
     if args.method in PRESETS:
         return PRESETS[args.method]
-    inter = 'manifold' if args.manifold_mixup else ('mixup' if _inter_given(args) else None)
+    inter = inter_kind(args)
     return find_preset(args.synermix, args.synermix_source if inter is None else 'original', inter)

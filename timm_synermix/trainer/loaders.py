@@ -5,6 +5,7 @@ from ..method.loader import create_synermix_loader
 from ..method.sampler import PairedBatchSampler, SupplementedBatchSampler
 from ..method.views import create_original_transform
 from .args import to_flags
+from .config import inter_kind
 from .errors import InputError
 
 __all__ = ['LoaderEpochs', 'mixes_in_loader', 'collate_mixup', 'create_train_sampler', 'create_train_loader',
@@ -76,8 +77,7 @@ def create_train_sampler(args, labels, class_names, dataset=None):
 def mixes_in_loader(args) -> bool:
     """Whether timm's train.py would mix in the loader here: MixUp/CutMix under the prefetcher (an even batch).
     Without the intra term the run then mixes exactly as timm does; SynerMix mixes in the task (originals unmixed)."""
-    mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
-    return mixing and args.prefetcher and not args.synermix and not args.manifold_mixup and args.batch_size % 2 == 0 \
+    return inter_kind(args) == 'mixup' and args.prefetcher and not args.synermix and args.batch_size % 2 == 0 \
         and args.synermix_batches == 'plain'
 
 

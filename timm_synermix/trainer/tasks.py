@@ -1,8 +1,8 @@
 """train.py's training task: SynerMix's (from its preset, with the flags' criterion and teacher), or timm's
 distillation task for --kd-* runs without SynerMix."""
-from ..method.presets import create_synermix_task
+from ..method.presets import create_synermix_task, get_preset
 from .args import to_flags
-from .config import run_preset
+from .config import inter_kind, run_preset
 from .errors import InputError, first_line
 from .loaders import mixes_in_loader
 
@@ -14,14 +14,14 @@ def create_task(args, model, device):
     --kd-model-name, timm's distillation task."""
     if args.kd_model_name is not None and not args.synermix:
         return create_distillation_task(args, model, device)
-    method = run_preset(args).name
+    preset = run_preset(args)
     if mixes_in_loader(args):  # timm's FastCollateMixup mixes in the loader: a plain task on its soft targets
-        method = 'baseline'
+        preset = get_preset('baseline')
     criterion = train_criterion(args)
     distillation = create_teacher(args, model, device)
     try:
         return create_synermix_task(
-            model, method, beta=args.synermix_beta, num_classes=args.num_classes, criterion=criterion,
+            model, preset, beta=args.synermix_beta, num_classes=args.num_classes, criterion=criterion,
             mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
             mixup_prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mixup_mode=args.mixup_mode,
             label_smoothing=args.smoothing, manifold_layers=args.manifold_layers,
@@ -42,7 +42,7 @@ def train_criterion(args):
         raise InputError(f'--loss {args.loss} and --{"bce" if args.bce_loss else "jsd"}-loss both choose the '
                          f'training loss: give one of them')
     loss_type = args.loss or ('jsd' if args.jsd_loss else 'bce' if args.bce_loss else 'ce')
-    mixing = args.manifold_mixup or args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    mixing = inter_kind(args) is not None
     bce = dict(pos_weight=args.bce_pos_weight, bce_target_thresh=args.bce_target_thresh,
                bce_sum=args.bce_sum) if loss_type == 'bce' else {}
     try:
@@ -98,7 +98,7 @@ def create_distillation_task(args, model, device):
         used = '--manifold-mixup' if args.manifold_mixup else '--aug-splits'
         raise InputError(f'--kd-model-name with {used}: timm\'s distillation task trains on one plain view, with '
                          f'neither hidden-state mixing nor AugMix splits; drop one of them')
-    mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None
+    mixing = inter_kind(args) == 'mixup'
     criterion = train_criterion(args)
     kinds = {'logit': (LogitDistillationTask, dict(loss_type=args.kd_loss_type, temperature=args.kd_temperature)),
              'feature': (FeatureDistillationTask, dict(student_feature_dim=args.kd_student_feature_dim,
