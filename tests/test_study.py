@@ -130,3 +130,12 @@ def test_study_quick_runs_every_regime_end_to_end(quick_study):
     runs = json.loads((out / 'study.json').read_text())
     assert {'regime', 'method', 'variant', 'epochs', 'seed', 'cost', 'top1'} <= set(runs[0])
     assert {r['regime'] for r in runs} == {'scratch-short', 'scratch-long', 'finetune'}
+
+
+def test_the_decomposition_splits_a_variant_into_its_batches_and_its_intra_term():
+    from timm_synermix.experiments.study import decomposition_table
+    points = [ladder_point('mixup', 6, s, 100, 50 + s) for s in (0, 1)]
+    points += [variant_point('mixup-supplemented', 6, s, 180, 53 + s) for s in (0, 1)]
+    points += [variant_point('synermix', 6, s, 360, 54 + 2 * s) for s in (0, 1)]
+    row = [line for line in decomposition_table(points, 6).splitlines() if line.startswith('| synermix |')][0]
+    assert row == '| synermix | mixup-supplemented | +3.00 ± 0.00 | +1.50 ± 0.71 |'

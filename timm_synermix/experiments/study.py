@@ -35,10 +35,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from .compare import CompareError, execute_run
 from .frontier import frontier_points, frontier_table, judge, plan_frontier, plot_frontier, run_specs
 
-__all__ = ['FULL', 'QUICK', 'BETA', 'recipe', 'regime_plans', 'run_study', 'main']
+__all__ = ['FULL', 'QUICK', 'BETA', 'DECOMPOSITION', 'recipe', 'regime_plans', 'decomposition_table', 'run_study',
+           'main']
 
 BETA = 0.4
 # Every variant and control (frontier.VARIANTS) in the short regimes; the long schedule takes the subset the
@@ -155,6 +158,46 @@ def _train_all(out, cfg, plans, datasets, backbone, stream):
         return dict(pool.map(one, _ordered_union(plans.values())))
 
 
+# (variant, its composition control: the same batches without the intra term, the plain method of the ladder)
+DECOMPOSITION = (
+    ('synermix', 'mixup-supplemented', 'mixup'),
+    ('synermix-intra', 'baseline-supplemented', 'baseline'),
+    ('synermix-paired', 'mixup-paired', 'mixup'),
+    ('synermix-paired-distinct', 'mixup-paired-distinct', 'mixup'),
+    ('synermix-intra-aug-paired-distinct', 'baseline-paired-distinct', 'baseline'),
+    ('synermix-intra', 'clean-view', None),
+    ('synermix', 'clean-view-mixup', None),
+)
+
+
+def _by_seed(points, epochs, variant=None, method=None):
+    return {p['seed']: p['top1'] for p in points if p['epochs'] == epochs and
+            (p.get('variant') == variant if variant else p['role'] == 'ladder' and p['method'] == method)}
+
+
+def _difference(a, b):
+    """Mean ± std over seeds of a - b, paired by seed; '–' without common seeds."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return '–'
+    diff = np.array([a[s] - b[s] for s in seeds])
+    return f'{diff.mean():+.2f}' + (f' ± {diff.std(ddof=1):.2f}' if len(seeds) > 1 else '')
+
+
+def decomposition_table(points, epochs):
+    """Markdown: what the batches alone buy (control - plain run, same epochs) and what the intra term adds on the
+    same batches (variant - control), per seed then mean ± std; the clean-view rows: mixing - clean images."""
+    lines = ['| variant | control | batches alone (control - plain, same epochs) | intra term on top (variant - '
+             'control) |', '| --- | --- | --- | --- |']
+    for variant, control, plain in DECOMPOSITION:
+        v, c = _by_seed(points, epochs, variant), _by_seed(points, epochs, control)
+        if not v or not c:
+            continue
+        alone = _difference(c, _by_seed(points, epochs, method=plain)) if plain else '(same batches, same cost)'
+        lines.append(f'| {variant} | {control} | {alone} | {_difference(v, c)} |')
+    return '\n'.join(lines) + '\n'
+
+
 def _section(regime, cfg, data, points, picture):
     part = cfg['finetune' if regime == 'finetune' else 'scratch']
     epochs = part['epochs'] * (part.get('long_factor', 1) if regime == 'scratch-long' else 1)
@@ -162,7 +205,8 @@ def _section(regime, cfg, data, points, picture):
             f'{data["num_classes"]} classes, {data["train"]} training images ({part["train_fonts"]} fonts per class), '
             f'validation on {data["val"]} images of unseen font families; variants trained {epochs} epochs; '
             f'seeds {", ".join(map(str, cfg["seeds"]))}; picture `{Path(picture).name}`.\n\n'
-            + frontier_table(points))
+            + frontier_table(points) + '\nWhat the batch composition alone buys, and what the intra term adds on the '
+            f'same batches, at {epochs} epochs (top-1 points):\n\n' + decomposition_table(points, epochs))
 
 
 def _write(out, cfg, plans, dirs, datasets, wall_s):
