@@ -236,7 +236,8 @@ def _streams(args) -> List[str]:
 
 def check_args(args) -> None:
     """Raise one InputError naming every out-of-range value, unknown name and timm flag not supported yet."""
-    problems = _ranges(args) + _optimizer_ranges(args) + _synermix_values(args) + _names(args) + _augmix(args) + _streams(args) + _scheduled(args)
+    problems = _ranges(args) + _optimizer_ranges(args) + _synermix_values(args) + _names(args) + _augmix(args) + \
+        _streams(args) + _scheduled(args)
     problems += [f'{why}' for why, given in NOT_SUPPORTED.values() if given(args)]
     if problems:
         raise InputError('; '.join(problems))
