@@ -517,7 +517,8 @@ def bench_syncs(report: Report, cfg: dict, device: torch.device) -> None:
             out['loss'].backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            meters.update(out['loss'], out['loss_intra'], out['loss_inter'], len(y), out['with_intra'], step)
+            meters.update(out['loss'], out['loss_intra'], out['loss_inter'], len(y), out['with_intra'], step,
+                          out['image_passes'])
         if step:   # the first step reads the targets' range once
             counts.append(len(counter.calls))
     report.bench('syncs.per_step', counts, 'host-sync tensor calls (item/tolist/cpu/numpy/bool/float/int/unique/'
