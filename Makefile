@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed
 $(PY):
 	python3 -m venv $(VENV)
 
-# torch/torchvision are pinned only here: the pair this machine serves from local disk.
-# The package itself depends on ranges (pyproject.toml), so users bring their own torch.
+# torch/torchvision are pinned only here: the pair this machine serves from local disk. Pillow and timm too: the
+# parity tests' numbers were recorded with these builds (docs/timm-parity.md). The package itself depends on
+# ranges (pyproject.toml), so users bring their own.
 $(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 pillow==13.0.0 timm==1.0.31
 	$(PY) -m pip install -q -e '.[test,demo]'
 	touch $(STAMP)
 
