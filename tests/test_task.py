@@ -351,6 +351,7 @@ def test_augmix_splits_train_the_inter_term_and_the_originals_use_the_main_batch
     original, augmented, target = batch(size=4)                       # 4 originals: not divisible by the 3 splits
     out = task(TwoViews(original, torch.cat([augmented] * 3)), target)
     assert out['output'].shape == (12, NUM_CLASSES) and out['loss_intra'] > 0
+    assert out['image_passes'] == 3 * 4 + 4   # three augmented splits, the originals once
     norms = [m for m in model.modules() if hasattr(m, 'aux_bn')]
     assert norms and all(m.num_batches_tracked == 2 and m.aux_bn[0].num_batches_tracked == 1 for m in norms)
 
