@@ -198,10 +198,13 @@ def decomposition_table(points, epochs):
     return '\n'.join(lines) + '\n'
 
 
-def _section(regime, cfg, data, points, picture):
+def _section(regime, cfg, data, points, picture, missing):
     part = cfg['finetune' if regime == 'finetune' else 'scratch']
     epochs = part['epochs'] * (part.get('long_factor', 1) if regime == 'scratch-long' else 1)
-    return (f'## {TITLES[regime]} (`{regime}`)\n\n'
+    unfinished = (f'**Incomplete: {len(missing)} planned runs have not finished** ({", ".join(missing)}); the rows '
+                  f'below hold the seeds that have, and a row with fewer than {len(cfg["seeds"])} seeds is not a '
+                  f'result yet.\n\n') if missing else ''
+    return (f'## {TITLES[regime]} (`{regime}`)\n\n' + unfinished +
             f'{data["num_classes"]} classes, {data["train"]} training images ({part["train_fonts"]} fonts per class), '
             f'validation on {data["val"]} images of unseen font families; variants trained {epochs} epochs; '
             f'seeds {", ".join(map(str, cfg["seeds"]))}; picture `{Path(picture).name}`.\n\n'
@@ -209,29 +212,34 @@ def _section(regime, cfg, data, points, picture):
             f'same batches, at {epochs} epochs (top-1 points):\n\n' + decomposition_table(points, epochs))
 
 
-def _write(out, cfg, plans, dirs, datasets, wall_s):
-    sections, everything = [], []
-    for regime, (data_name, specs) in plans.items():
+def _write(out, out_arg, cfg, plans, dirs, datasets, made_by):
+    """results.md, the frontier pictures and study.json from the runs in `dirs` (a planned run missing there is
+    named as unfinished); returns {regime: judge() rows}."""
+    sections, everything, verdicts = [], [], {}
+    for regime, (data_name, planned) in plans.items():
+        specs = [s for s in planned if (data_name, s['name']) in dirs]
+        missing = [s['name'] for s in planned if (data_name, s['name']) not in dirs]
         points = frontier_points(specs, [dirs[(data_name, s['name'])] for s in specs])
         picture = plot_frontier(points, out / f'frontier_{regime}.png', TITLES[regime])
-        sections.append(_section(regime, cfg, datasets[data_name], points, picture))
+        sections.append(_section(regime, cfg, datasets[data_name], points, picture, missing))
+        verdicts[regime] = judge(points)
         everything += [dict(regime=regime, method=p['method'], variant=p.get('variant', p['method']), role=p['role'],
                             epochs=p['epochs'], seed=p['seed'], beta=p['beta'], cost=p['cost'], top1=p['top1'],
                             best_top1=p['best'], train_seconds=p['seconds'], run=Path(p['run_dir']).name)
                        for p in points]
-    header = (f'# The regime map\n\nMade by `python -m timm_synermix.experiments.study --out {out.name}` '
-              f'({wall_s / 60:.0f} min). {cfg["model"]} at {cfg["size"]} px, -b {cfg["batch"]}, SGD lr {cfg["lr"]} '
+    header = (f'# The regime map\n\nMade by `python -m timm_synermix.experiments.study --out {out_arg}` '
+              f'({made_by}). {cfg["model"]} at {cfg["size"]} px, -b {cfg["batch"]}, SGD lr {cfg["lr"]} '
               f'with cosine decay; top-1 is the mean of the last {cfg["last_k"]} epochs on unseen font families; '
               f'cost is images through forward+backward; β = {BETA} for every intra variant and control. '
               f'train.py arguments shared by every run: `{shlex.join(recipe(cfg))}`.\n\n')
     (out / 'results.md').write_text(header + '\n'.join(sections))
     (out / 'study.json').write_text(json.dumps(everything, indent=1))
-    return {regime: judge(frontier_points(specs, [dirs[(d, s['name'])] for s in specs]))
-            for regime, (d, specs) in plans.items()}
+    return verdicts
 
 
-def run_study(out_dir, quick=False, seeds=None, workers=None, fonts_dirs=None, stream=None):
+def run_study(out_dir, quick=False, seeds=None, workers=None, fonts_dirs=None, stream=None, report_only=False):
     """ Build the data, pretrain the fine-tuning backbone, train every regime's ladder and variants, write the map.
+    With `report_only`, write the map from the runs that have finished, naming the ones that have not.
 
     Returns:
         dict(table: results.md path, verdicts: {regime: judge() rows}, wall_s)
@@ -242,12 +250,17 @@ def run_study(out_dir, quick=False, seeds=None, workers=None, fonts_dirs=None, s
     cfg.update({k: v for k, v in dict(seeds=seeds, workers=workers).items() if v})
     out = Path(out_dir).resolve()
     datasets = {name: _build(out, name, cfg, fonts_dirs, stream) for name in ('scratch', 'pretrain', 'finetune')}
-    backbone = _pretrain(out, cfg, datasets['pretrain'], stream)
     plans = regime_plans(cfg)
+    if report_only:
+        dirs = {(s['data'], s['name']): out / s['data'] / 'runs' / s['name'] for s in _ordered_union(plans.values())
+                if (out / s['data'] / 'runs' / s['name'] / 'results.json').is_file()}
+        verdicts = _write(out, out_dir, cfg, plans, dirs, datasets, 'with --report-only: a report of the finished runs')
+        return dict(table=str(out / 'results.md'), verdicts=verdicts, wall_s=time.perf_counter() - start)
+    backbone = _pretrain(out, cfg, datasets['pretrain'], stream)
     total = len(_ordered_union(plans.values()))
     print(f'study: {total} runs over {len(plans)} regimes, {cfg["workers"]} at a time', file=stream, flush=True)
     dirs = _train_all(out, cfg, plans, datasets, backbone, stream)
-    verdicts = _write(out, cfg, plans, dirs, datasets, time.perf_counter() - start)
+    verdicts = _write(out, out_dir, cfg, plans, dirs, datasets, f'{(time.perf_counter() - start) / 60:.0f} min')
     wall_s = time.perf_counter() - start
     print(f'study: done in {wall_s / 60:.1f} min; table {out / "results.md"}', file=stream, flush=True)
     return dict(table=str(out / 'results.md'), verdicts=verdicts, wall_s=wall_s)
@@ -263,9 +276,12 @@ def main(argv=None):
     parser.add_argument('--workers', type=int, default=None, help='runs at a time (default: 2)')
     parser.add_argument('--fonts', nargs='+', default=None, metavar='DIR',
                         help='font folders (default: the system\'s and matplotlib\'s)')
+    parser.add_argument('--report-only', action='store_true',
+                        help='train nothing: write the tables and pictures from the runs that have finished')
     args = parser.parse_args(argv)
     try:
-        result = run_study(args.out, quick=args.quick, seeds=args.seeds, workers=args.workers, fonts_dirs=args.fonts)
+        result = run_study(args.out, quick=args.quick, seeds=args.seeds, workers=args.workers, fonts_dirs=args.fonts,
+                           report_only=args.report_only)
     except (CompareError, ValueError) as e:
         print(f'study: error: {e}', file=sys.stderr)
         return 2
