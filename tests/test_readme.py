@@ -24,8 +24,13 @@ DOCS = [README, ROOT / 'configs' / 'README.md', *sorted((ROOT / 'docs').glob('*.
 def _commands(path):
     """The shell commands of a page's ```bash blocks, continuation lines joined, comments and placeholders out."""
     for block in re.findall(r'```bash\n(.*?)```', path.read_text(), flags=re.S):
+        pending = ''
         for line in block.replace('\\\n', ' ').splitlines():
-            line = line.split('  #')[0].strip()
+            line = (pending + ' ' + line.split('  #')[0]).strip() if pending else line.split('  #')[0].strip()
+            if line.count('"') % 2:   # a quoted argument that goes on over the next line
+                pending = line
+                continue
+            pending = ''
             if line and not line.startswith('#') and '<' not in line:
                 yield line
 
