@@ -357,7 +357,8 @@ def _thread_limit(threads):
     return threadpool_limits(threads)
 
 
-def _split_argv(argv):
+def split_argv(argv):
+    """(the command's own arguments, those after '--' for every train.py run)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if '--' in argv:
         i = argv.index('--')
@@ -366,7 +367,7 @@ def _split_argv(argv):
 
 
 def main(argv=None):
-    own, extra = _split_argv(argv)
+    own, extra = split_argv(argv)
     parser = argparse.ArgumentParser(
         prog='python -m timm_synermix.experiments.compare',
         usage='%(prog)s DATA_DIR --methods M [M ...] --seeds S [S ...] --out DIR [options] [-- train.py args]',

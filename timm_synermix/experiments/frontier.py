@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import RESERVED_FLAGS, CompareError, execute_run
+from .compare import RESERVED_FLAGS, CompareError, execute_run, split_argv
 from .runs import beta_text, load_run
 
 __all__ = ['VARIANTS', 'LADDER_METHODS', 'plan_frontier', 'run_specs', 'frontier_points', 'frontier_at',
@@ -288,16 +288,8 @@ def run_frontier(data_dir, out_dir, epochs, ladder, variants, seeds, extra_args=
     return dict(points=points, table=table, picture=picture)
 
 
-def _split_argv(argv):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if '--' in argv:
-        i = argv.index('--')
-        return argv[:i], argv[i + 1:]
-    return argv, []
-
-
 def main(argv=None):
-    own, extra = _split_argv(argv)
+    own, extra = split_argv(argv)
     parser = argparse.ArgumentParser(
         prog='python -m timm_synermix.experiments.frontier', description=__doc__.split('\n\n')[0].strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
