@@ -1,8 +1,9 @@
-"""Smoke test of the benchmark harness (bench/run.py --smoke): every row prints a usable ratio.
+"""Smoke test of the benchmark (bench/run.py --smoke): every row prints a usable ratio; the bench/ package's size.
 
 No timing assertion anywhere: ratios depend on the machine and its load; the goals are checked
 by reading `make bench`, not by tests.
 """
+import ast
 import math
 import re
 import subprocess
@@ -72,13 +73,19 @@ def test_bench_only_selects_sections():
     assert names and all(name.startswith('sampler.') for name in names)
 
 
+def _bench_package():
+    """bench/ imported as the package it is, from the repository root (it is not installed)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import bench.harness
+    finally:
+        sys.path.remove(str(ROOT))
+    return bench
+
+
 def test_host_sync_counter_counts_reads_of_device_values():
     import torch
-    sys.path.insert(0, str(ROOT / 'bench'))
-    try:
-        from run import HostSyncCounter
-    finally:
-        sys.path.remove(str(ROOT / 'bench'))
+    HostSyncCounter = _bench_package().harness.HostSyncCounter
     x = torch.arange(6.)
     with HostSyncCounter() as counter:
         (x * 2).sum()
@@ -86,3 +93,18 @@ def test_host_sync_counter_counts_reads_of_device_values():
         torch.unique(x)
         bool(x[0] > 1)
     assert sorted(counter.calls) == ['__bool__', 'item', 'unique']
+
+
+def test_every_bench_module_is_at_most_400_lines_and_every_function_at_most_80():
+    modules = sorted((ROOT / 'bench').rglob('*.py'))
+    assert ROOT / 'bench' / 'harness.py' in modules and ROOT / 'bench' / '__init__.py' in modules
+    long_modules, long_functions = [], []
+    for path in modules:
+        text = path.read_text()
+        name = path.relative_to(ROOT).as_posix()
+        if len(text.splitlines()) > 400:
+            long_modules.append(f'{name} ({len(text.splitlines())} lines)')
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long_functions.append(f'{name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)')
+    assert not long_modules and not long_functions, long_modules + long_functions
