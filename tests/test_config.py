@@ -170,3 +170,40 @@ def test_numeric_strings_in_yaml_are_read_as_the_command_line_would(tmp_path):
     path.write_text(yaml.safe_dump({'lr': '3e-4', 'epochs': '10', 'mean': ['0.5', 0.4, '0.3']}))
     args, _ = parse_args(['-c', str(path)])
     assert args.lr == 3e-4 and args.epochs == 10 and args.mean == [0.5, 0.4, 0.3]
+
+
+def _settled(parser, *argv):
+    from timm_synermix.trainer.config import settle
+    from timm_synermix.trainer.distributed import World
+    return settle(apply_method(parser.parse_args(['data', *argv])), World(False, 1, 0, 0, 'cpu'))
+
+
+def test_the_settled_run_configuration_holds_the_preset_and_what_the_flags_imply(parser):
+    from timm_synermix.method.presets import PRESETS
+    args = _settled(parser, '--method', 'synermix', '--no-prefetcher', '--grad-accum-steps', '0', '--opt', 'adamw')
+    assert args.preset is PRESETS['synermix'] and args.inter_kind == 'mixup' and args.synermix_beta == 0.1
+    assert args.synermix_batches == 'supplemented' and args.prefetcher is False and args.grad_accum_steps == 1
+    assert args.lr_base_scale == 'sqrt' and args.data_dir == 'data' and args.rank == 0
+
+
+def test_the_settled_run_configuration_is_read_only_and_changes_by_replace(parser):
+    args = _settled(parser, '--method', 'baseline')
+    with pytest.raises(AttributeError, match='settled'):
+        args.num_classes = 10
+    later = args.replace(num_classes=10)
+    assert later.num_classes == 10 and args.num_classes is None
+    with pytest.raises(AttributeError):
+        later.lr = 0.1
+    plain = later.plain()   # what a checkpoint pickles: a plain Namespace, without the preset object
+    assert type(plain) is argparse.Namespace and not hasattr(plain, 'preset') and plain.num_classes == 10
+
+
+def test_a_resume_may_change_the_optimisation_but_not_what_the_run_is(parser):
+    from timm_synermix.trainer.config import identity_changes
+    saved = _settled(parser, '--method', 'baseline').plain()
+    dests = parser_dests(parser)
+    assert identity_changes(saved, _settled(parser, '--method', 'baseline', '--epochs', '9', '--lr', '0.3',
+                                            '--opt', 'adamw', '-j', '3', '--output', 'elsewhere'), dests) == []
+    assert identity_changes(saved, _settled(parser, '--method', 'baseline', '--jsd-loss', '--aug-splits', '3',
+                                            '--val-holdout', '0.1'), dests) == \
+        ['--aug-splits 0 -> 3', '--jsd-loss False -> True', '--val-holdout None -> 0.1']

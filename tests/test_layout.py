@@ -58,10 +58,50 @@ def _functions(path):
             yield node.name, node.end_lineno - node.lineno + 1
 
 
-def test_no_function_of_the_package_is_over_80_lines():
-    long = [f'{path.relative_to(PACKAGE.parent)}:{name} ({n} lines)' for path in PACKAGE.rglob('*.py')
+def _repository_sources():
+    root = PACKAGE.parent
+    for folder in ('timm_synermix', 'bench', 'tests'):
+        yield from (root / folder).rglob('*.py')
+    yield root / 'train.py'
+
+
+def test_no_function_in_the_repository_is_over_80_lines():
+    long = [f'{path.relative_to(PACKAGE.parent)}:{name} ({n} lines)' for path in _repository_sources()
             for name, n in _functions(path) if n > 80]
     assert not long, long
+
+
+def test_the_training_script_main_is_at_most_250_lines():
+    assert len((PACKAGE / 'trainer' / 'main.py').read_text().splitlines()) <= 250
+
+
+def test_the_loop_does_not_know_the_methods_task():
+    modules = {node.module for node in ast.walk(ast.parse((PACKAGE / 'trainer' / 'loop.py').read_text()))
+               if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in modules if m and ('method' in m or m.endswith('tasks'))}, modules
+    assert 'SynerMixTask' not in (PACKAGE / 'trainer' / 'loop.py').read_text()
+    assert 'TwoViews' not in (PACKAGE / 'trainer' / 'loop.py').read_text()
+
+
+def _writes_to_args(path):
+    """`args.x = ...`, `args.x += ...` and `setattr(args, ...)` in one file, as (line, target)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            for t in (target.elts if isinstance(target, ast.Tuple) else [target]):
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == 'args':
+                    yield node.lineno, f'args.{t.attr}'
+        if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == 'setattr' and \
+                isinstance(node.args[0], ast.Name) and node.args[0].id == 'args':
+            yield node.lineno, 'setattr(args, ...)'
+
+
+def test_args_are_written_only_by_the_parser_and_the_configuration_step():
+    allowed = {PACKAGE / 'trainer' / 'args.py', PACKAGE / 'trainer' / 'config.py'}
+    writes = [f'{path.relative_to(PACKAGE.parent)}:{line} {what}' for path in PACKAGE.rglob('*.py')
+              if path not in allowed for line, what in _writes_to_args(path)]
+    assert not writes, writes
 
 
 # A path the docs or the code cite, e.g. `docs/method.md` or tests/test_task.py: it must be in the repository.

@@ -256,6 +256,16 @@ class SynerMixTask(ClassificationTask):
         self.trainable_module = SynerMixTrainableModule(model)
 
     @property
+    def mixup_enabled(self) -> bool:
+        """Whether the inter-class mixing is on (False without one); a trainer turns it off for the last epochs."""
+        return self.mixup is not None and bool(self.mixup.mixup_enabled)
+
+    @mixup_enabled.setter
+    def mixup_enabled(self, enabled: bool) -> None:
+        if self.mixup is not None:
+            self.mixup.mixup_enabled = enabled
+
+    @property
     def model(self) -> nn.Module:
         """The classifier being trained (inside the trainable module and any DDP wrapper)."""
         return unwrap_model(self.trainable_module).model

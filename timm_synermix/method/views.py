@@ -1,6 +1,7 @@
 """Two views of one decoded image: augmented for L_inter, original for L_intra (docs/method.md §3)."""
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
+import torch
 from torch.utils.data import Dataset
 
 __all__ = ['TwoViews', 'TwoViewDataset', 'AugMixSplits', 'create_original_transform']
@@ -15,6 +16,23 @@ class TwoViews(NamedTuple):
     """
     original: Any
     augmented: Any
+
+    def to(self, *args, **kwargs) -> 'TwoViews':
+        """Both views through `Tensor.to` (device, dtype, non_blocking), as one batch tensor would go."""
+        return TwoViews(*(view.to(*args, **kwargs) for view in self))
+
+    def contiguous(self, **kwargs) -> 'TwoViews':
+        """Both views through `Tensor.contiguous` (e.g. memory_format=torch.channels_last)."""
+        return TwoViews(*(view.contiguous(**kwargs) for view in self))
+
+    def float(self):
+        """The augmented view as float: the images of a training batch one would look at."""
+        return self.augmented.float()
+
+    @property
+    def shape(self) -> torch.Size:
+        """The augmented view's shape: its rows are the step's batch (AugMix splits included)."""
+        return self.augmented.shape
 
 
 class TwoViewDataset(Dataset):

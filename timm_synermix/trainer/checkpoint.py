@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from timm.utils import CheckpointSaver
 
-from .errors import InputError
+from .errors import InputError, first_line
 
-__all__ = ['fsync_dir', 'atomic_write', 'to_weights_only', 'AtomicCheckpointSaver', 'load_training_checkpoint', 'newest_good_checkpoint', 'export_safetensors']
+__all__ = ['fsync_dir', 'atomic_write', 'to_weights_only', 'AtomicCheckpointSaver', 'create_saver',
+           'load_training_checkpoint', 'newest_good_checkpoint', 'export_safetensors']
 
 # Seconds to sleep between writing a temp file and moving it into place. Only for crash tests,
 # which kill the process while a checkpoint is being written.
@@ -190,6 +191,26 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     def _duplicate(self, src, dst):
         _atomic_link(src, dst)
+
+
+def create_saver(args, task, model, optimizer, loss_scaler, state, output_dir: str, args_text: str,
+                 decreasing: bool, ckpt) -> AtomicCheckpointSaver:
+    """Rank 0's saver, continuing the checkpoint's (best metric, kept files) when it resumes this folder; writes
+    args.yaml for a new run (a resumed run rewrites it with its first checkpoint)."""
+    saver = AtomicCheckpointSaver(
+        model=model, optimizer=optimizer, args=args.plain(), amp_scaler=loss_scaler, checkpoint_dir=output_dir,
+        recovery_dir=output_dir, decreasing=decreasing, max_history=args.checkpoint_hist, task=task,
+        training_state=state)
+    if args.resume and ckpt.get('saver') and \
+            os.path.abspath(os.path.dirname(args.resume)) == os.path.abspath(output_dir):
+        saver.load_state_dict(ckpt['saver'])
+    if not args.resume:
+        try:
+            atomic_write(os.path.join(output_dir, 'args.yaml'), lambda f: f.write(args_text), mode='w')
+        except OSError as e:
+            raise InputError(f'could not write args.yaml in {output_dir!r} ({e.strerror or first_line(e)}): free '
+                             f'space or fix the folder, then rerun the same command')
+    return saver
 
 
 def _read(path: str):

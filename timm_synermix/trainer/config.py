@@ -1,8 +1,10 @@
-"""Training configuration: YAML config files (timm style) and the paper's method presets as flags."""
+"""Training configuration: YAML config files (timm style), the paper's method presets as flags, and the one step
+that settles a parsed command into the run's read-only configuration (`settle`)."""
 import argparse
 import difflib
 import logging
 import os
+from datetime import datetime
 from typing import Dict, Iterable, List
 
 import yaml
@@ -10,17 +12,48 @@ import yaml
 from .errors import InputError
 from ..method.presets import PAPER_MIXUP_ALPHA, PRESETS, Preset, find_preset, get_preset
 
-__all__ = ['RUN_IDENTITY', 'parser_dests', 'load_config', 'args_to_yaml', 'derive_method_name', 'apply_method',
-           'run_preset', 'inter_kind']
+__all__ = ['RUN_IDENTITY', 'RESUMABLE', 'identity_changes', 'RunArgs', 'settle', 'parser_dests', 'load_config', 'args_to_yaml',
+           'derive_method_name', 'apply_method', 'run_preset', 'inter_kind']
 
 _logger = logging.getLogger(__name__)
 
 
-# What a run is (key, flag): a resume may not change these (its results would mix two runs); results.json
-# records them.
+# The headline of what a run is (key, flag), which results.json records under "settings".
 RUN_IDENTITY = (('model', '--model'), ('method', '--method'), ('synermix_beta', '--synermix-beta'),
                 ('synermix_batches', '--synermix-batches'), ('batch_size', '-b'), ('mixup', '--mixup'),
                 ('cutmix', '--cutmix'), ('aug_splits', '--aug-splits'), ('aug_repeats', '--aug-repeats'))
+
+# The options a resume may change: the schedule's length and the optimisation (as timm), where the run reads and
+# writes, how it logs and checkpoints, and how it executes (device, precision of the autocast, compile, workers;
+# the seed, since the batch order and RNG continue the checkpoint's). Every other option is what the run is.
+RESUMABLE = frozenset({
+    'epochs', 'start_epoch', 'stop_epoch', 'cooldown_epochs', 'sched', 'sched_on_updates', 'lr', 'lr_base',
+    'lr_base_size', 'lr_base_scale', 'lr_cycle_decay', 'lr_cycle_limit', 'lr_cycle_mul', 'lr_decay_fn',
+    'lr_k_decay', 'lr_noise', 'lr_noise_pct', 'lr_noise_std', 'lr_stable_timescale', 'min_lr', 'warmup_lr',
+    'warmup_epochs', 'warmup_prefix', 'decay_epochs', 'decay_milestones', 'decay_rate', 'patience_epochs',
+    'opt', 'opt_betas', 'opt_eps', 'opt_kwargs', 'momentum', 'weight_decay', 'layer_decay', 'layer_decay_min_scale',
+    'layer_decay_no_opt_scale', 'clip_grad', 'clip_mode', 'no_resume_opt',
+    'resume', 'output', 'experiment', 'config', 'debug', 'data', 'data_dir', 'seed',
+    'log_interval', 'recovery_interval', 'checkpoint_hist', 'save_epochs', 'save_images', 'log_wandb',
+    'wandb_project', 'wandb_tags', 'wandb_resume_id', 'val_interval', 'validation_batch_size', 'report_last_k',
+    'no_feature_metrics', 'device', 'device_modules', 'dist_timeout', 'local_rank', 'amp', 'amp_dtype',
+    'torchcompile', 'torchcompile_mode', 'channels_last', 'fuser', 'grad_checkpointing', 'synchronize_step',
+    'no_ddp_bb', 'workers', 'pin_mem', 'use_multi_epochs_loader', 'worker_seeding'})
+
+
+def identity_changes(saved: argparse.Namespace, args: argparse.Namespace, keys: Iterable[str]) -> List[str]:
+    """'--flag old -> new' for each option in `keys` a resume would change although it is not `RESUMABLE`.
+
+    Options the checkpoint does not record (e.g. SynerMix's in a checkpoint of timm's own train.py) and a class
+    count left to the data (None now) are not compared."""
+    changed = []
+    for key in sorted(set(keys) - RESUMABLE):
+        if not hasattr(saved, key) or (key == 'num_classes' and args.num_classes is None):
+            continue
+        old, new = getattr(saved, key), getattr(args, key)
+        if old != new:
+            changed.append(f'--{key.replace("_", "-")} {old} -> {new}')
+    return changed
 
 
 def parser_dests(parser: argparse.ArgumentParser) -> List[str]:
@@ -239,3 +272,64 @@ def run_preset(args: argparse.Namespace) -> Preset:
         return PRESETS[args.method]
     inter = inter_kind(args)
     return find_preset(args.synermix, args.synermix_source if inter is None else 'original', inter)
+
+
+class RunArgs(argparse.Namespace):
+    """The run's settled configuration: train.py's options plus what they imply, read-only.
+
+    A value learnt later (the class count of the data, the LR scaled by the batch, the checkpoint `--resume auto`
+    found) makes a new configuration through `replace`, so no step changes what an earlier one read.
+    """
+
+    def __setattr__(self, name, value):
+        if self.__dict__.get('_settled'):
+            raise AttributeError(f'the run configuration is settled: {name} is derived in config.settle, or set '
+                                 f'through RunArgs.replace')
+        super().__setattr__(name, value)
+
+    def replace(self, **changes) -> 'RunArgs':
+        return _frozen({**self.options(), **changes})
+
+    def options(self) -> Dict:
+        return {k: v for k, v in vars(self).items() if k != '_settled'}
+
+    def plain(self) -> argparse.Namespace:
+        """A plain Namespace of plain values, as timm pickles into checkpoints (loadable without this package)."""
+        return argparse.Namespace(**{k: v for k, v in self.options().items() if k != 'preset'})
+
+
+def _frozen(options: Dict) -> RunArgs:
+    args = RunArgs(**options)
+    args._settled = True
+    return args
+
+
+def settle(args: argparse.Namespace, world) -> RunArgs:
+    """The parsed, method-resolved flags with everything they imply, as one read-only `RunArgs`.
+
+    Args:
+        args: `parse_args` output after `apply_method`.
+        world: (distributed, world_size, rank, local_rank, device) from `init_distributed_device`.
+
+    Beyond the options it holds `preset` (the `Preset` the method stands for), `inter_kind`, `prefetcher`,
+    `model_dtype_torch`, `experiment_name` and the process's place (`distributed`, `world_size`, `rank`,
+    `local_rank`, `device`).
+    """
+    from timm.models import safe_model_name
+    import torch
+    distributed, world_size, rank, local_rank, device = world
+    data_dir = args.data or args.data_dir  # the positional DIR beats a config file's data_dir
+    if not data_dir and (args.dataset or '').lower().startswith('torch/'):
+        data_dir = os.path.join('data', args.dataset.split('/', 1)[1])
+    opt = args.opt.lower()
+    experiment = args.experiment or '-'.join([  # timm's name for an unnamed experiment
+        datetime.now().strftime('%Y%m%d-%H%M%S'), safe_model_name(args.model),
+        str(args.input_size[-1] if args.input_size else (args.img_size or 'default'))])
+    return _frozen({
+        **vars(args), 'distributed': distributed, 'world_size': world_size, 'rank': rank, 'local_rank': local_rank,
+        'device': device, 'prefetcher': not args.no_prefetcher, 'grad_accum_steps': max(1, args.grad_accum_steps),
+        'model_dtype_torch': getattr(torch, args.model_dtype) if args.model_dtype else None, 'data_dir': data_dir,
+        'experiment_name': experiment, 'preset': run_preset(args), 'inter_kind': inter_kind(args),
+        'lr_base_scale': args.lr_base_scale or ('sqrt' if any(o in opt for o in ('ada', 'lamb')) else 'linear'),
+        # timm's train.py: SyncBatchNorm already keeps the statistics in step across ranks
+        'dist_bn': '' if args.sync_bn and distributed else args.dist_bn})

@@ -12,7 +12,7 @@ from ..method.sampler import dataset_labels
 from .errors import InputError
 from .splits import split_indices
 
-__all__ = ['TransformSubset', 'holdout_split', 'create_datasets', 'class_names']
+__all__ = ['TransformSubset', 'holdout_split', 'create_datasets', 'class_names', 'num_classes_from_data']
 
 _logger = logging.getLogger('train')
 
@@ -85,8 +85,6 @@ def _check_symlink_loops(root: str) -> None:
 
 
 def _check_data_dir(args) -> None:
-    if args.data:  # the positional DIR, given on the command line, beats a config file's data_dir
-        args.data_dir = args.data
     if _is_folder_dataset(args.dataset):
         if not args.data_dir:
             raise InputError('no dataset given: pass the ImageFolder root as DIR (or --data-dir), or --dataset torch/<name>')
@@ -104,8 +102,6 @@ def _check_data_dir(args) -> None:
                 raise InputError(f'no {args.val_split!r} folder under {args.data_dir!r}: add one, pass --val-split '
                                  f'NAME, --val-holdout 0.1 to hold out part of the training set, or --val-split "" '
                                  f'for no eval')
-    elif args.dataset.lower().startswith('torch/') and not args.data_dir:
-        args.data_dir = os.path.join('data', args.dataset.split('/', 1)[1])
 
 
 def _make_dataset(args, split: str, is_training: bool, class_map=None):
@@ -208,3 +204,22 @@ def class_names(dataset) -> Optional[List[str]]:
     for name, idx in class_to_idx.items():
         names[idx] = str(name)
     return names
+
+
+def num_classes_from_data(args, labels, names) -> Optional[int]:
+    """--num-classes, else the training set's class count. Checked here, not in validation.py: the count is known
+    once the data is read."""
+    if not names and labels is None:  # a stream without a class map
+        if args.num_classes is None:
+            raise InputError(f'the streaming dataset {args.dataset!r} gives no class count up front: pass '
+                             f'--num-classes')
+        return args.num_classes
+    data_classes = len(names) if names else int(labels.max()) + 1
+    if args.num_classes is None:
+        _logger.info(f'--num-classes not given: {data_classes} from the training set.')
+        return data_classes
+    if args.num_classes > data_classes:  # allowed, as in timm (e.g. keeping a pretrained 1000-way head)
+        _logger.warning(f'--num-classes {args.num_classes} but the training set has {data_classes} classes: outputs '
+                        f'{data_classes}..{args.num_classes - 1} are never a target; drop --num-classes to size the '
+                        f'head from the data')
+    return args.num_classes

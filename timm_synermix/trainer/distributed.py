@@ -1,28 +1,37 @@
 """Process group and device set-up: timm's, with a timeout on every collective."""
 import os
 from datetime import timedelta
+from typing import NamedTuple
 
 import torch
 
-__all__ = ['init_distributed_device']
+__all__ = ['World', 'init_distributed_device']
 
 
-def init_distributed_device(args) -> torch.device:
+class World(NamedTuple):
+    """This process's place in the run, as timm's train.py records it on its args."""
+    distributed: bool
+    world_size: int
+    rank: int
+    local_rank: int
+    device: str
+
+
+def init_distributed_device(args) -> World:
     """timm's init_distributed_device, with a timeout on every collective: when a rank dies, the others fail
     within --dist-timeout seconds instead of hanging (NCCL: with async error handling, torch's default)."""
     from timm.utils.distributed import is_distributed_env, world_info_from_env
     device_type, *_ = args.device.split(':', maxsplit=1)
-    args.distributed, args.world_size, args.rank, args.local_rank = False, 1, 0, 0
+    world = World(False, 1, 0, 0, args.device)
     if is_distributed_env():
-        args.local_rank, args.rank, args.world_size = world_info_from_env()
+        local_rank, rank, world_size = world_info_from_env()
         backend = {'xpu': 'ccl', 'hpu': 'hccl', 'cuda': 'nccl', 'npu': 'hccl'}.get(device_type, 'gloo')
-        os.environ.update(LOCAL_RANK=str(args.local_rank), RANK=str(args.rank), WORLD_SIZE=str(args.world_size))
+        os.environ.update(LOCAL_RANK=str(local_rank), RANK=str(rank), WORLD_SIZE=str(world_size))
         torch.distributed.init_process_group(
-            backend=backend, init_method='env://', world_size=args.world_size, rank=args.rank,
+            backend=backend, init_method='env://', world_size=world_size, rank=rank,
             timeout=timedelta(seconds=args.dist_timeout))
-        args.distributed = True
-        if device_type != 'cpu':
-            args.device = f'{device_type}:{args.local_rank}'
-    if args.device.startswith('cuda:'):
-        torch.cuda.set_device(args.device)
-    return torch.device(args.device)
+        world = World(True, world_size, rank, local_rank,
+                      args.device if device_type == 'cpu' else f'{device_type}:{local_rank}')
+    if world.device.startswith('cuda:'):
+        torch.cuda.set_device(world.device)
+    return world

@@ -5,11 +5,10 @@ from ..method.loader import create_synermix_loader
 from ..method.sampler import PairedBatchSampler, SupplementedBatchSampler
 from ..method.views import create_original_transform
 from .args import to_flags
-from .config import inter_kind
 from .errors import InputError
 
 __all__ = ['LoaderEpochs', 'mixes_in_loader', 'collate_mixup', 'create_train_sampler', 'create_train_loader',
-           'create_eval_loader']
+           'reference_batch_size', 'create_eval_loader']
 
 
 class LoaderEpochs:
@@ -68,7 +67,6 @@ def create_train_sampler(args, labels, class_names, dataset=None):
         if composition == 'fixed':
             size = args.synermix_fixed_size or sampler.suggest_fixed_size()
             sampler = SupplementedBatchSampler(labels, supplement=True, fixed_size=size, **kwargs)
-            args.synermix_fixed_size = size
         return sampler
     except ValueError as e:
         raise InputError(to_flags(str(e)))
@@ -77,7 +75,7 @@ def create_train_sampler(args, labels, class_names, dataset=None):
 def mixes_in_loader(args) -> bool:
     """Whether timm's train.py would mix in the loader here: MixUp/CutMix under the prefetcher (an even batch).
     Without the intra term the run then mixes exactly as timm does; SynerMix mixes in the task (originals unmixed)."""
-    return inter_kind(args) == 'mixup' and args.prefetcher and not args.synermix and args.batch_size % 2 == 0 \
+    return args.inter_kind == 'mixup' and args.prefetcher and not args.synermix and args.batch_size % 2 == 0 \
         and args.synermix_batches == 'plain'
 
 
@@ -129,14 +127,19 @@ def create_train_loader(args, dataset, sampler, data_config, device: torch.devic
         loader = create_loader(dataset, batch_size=args.batch_size, distributed=args.distributed,
                                **_scheduled_sizes(args), **kwargs)
         sampler.loader, sampler.num_batches = loader, len(loader)
-        # timm scales the LR (and, with --variable-batch-loss-scale, the loss) by the schedule's average batch
-        args.batch_size_reference = getattr(loader.batch_sampler, 'average_batch_size', float(args.batch_size))
         return loader
     try:
         return create_synermix_loader(dataset, batch_sampler=sampler, two_views=two_views,
                                       original_transform=original_transform, **kwargs)
     except ValueError as e:
         raise InputError(to_flags(str(e)))
+
+
+def reference_batch_size(args, sampler) -> float:
+    """The batch timm scales the LR (and, with --variable-batch-loss-scale, the loss) by: the average of a
+    scheduled-resolution loader, else -b (before supplementation)."""
+    batch_sampler = getattr(getattr(sampler, 'loader', None), 'batch_sampler', None)
+    return float(getattr(batch_sampler, 'average_batch_size', args.batch_size))
 
 
 def create_eval_loader(args, dataset, data_config, device: torch.device, distributed: bool):

@@ -9,14 +9,12 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
 from timm import utils
 from timm.task.evaluator import evaluation_sample_limit
 
-from ..method.task import SynerMixTask
-from ..method.views import TwoViews
 from .errors import AgreedError, InputError, first_line
 from .checkpoint import atomic_write, newest_good_checkpoint
 from .outputs import write_summary
@@ -89,11 +87,10 @@ class Run:
     args_yaml: Optional[str] = None  # rewritten with each checkpoint (a resumed run's new settings)
     stop: Optional[StopRequest] = None
     num_epochs: Optional[int] = None  # the scheduled epochs (--epochs plus e.g. --cooldown-epochs)
-
-    @property
-    def loop_mixup(self):
-        """The mixup the loop applies: a SynerMixTask mixes inside (originals unmixed), timm's tasks do not."""
-        return None if isinstance(self.task, SynerMixTask) else getattr(self.task, 'mixup', None)
+    loop_mixup: Optional[Callable] = None  # for a task that does not mix (timm's distillation), as timm's loop
+    mixup_switches: Sequence[Any] = ()  # what --mixup-off-epoch turns off (`tasks.mixup_switches`)
+    batch_size_reference: float = 0.0  # the batch --variable-batch-loss-scale compares with (`reference_batch_size`)
+    wandb: bool = False  # logging to Weights & Biases (--log-wandb, and wandb importable)
 
     @property
     def primary(self) -> bool:
@@ -101,19 +98,13 @@ class Run:
 
 
 def _to_device(run: Run, input, target):
-    """Move a batch to the device and --model-dtype (unless the prefetcher did) and apply channels_last."""
+    """Move a batch (one tensor, or both views) to the device and --model-dtype (unless the prefetcher did) and apply
+    channels_last."""
     if not run.args.prefetcher:
-        dtype = run.args.model_dtype_torch
-        if isinstance(input, TwoViews):
-            input = TwoViews(*(v.to(device=run.device, dtype=dtype, non_blocking=True) for v in input))
-        else:
-            input = input.to(device=run.device, dtype=dtype, non_blocking=True)
+        input = input.to(device=run.device, dtype=run.args.model_dtype_torch, non_blocking=True)
         target = target.to(device=run.device, non_blocking=True)
     if run.args.channels_last:
-        if isinstance(input, TwoViews):
-            input = TwoViews(*(v.contiguous(memory_format=torch.channels_last) for v in input))
-        else:
-            input = input.contiguous(memory_format=torch.channels_last)
+        input = input.contiguous(memory_format=torch.channels_last)
     return input, target
 
 
@@ -133,15 +124,16 @@ def _backward(run: Run, loss: torch.Tensor, need_update: bool) -> None:
         run.optimizer.step()
 
 
-def _variable_batch_scale(args, batch_size: int) -> float:
+def _variable_batch_scale(run: Run, batch_size: int) -> float:
     """timm's --variable-batch-loss-scale under scheduled resolutions: the batch against the schedule's average."""
+    args = run.args
     if not args.train_img_sizes or args.variable_batch_loss_scale == 'none':
         return 1.0
-    scale = batch_size / args.batch_size_reference
+    scale = batch_size / run.batch_size_reference
     return scale ** 0.5 if args.variable_batch_loss_scale == 'sqrt' else scale
 
 
-def train_step(run: Run, input, target, accum_steps: int, need_update: bool) -> Dict[str, torch.Tensor]:
+def train_step(run: Run, input, target, *, accum_steps: int, need_update: bool) -> Dict[str, torch.Tensor]:
     """Forward and backward of one batch (the optimizer steps when `need_update`); no host sync.
 
     result['loss'] stays the batch's loss; result['loss_logged'] is what timm's meter records for it: the loss
@@ -155,7 +147,7 @@ def train_step(run: Run, input, target, accum_steps: int, need_update: bool) -> 
         with run.autocast():
             result = run.task(input, target)
         loss = result['loss'] / accum_steps if accum_steps > 1 else result['loss']
-        scale = _variable_batch_scale(run.args, target.shape[0])
+        scale = _variable_batch_scale(run, target.shape[0])
         _backward(run, loss * scale if scale != 1.0 else loss, need_update)
     result['loss_logged'] = result['loss'] if accum_steps == 1 else \
         loss.detach().to(run.state.meters.sums.dtype) * accum_steps
@@ -247,8 +239,7 @@ def _log_train(run: Run, epoch: int, update_idx: int, clock: _Clock, input, batc
         return
     if run.args.save_images:  # as timm: the training batch at each log step (the augmented view, before mixing)
         import torchvision.utils
-        images = input.augmented if isinstance(input, TwoViews) else input
-        torchvision.utils.save_image(images.float(), os.path.join(run.output_dir, f'train-batch-{batch_idx}.jpg'),
+        torchvision.utils.save_image(input.float(), os.path.join(run.output_dir, f'train-batch-{batch_idx}.jpg'),
                                      padding=0, normalize=True)
     lrs = [g['lr'] for g in run.optimizer.param_groups]
     update_avg = clock.update_sum / max(clock.updates, 1)
@@ -267,25 +258,20 @@ def _log_train(run: Run, epoch: int, update_idx: int, clock: _Clock, input, batc
 
 def _save_recovery(run: Run, epoch: int, next_batch: int, num_updates: int, update_idx: int) -> None:
     _check_finite(run, epoch)
-    run.state.position.epoch, run.state.position.next_batch = epoch, next_batch
-    run.state.position.num_updates = num_updates
-    if run.args.distributed:
-        run.state.snapshot()
-    if run.saver is not None:
-        with stop_on_write_error(run, f'the recovery checkpoint of epoch {epoch}, step {update_idx}'):
-            run.saver.save_recovery(epoch, batch_idx=update_idx)
-    run.state.position.next_batch, run.state.rng_states = None, None
+    with run.state.mid_epoch(epoch=epoch, next_batch=next_batch, num_updates=num_updates):
+        if run.args.distributed:
+            run.state.snapshot()
+        if run.saver is not None:
+            with stop_on_write_error(run, f'the recovery checkpoint of epoch {epoch}, step {update_idx}'):
+                run.saver.save_recovery(epoch, batch_idx=update_idx)
 
 
 def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, float]:
     """Train one epoch from batch `start_batch` (a mid-epoch resume); returns the mean loss terms."""
     args, task = run.args, run.task
-    mixup = getattr(task, 'mixup', None)
     if args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
-        if mixup is not None:
-            mixup.mixup_enabled = False
-        if getattr(run.loader_train, 'mixup_enabled', False):  # timm's FastCollateMixup, behind the prefetcher
-            run.loader_train.mixup_enabled = False
+        for switch in run.mixup_switches:
+            switch.mixup_enabled = False
     task.train()
     accum = args.grad_accum_steps
     num_batches = start_batch + len(run.loader_train)
@@ -304,9 +290,9 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
         accum_steps = last_accum_steps if batch_idx >= num_batches - last_accum_steps else accum
         input, target = _to_device(run, input, target)
         clock.data_ready(accum_steps)
-        n_batch = (input.augmented if isinstance(input, TwoViews) else input).shape[0]
+        n_batch = input.shape[0]  # AugMix splits included
 
-        result = train_step(run, input, target, accum_steps, need_update)
+        result = train_step(run, input, target, accum_steps=accum_steps, need_update=need_update)
         # timm's own tasks report no intra term: their whole loss is the inter (augmented-view) loss.
         # The task counts its own images through forward+backward; timm's tasks pass the batch once.
         run.state.meters.update(result['loss_logged'], result.get('loss_intra', zero),
@@ -417,7 +403,7 @@ def _end_epoch(run: Run, epoch: int, train_metrics: Dict[str, float], seconds: f
             if run.args_yaml is not None:
                 atomic_write(os.path.join(run.output_dir, 'args.yaml'), lambda f: f.write(run.args_yaml), mode='w')
             write_summary(os.path.join(run.output_dir, 'summary.csv'), state.history.rows)
-        if args.log_wandb:
+        if run.wandb:
             import wandb
             wandb.log(dict(row))
     state.rng_states = None

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from .errors import InputError
 
-__all__ = ['apply_cifar_stem', 'mismatched_keys', 'create_train_model', 'create_model_from_args']
+__all__ = ['apply_cifar_stem', 'mismatched_keys', 'create_train_model', 'create_model_from_args', 'create_run_model']
 
 _logger = logging.getLogger(__name__)
 
@@ -216,3 +216,27 @@ def create_model_from_args(args, num_classes: int) -> nn.Module:
             if args.head_init_bias is not None:
                 head.bias.fill_(args.head_init_bias)
     return model
+
+
+def create_run_model(args, device: torch.device):
+    """(the run's model on the device, timm's data config): split BN, gradient checkpointing, dtype,
+    channels_last and SyncBatchNorm in timm's order."""
+    from timm.data import resolve_data_config
+    from timm.layers import convert_sync_batchnorm
+    from timm.models import safe_model_name
+    model = create_model_from_args(args, args.num_classes)
+    if args.split_bn:  # timm's order: before moving to the device
+        from timm.layers import convert_splitbn_model
+        model = convert_splitbn_model(model, max(args.aug_splits, 2))
+    if args.grad_checkpointing:
+        model.set_grad_checkpointing(enable=True)
+    if args.rank == 0:
+        _logger.info(f'Model {safe_model_name(args.model)} created, param count:'
+                     f'{sum(m.numel() for m in model.parameters())}')
+    data_config = resolve_data_config(vars(args), model=model, verbose=args.rank == 0)
+    model.to(device=device, dtype=args.model_dtype_torch)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.distributed and args.sync_bn:
+        model = convert_sync_batchnorm(model)
+    return model, data_config

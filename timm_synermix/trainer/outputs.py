@@ -1,6 +1,7 @@
 """Run results: the per-epoch summary.csv, results.json, features.npz and model_best.safetensors."""
 import csv
 import io
+import logging
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -8,7 +9,9 @@ import numpy as np
 
 from .checkpoint import atomic_write
 
-__all__ = ['SUMMARY_COLUMNS', 'write_summary', 'summarize_results', 'write_final_outputs']
+__all__ = ['SUMMARY_COLUMNS', 'write_summary', 'summarize_results', 'write_final_outputs', 'init_wandb']
+
+_logger = logging.getLogger('train')
 
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'train_loss_intra', 'train_loss_inter', 'eval_loss', 'eval_top1',
                    'eval_top5', 'lr']
@@ -108,3 +111,17 @@ def write_final_outputs(run, dataset_eval, eval_loader_full, cifar_stem: bool) -
     atomic_write(os.path.join(out, 'results.json'),
                  lambda f: f.write(json.dumps(results, indent=2, default=float)), mode='w')
     return results
+
+
+def init_wandb(args) -> bool:
+    """Whether this run logs to Weights & Biases: --log-wandb and the package importable, as timm."""
+    if not args.log_wandb:
+        return False
+    try:
+        import wandb
+    except ImportError:
+        _logger.warning("You've requested to log metrics to wandb but package not found.")
+        return False
+    wandb.init(project=args.wandb_project, name=args.experiment_name, config=args.options(), tags=args.wandb_tags,
+               id=args.wandb_resume_id or None, resume='must' if args.wandb_resume_id else None)
+    return True

@@ -4,6 +4,7 @@ The checkpoint's 'synermix' entry is `TrainingState.state_dict()`; `AtomicCheckp
 timm's own entries (model, optimizer, task, EMA, AMP scaler), so a checkpoint is assembled in one place.
 """
 import random
+from contextlib import contextmanager
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
@@ -181,6 +182,17 @@ class TrainingState:
         self.history = History()
         self.rng_states: Optional[List[Dict[str, Any]]] = None  # gathered by `snapshot`, stored by `state_dict`
         self.resume_rng: Optional[Dict[str, Any]] = None  # a mid-epoch resume's RNG, restored by the loop
+
+    @contextmanager
+    def mid_epoch(self, *, epoch: int, next_batch: int, num_updates: int):
+        """The position of a recovery checkpoint, written inside this block; the epoch's position after it."""
+        saved = self.position.state_dict()
+        self.position.epoch, self.position.next_batch, self.position.num_updates = epoch, next_batch, num_updates
+        try:
+            yield
+        finally:
+            self.position.load_state_dict(saved)
+            self.rng_states = None
 
     def snapshot(self) -> None:
         """Gather every rank's RNG state (a collective): call on all ranks right before rank 0 saves."""

@@ -2,19 +2,19 @@
 distillation task for --kd-* runs without SynerMix."""
 from ..method.presets import create_synermix_task, get_preset
 from .args import to_flags
-from .config import inter_kind, run_preset
 from .errors import InputError, first_line
 from .loaders import mixes_in_loader
 
-__all__ = ['create_task']
+__all__ = ['create_task', 'check_teacher_head', 'mixup_switches', 'prepare_task']
 
 
 def create_task(args, model, device):
-    """The run's SynerMixTask, built from its preset (`create_synermix_task`) with the flags' settings; with
-    --kd-model-name, timm's distillation task."""
+    """(task, the loop's mixup or None): the run's SynerMixTask, built from its preset (`create_synermix_task`)
+    with the flags' settings, which mixes inside; with --kd-model-name, timm's distillation task, which does not
+    mix, so the loop mixes for it as timm's loop does."""
     if args.kd_model_name is not None and not args.synermix:
         return create_distillation_task(args, model, device)
-    preset = run_preset(args)
+    preset = args.preset
     if mixes_in_loader(args):  # timm's FastCollateMixup mixes in the loader: a plain task on its soft targets
         preset = get_preset('baseline')
     criterion = train_criterion(args)
@@ -28,7 +28,7 @@ def create_task(args, model, device):
             num_per_class=args.synermix_num_synth, intra_every=args.synermix_every,
             original_scale=args.synermix_orig_scale, joint_pass=args.synermix_joint_pass,
             aug_splits=args.aug_splits, distillation=distillation,
-            device=device, dtype=args.model_dtype_torch, verbose=args.rank == 0)
+            device=device, dtype=args.model_dtype_torch, verbose=args.rank == 0), None
     except ValueError as e:
         raise InputError(to_flags(str(e)))
 
@@ -42,7 +42,7 @@ def train_criterion(args):
         raise InputError(f'--loss {args.loss} and --{"bce" if args.bce_loss else "jsd"}-loss both choose the '
                          f'training loss: give one of them')
     loss_type = args.loss or ('jsd' if args.jsd_loss else 'bce' if args.bce_loss else 'ce')
-    mixing = inter_kind(args) is not None
+    mixing = args.inter_kind is not None
     bce = dict(pos_weight=args.bce_pos_weight, bce_target_thresh=args.bce_target_thresh,
                bce_sum=args.bce_sum) if loss_type == 'bce' else {}
     try:
@@ -91,14 +91,14 @@ def create_teacher(args, model, device):
 
 
 def create_distillation_task(args, model, device):
-    """timm's logit, feature or token distillation task with timm's train.py criterion; mixup runs in the loop."""
+    """(timm's logit, feature or token distillation task with timm's train.py criterion, the loop's mixup)."""
     from timm.task import FeatureDistillationTask, LogitDistillationTask, TokenDistillationTask
     from ..method.inter import Mixup
     if args.manifold_mixup or args.aug_splits > 1:
         used = '--manifold-mixup' if args.manifold_mixup else '--aug-splits'
         raise InputError(f'--kd-model-name with {used}: timm\'s distillation task trains on one plain view, with '
                          f'neither hidden-state mixing nor AugMix splits; drop one of them')
-    mixing = inter_kind(args) == 'mixup'
+    mixing = args.inter_kind == 'mixup'
     criterion = train_criterion(args)
     kinds = {'logit': (LogitDistillationTask, dict(loss_type=args.kd_loss_type, temperature=args.kd_temperature)),
              'feature': (FeatureDistillationTask, dict(student_feature_dim=args.kd_student_feature_dim,
@@ -112,9 +112,45 @@ def create_distillation_task(args, model, device):
                     verbose=args.rank == 0, **kwargs)
     except (RuntimeError, OSError, ValueError, AssertionError) as e:
         raise _teacher_error(args, e)
-    task.mixup = None  # the loop mixes for these tasks, unless timm's collate-time mixup does (mixes_in_loader)
-    if mixing and not mixes_in_loader(args):
-        task.mixup = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
-                           prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
-                           label_smoothing=args.smoothing, num_classes=args.num_classes)
-    return task
+    if not mixing or mixes_in_loader(args):  # timm's collate-time mixup mixes these in the loader
+        return task, None
+    return task, Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                       prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                       label_smoothing=args.smoothing, num_classes=args.num_classes)
+
+
+def check_teacher_head(args, task) -> None:
+    """A teacher whose weights have another class count than the data: timm loads it with a random head (after a
+    log line), and its soft targets would be noise; refused, as weights that do not fit are everywhere else.
+    Checked here, not in validation.py: the teacher's head is known once its weights are loaded."""
+    from timm.task import DistillationTeacher
+    for teacher in (m for m in task.modules() if isinstance(m, DistillationTeacher)):
+        cfg = getattr(teacher.model, 'pretrained_cfg', None) or {}
+        saved = cfg.get('num_classes')
+        if cfg.get('classifier') and saved is not None and saved != args.num_classes:
+            raise InputError(f'--kd-model-name {args.kd_model_name}: the teacher\'s head has {saved} classes and '
+                             f'this run {args.num_classes}, so timm would replace it with an untrained one: pass a '
+                             f'teacher trained on these {args.num_classes} classes')
+
+
+def mixup_switches(task, loop_mixup, loader_train) -> list:
+    """What --mixup-off-epoch turns off (each has `mixup_enabled`): the task's own mixing, the loop's, and timm's
+    collate-time mixup behind the prefetcher."""
+    return [m for m in (task, loop_mixup, loader_train) if getattr(m, 'mixup_enabled', False)]
+
+
+def prepare_task(args, task, device) -> None:
+    """EMA (resumed with the weights), torch.compile, then DDP: in timm's order."""
+    from timm.task import load_task_ema_checkpoint
+    if args.model_ema:
+        task.setup_ema(decay=args.model_ema_decay, use_warmup=args.model_ema_warmup,
+                       device='cpu' if args.model_ema_force_cpu else None)
+        if args.resume:
+            load_task_ema_checkpoint(task, args.resume)
+    if args.torchcompile:
+        task.compile(backend=args.torchcompile, mode=args.torchcompile_mode)
+        if task.has_ema():
+            task.compile_ema(backend=args.torchcompile, mode=args.torchcompile_mode)
+    if args.distributed:
+        task.prepare_distributed(device_ids=[device] if device.type == 'cuda' else None,
+                                 broadcast_buffers=not args.no_ddp_bb)

@@ -1,14 +1,18 @@
-"""Every input checked before anything is written: YAML value types, value ranges, names timm must know.
+"""Every input checked before anything is written: YAML value types, value ranges, names timm must know, the
+device, and the output folder.
 
-Each problem is one line naming the option and the fix; several problems are reported together.
+Each problem is one line naming the option and the fix; several problems are reported together. Checks that need
+what only exists later (the data, the model, a checkpoint) sit where that is made, each saying why.
 """
 import argparse
 import difflib
+import os
 from typing import Any, Dict, List
 
+from .checkpoint import newest_good_checkpoint
 from .errors import InputError
 
-__all__ = ['check_config_types', 'check_args', 'NOT_SUPPORTED']
+__all__ = ['check_config_types', 'check_args', 'check_output_path', 'check_output_dir', 'NOT_SUPPORTED']
 
 
 def _type_name(kind) -> str:
@@ -234,10 +238,65 @@ def _streams(args) -> List[str]:
     return problems
 
 
+def _device(args) -> List[str]:
+    import torch
+    from timm.utils.distributed import is_distributed_env
+    problems = []
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        problems.append(f'--device {args.device} but CUDA is not available: pass --device cpu')
+    if args.amp and args.amp_dtype not in ('float16', 'bfloat16'):
+        problems.append(f'--amp-dtype {args.amp_dtype}: use float16 or bfloat16')
+    if args.model_dtype and args.model_dtype not in ('float32', 'float16', 'bfloat16'):
+        problems.append(f'--model-dtype {args.model_dtype}: use float32, float16 or bfloat16')
+    elif args.amp and args.model_dtype not in (None, '', 'float32'):
+        problems.append(f'--model-dtype {args.model_dtype} with --amp: AMP needs float32 weights; drop one of them')
+    if args.sync_bn and is_distributed_env() and args.device.startswith('cpu'):
+        problems.append('--sync-bn needs a GPU (torch SyncBatchNorm has no CPU kernel): drop --sync-bn on CPU')
+    return problems
+
+
 def check_args(args) -> None:
     """Raise one InputError naming every out-of-range value, unknown name and timm flag not supported yet."""
     problems = _ranges(args) + _optimizer_ranges(args) + _synermix_values(args) + _names(args) + _augmix(args) + \
-        _streams(args) + _scheduled(args)
+        _streams(args) + _scheduled(args) + _device(args)
     problems += [f'{why}' for why, given in NOT_SUPPORTED.values() if given(args)]
     if problems:
         raise InputError('; '.join(problems))
+
+
+def check_output_path(args, output_dir: str, default_output: str) -> None:
+    """The experiment folder lies inside --output, below no file, where this process may write: checked before
+    data and model loading, so a run never fails there after its setup."""
+    root, folder = os.path.abspath(args.output or default_output), os.path.abspath(output_dir)
+    if os.path.commonpath([root, folder]) != root:
+        raise InputError(f'--experiment {args.experiment!r} leads outside --output {root!r} (to {folder!r}): '
+                         f'pass a name inside it, without .. or a leading /')
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InputError(f'output path {existing!r} is a file, not a folder: pass another --output/--experiment')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f'output folder {existing!r} is not writable (read-only, or not yours): make it writable, '
+                         f'or pass another --output')
+
+
+def check_output_dir(args, output_dir: str) -> None:
+    """Never write into another run: a folder holding a run is continued only by resuming its own checkpoint.
+
+    Checked once the folder's lock is held (another run may be writing it until then). A folder without
+    checkpoints or results (a run that failed before its first checkpoint) is reused.
+    """
+    held = os.path.isdir(output_dir) and any(
+        name.endswith('.pth.tar') or name == 'results.json' for name in os.listdir(output_dir))
+    if not held:
+        return
+    if not args.resume:
+        good = newest_good_checkpoint(output_dir)
+        fix = f'pass --resume {good} to continue it' if good else 'remove it to start afresh'
+        raise InputError(f'experiment folder {output_dir!r} holds a run: {fix}, or use another --experiment')
+    resume_dir = os.path.dirname(os.path.abspath(args.resume))
+    if resume_dir != os.path.abspath(output_dir):
+        raise InputError(f'--resume {args.resume!r} is a checkpoint of {resume_dir!r}, but the output folder '
+                         f'{output_dir!r} holds another run: resume with --experiment '
+                         f'{os.path.basename(resume_dir)} (and the same --output), or a new --experiment')
