@@ -131,7 +131,7 @@ def test_flags_compare_sets_are_refused_after_the_separator(tmp_path, stub, caps
     rc = main([stub[1], '--methods', 'baseline', '--seeds', '0', '--out', str(tmp_path / 'out'),
                '--train-script', stub[0], '--', '--seed', '5'])
     assert rc == 2
-    assert '--seed is set by compare' in capsys.readouterr().err
+    assert '--seed is set by the comparison' in capsys.readouterr().err
 
 
 def test_beta_protocol_chooses_on_the_holdout_then_retrains_with_the_choice(tmp_path, stub):

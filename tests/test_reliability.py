@@ -226,7 +226,7 @@ BAD_INPUT = {
                                 'holds another run: resume with --experiment guarded', 'in-process'),
     'resume-changes-the-method': (['--resume', '{out}/last.pth.tar', '--experiment', '{out_name}', '--epochs', '2',
                                    '--method', 'synermix', '-b', '6'], None,
-                                  'changes what it is (--method baseline -> synermix', 'in-process'),
+                                  'changes what it is (--batch-size 4 -> 6, --method baseline -> synermix', 'in-process'),
     # What the run is beyond the headline settings: the loss, a teacher, the augmentation.
     'resume-changes-the-loss': (['--resume', '{out}/last.pth.tar', '--experiment', '{out_name}', '--epochs', '2',
                                  '--smoothing', '0.1'], None, 'changes what it is (--smoothing 0.0 -> 0.1)',

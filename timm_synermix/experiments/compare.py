@@ -142,12 +142,13 @@ def trainer_command(python=None, train_script=None):
     return [python, str(train_script)] if train_script else [python, '-m', 'timm_synermix.trainer']
 
 
-def _check_extra_args(extra_args):
+def check_extra_args(extra_args, reserved=RESERVED_FLAGS, instead='--methods / --seeds / --betas / --out'):
+    """Refuse a train.py argument that the comparison sets for each run itself."""
     for a in extra_args:
-        for flag in RESERVED_FLAGS:
+        for flag in reserved:
             if a == flag or a.startswith(flag + '='):
-                raise CompareError(f'{flag} is set by compare for each run: remove it from the train.py arguments '
-                                   f'after "--" (use --methods / --seeds / --betas / --out instead)')
+                raise CompareError(f'{flag} is set by the comparison for each run: remove it from the train.py '
+                                   f'arguments after "--" (use {instead} instead)')
 
 
 def train_args(spec, data_dir, output, extra_args=()):
@@ -277,7 +278,7 @@ def run_compare(data_dir, methods, seeds, out_dir, extra_args=(), beta_protocol=
     """
     stream = stream or sys.stdout
     extra_args = [str(a) for a in extra_args]
-    _check_extra_args(extra_args)
+    check_extra_args(extra_args)
     data_dir = os.path.abspath(data_dir)
     if not os.path.isdir(data_dir):
         raise CompareError(f'data dir {data_dir} does not exist: pass an ImageFolder root with train/ and val/ '

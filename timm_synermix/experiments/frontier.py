@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compare import RESERVED_FLAGS, CompareError, execute_run, split_argv
+from .compare import RESERVED_FLAGS, CompareError, check_extra_args, execute_run, split_argv
 from .runs import beta_text, load_run
 
 __all__ = ['VARIANTS', 'LADDER_METHODS', 'plan_frontier', 'run_specs', 'frontier_points', 'frontier_at',
@@ -115,9 +115,7 @@ def _train_args(spec, data_dir, out_root, extra_args):
 def run_specs(specs, data_dir, out_dir, extra_args=(), workers=2, threads=1, stream=None):
     """ Train `specs` (`workers` at a time, `threads` torch threads each); finished runs are reused, so an
     interrupted comparison resumes. Returns the run folders in the order of `specs`. """
-    for a in extra_args:
-        if any(a == f or a.startswith(f + '=') for f in RESERVED_FLAGS + ('--epochs',)):
-            raise CompareError(f'{a} is set by the comparison for each run: remove it from the train.py arguments')
+    check_extra_args(extra_args, RESERVED_FLAGS + ('--epochs',), instead='--epochs / --ladder / --variants / --seeds')
     out = Path(out_dir)
 
     def one(spec):

@@ -10,6 +10,7 @@ import os
 from typing import Any, Dict, List
 
 from .checkpoint import newest_good_checkpoint
+from .config import inter_kind
 from .errors import InputError
 
 __all__ = ['check_config_types', 'check_args', 'check_output_path', 'check_output_dir', 'NOT_SUPPORTED']
@@ -199,8 +200,7 @@ def _augmix(args) -> List[str]:
         problems.append('--jsd-loss compares AugMix splits: add --aug-splits 3 (or 2+)')
     if args.split_bn and splits < 2 and not args.resplit:
         problems.append('--split-bn gives each split its own BatchNorm: add --aug-splits 3 (or 2+) or --resplit')
-    mixing = args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None or args.manifold_mixup
-    if splits > 1 and mixing:
+    if splits > 1 and inter_kind(args) is not None:
         problems.append(f'--aug-splits {splits} with mixup/cutmix: a mix would pair images across AugMix splits '
                         f'(timm refuses it too); drop one of them')
     return problems
