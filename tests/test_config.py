@@ -133,7 +133,7 @@ def test_args_yaml_round_trips(tmp_path, parser):
 
 
 def test_library_parameter_names_become_flags_in_messages():
-    from timm_synermix.trainer.args import to_flags
+    from timm_synermix.trainer.errors import to_flags
     assert to_flags('beta=1.5 is outside [0, 1]') == '--synermix-beta 1.5 is outside [0, 1]'
     assert to_flags('use batch_size=2 or more; pass allow_singleton_classes=True') == \
         'use --batch-size 2 or more; pass --allow-singleton-classes'

@@ -1,55 +1,21 @@
 """train.py's command line: timm's flags (names, defaults, meanings), then SynerMix's.
 
-`PARAM_FLAGS` is the one place that maps the library's parameter names to these flags: the method
-speaks in its own terms (`beta=1.5`), and `to_flags` rewrites its messages for the command line.
+The library's parameter names map to these flags in one place, `errors.PARAM_FLAGS`: the method speaks in its own
+terms (`beta=1.5`), and `errors.to_flags` rewrites its messages for the command line.
 """
 import argparse
-import re
 
 import yaml
 
 from .config import load_config, parser_dests
-from .errors import InputError
+from .errors import InputError, to_flags
 from .validation import check_config_types
 
-__all__ = ['PROG', 'BATCH_COMPOSITIONS', 'PARAM_FLAGS', 'to_flags', 'build_parsers', 'parse_args']
+__all__ = ['PROG', 'BATCH_COMPOSITIONS', 'build_parsers', 'parse_args']
 
 PROG = 'train.py'
 BATCH_COMPOSITIONS = ('plain', 'supplemented', 'fixed', 'paired', 'paired-distinct')
 
-# Library parameter name -> train.py flag.
-PARAM_FLAGS = {
-    'beta': '--synermix-beta',
-    'source': '--synermix-source',
-    'num_per_class': '--synermix-num-synth',
-    'intra_every': '--synermix-every',
-    'supplement_every': '--synermix-every',
-    'distinct_classes': '--batch-composition paired-distinct',
-    'original_scale': '--synermix-orig-scale',
-    'allow_singleton_classes': '--allow-singleton-classes',
-    'fixed_size': '--synermix-fixed-size',
-    'joint_pass': '--synermix-joint-pass',
-    'batch_size': '--batch-size',
-    'num_classes': '--num-classes',
-    'layers': '--manifold-layers',
-    'mixup_alpha': '--mixup',
-    'cutmix_alpha': '--cutmix',
-    're_split': '--resplit',
-    'num_repeats': '--aug-repeats',
-    'aug_splits': '--aug-splits',
-    'num_aug_splits': '--aug-splits',
-}
-_PARAM_RE = re.compile(r'\b(' + '|'.join(PARAM_FLAGS) + r')=("?)([^\s,:;"]*)\2')
-
-
-def to_flags(message: str) -> str:
-    """A library message in train.py's terms: 'beta=1.5 is outside [0, 1]' -> '--synermix-beta 1.5 is ...'."""
-    def flag(match):
-        value = match.group(3)
-        if value in ('True', 'False'):
-            return PARAM_FLAGS[match.group(1)] if value == 'True' else 'no ' + PARAM_FLAGS[match.group(1)]
-        return f'{PARAM_FLAGS[match.group(1)]} {value}'.rstrip()
-    return _PARAM_RE.sub(flag, message)
 
 
 class _ArgumentParser(argparse.ArgumentParser):

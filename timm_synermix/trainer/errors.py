@@ -1,6 +1,7 @@
-"""The error type for bad user input."""
+"""The error type for bad user input, and the library's messages worded in train.py's flags."""
+import re
 
-__all__ = ['InputError', 'AgreedError', 'first_line']
+__all__ = ['InputError', 'AgreedError', 'first_line', 'PARAM_FLAGS', 'to_flags']
 
 
 class InputError(ValueError):
@@ -28,3 +29,38 @@ def first_line(exc: BaseException, prefer=('size mismatch', 'Missing key', 'Unex
         if line.startswith(prefer):
             return line[:240]
     return (lines[0] if lines else type(exc).__name__)[:240]
+
+
+# Library parameter name -> train.py flag.
+PARAM_FLAGS = {
+    'beta': '--synermix-beta',
+    'source': '--synermix-source',
+    'num_per_class': '--synermix-num-synth',
+    'intra_every': '--synermix-every',
+    'supplement_every': '--synermix-every',
+    'distinct_classes': '--batch-composition paired-distinct',
+    'original_scale': '--synermix-orig-scale',
+    'allow_singleton_classes': '--allow-singleton-classes',
+    'fixed_size': '--synermix-fixed-size',
+    'joint_pass': '--synermix-joint-pass',
+    'batch_size': '--batch-size',
+    'num_classes': '--num-classes',
+    'layers': '--manifold-layers',
+    'mixup_alpha': '--mixup',
+    'cutmix_alpha': '--cutmix',
+    're_split': '--resplit',
+    'num_repeats': '--aug-repeats',
+    'aug_splits': '--aug-splits',
+    'num_aug_splits': '--aug-splits',
+}
+_PARAM_RE = re.compile(r'\b(' + '|'.join(PARAM_FLAGS) + r')=("?)([^\s,:;"]*)\2')
+
+
+def to_flags(message: str) -> str:
+    """A library message in train.py's terms: 'beta=1.5 is outside [0, 1]' -> '--synermix-beta 1.5 is ...'."""
+    def flag(match):
+        value = match.group(3)
+        if value in ('True', 'False'):
+            return PARAM_FLAGS[match.group(1)] if value == 'True' else 'no ' + PARAM_FLAGS[match.group(1)]
+        return f'{PARAM_FLAGS[match.group(1)]} {value}'.rstrip()
+    return _PARAM_RE.sub(flag, message)

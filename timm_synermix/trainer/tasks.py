@@ -1,7 +1,7 @@
 """train.py's training task: SynerMix's (from its preset, with the flags' criterion and teacher), or timm's
 distillation task for --kd-* runs without SynerMix."""
 from ..method.presets import create_synermix_task, get_preset
-from .args import to_flags
+from .errors import to_flags
 from .errors import InputError, first_line
 from .loaders import mixes_in_loader
 
