@@ -355,11 +355,11 @@ def test_a_full_disk_stops_in_one_line_keeping_the_last_good_checkpoint(where, t
 
 def test_a_full_disk_before_the_first_epoch_is_one_line(tiny_imagefolder, tmp_path, monkeypatch, capsys):
     import errno
-    from timm_synermix.trainer import main
+    from timm_synermix.trainer import checkpoint
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, 'No space left on device')
-    monkeypatch.setattr(main, 'atomic_write', full)
+    monkeypatch.setattr(checkpoint, 'atomic_write', full)
     line = _refused(capsys, tmp_path, tiny_imagefolder, *BASE, '--output', tmp_path, '--experiment', 'run')
     assert 'could not write args.yaml' in line and '(No space left on device)' in line
     assert not (tmp_path / 'run').exists()
