@@ -29,7 +29,7 @@ def create_task(args, model, device):
             original_scale=args.synermix_orig_scale, joint_pass=args.synermix_joint_pass,
             aug_splits=args.aug_splits, distillation=distillation,
             device=device, dtype=args.model_dtype_torch, verbose=args.rank == 0), None
-    except ValueError as e:
+    except ValueError as e:  # the method's own rules, checked in the method's layer and worded here in flags
         raise InputError(to_flags(str(e)))
 
 
@@ -38,9 +38,6 @@ def train_criterion(args):
     it, by timm's `create_classification_loss`: --loss, else --jsd-loss / --bce-loss, else cross-entropy; on the
     soft targets of any mixing, else with --smoothing. The intra term stays cross-entropy on hard labels."""
     from timm.loss import create_classification_loss
-    if args.loss and (args.bce_loss or args.jsd_loss):
-        raise InputError(f'--loss {args.loss} and --{"bce" if args.bce_loss else "jsd"}-loss both choose the '
-                         f'training loss: give one of them')
     loss_type = args.loss or ('jsd' if args.jsd_loss else 'bce' if args.bce_loss else 'ce')
     mixing = args.inter_kind is not None
     bce = dict(pos_weight=args.bce_pos_weight, bce_target_thresh=args.bce_target_thresh,
@@ -48,7 +45,7 @@ def train_criterion(args):
     try:
         return create_classification_loss(loss_type, smoothing=args.smoothing, soft_targets=mixing,
                                           jsd_splits=args.aug_splits, **bce)
-    except ValueError as e:
+    except ValueError as e:  # timm's loss factory knows which losses it has: asked, not mirrored in validation.py
         raise InputError(f'--loss {loss_type}: {first_line(e)}')
 
 
@@ -74,9 +71,6 @@ def create_teacher(args, model, device):
         return None
     from timm.task import DistillationTeacher
     from ..method.inter import LogitDistillation
-    if args.kd_distill_type != 'logit':
-        raise InputError(f'--kd-distill-type {args.kd_distill_type} with SynerMix: only logit distillation joins the '
-                         f'inter term (feature and token distillation train modules of their own); use logit')
     try:
         teacher = DistillationTeacher(args.kd_model_name, num_classes=args.num_classes,
                                       in_chans=getattr(model, 'in_chans', 3), device=device,
@@ -94,10 +88,6 @@ def create_distillation_task(args, model, device):
     """(timm's logit, feature or token distillation task with timm's train.py criterion, the loop's mixup)."""
     from timm.task import FeatureDistillationTask, LogitDistillationTask, TokenDistillationTask
     from ..method.inter import Mixup
-    if args.manifold_mixup or args.aug_splits > 1:
-        used = '--manifold-mixup' if args.manifold_mixup else '--aug-splits'
-        raise InputError(f'--kd-model-name with {used}: timm\'s distillation task trains on one plain view, with '
-                         f'neither hidden-state mixing nor AugMix splits; drop one of them')
     mixing = args.inter_kind == 'mixup'
     criterion = train_criterion(args)
     kinds = {'logit': (LogitDistillationTask, dict(loss_type=args.kd_loss_type, temperature=args.kd_temperature)),

@@ -238,6 +238,23 @@ def _streams(args) -> List[str]:
     return problems
 
 
+def _losses_and_teachers(args) -> List[str]:
+    problems = []
+    if args.loss and (args.bce_loss or args.jsd_loss):
+        problems.append(f'--loss {args.loss} and --{"bce" if args.bce_loss else "jsd"}-loss both choose the '
+                        f'training loss: give one of them')
+    if args.kd_model_name is None:
+        return problems
+    if args.synermix and args.kd_distill_type != 'logit':
+        problems.append(f'--kd-distill-type {args.kd_distill_type} with SynerMix: only logit distillation joins the '
+                        f'inter term (feature and token distillation train modules of their own); use logit')
+    if not args.synermix and (args.manifold_mixup or args.aug_splits > 1):
+        used = '--manifold-mixup' if args.manifold_mixup else '--aug-splits'
+        problems.append(f'--kd-model-name with {used}: timm\'s distillation task trains on one plain view, with '
+                        f'neither hidden-state mixing nor AugMix splits; drop one of them')
+    return problems
+
+
 def _device(args) -> List[str]:
     import torch
     from timm.utils.distributed import is_distributed_env
@@ -258,7 +275,7 @@ def _device(args) -> List[str]:
 def check_args(args) -> None:
     """Raise one InputError naming every out-of-range value, unknown name and timm flag not supported yet."""
     problems = _ranges(args) + _optimizer_ranges(args) + _synermix_values(args) + _names(args) + _augmix(args) + \
-        _streams(args) + _scheduled(args) + _device(args)
+        _streams(args) + _scheduled(args) + _device(args) + _losses_and_teachers(args)
     problems += [f'{why}' for why, given in NOT_SUPPORTED.values() if given(args)]
     if problems:
         raise InputError('; '.join(problems))
