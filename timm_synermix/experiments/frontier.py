@@ -8,7 +8,7 @@ base epochs, is then judged by its distance above or below that frontier at its 
 
 The frontier at cost x is the best mean top-1 (over seeds) that baseline or MixUp reach for at most x:
 each method's rungs are joined linearly in log(cost), and past the top rung the frontier stays at its best
-value (the ladder is meant to go on until it has flattened: the table says whether the last doubling added less
+value (the ladder is meant to go on until it has flattened: the table says whether the last rung added less
 than the seed noise). A variant's distance is its top-1 minus the frontier at its cost, per seed, then mean ± std.
 
 Example (any ImageFolder with train/ and val/; arguments after -- go to every train.py run):
@@ -193,7 +193,7 @@ def _mean_std(values):
 
 
 def flattening(points):
-    """ Per ladder method: the gain of its last doubling against the seed noise (std of its top rung). """
+    """ Per ladder method: the gain of its last rung over the one below against the seed noise (std of its top rung). """
     out = {}
     for method, ladder in _rungs(points).items():
         if len(ladder) >= 2:
@@ -226,7 +226,7 @@ def frontier_table(points, descriptions=None):
         for cost, acc, std, e in ladder:
             lines.append(f'| {method} | {e} | {cost / 1e3:.1f} | {_pm((acc, std))} |')
     flat = flattening(points)
-    lines += [''] + [f'Last doubling of {m} ({f["from_epochs"]} -> {f["to_epochs"]} epochs): {f["gain"]:+.2f} '
+    lines += [''] + [f'Last rung of {m} ({f["from_epochs"]} -> {f["to_epochs"]} epochs): {f["gain"]:+.2f} '
                      f'points against a seed std of {f["noise"]:.2f}: {_flat_word(f)}.' for m, f in flat.items()]
     lines += ['', '| variant | what it is | epochs | seeds | cost (k images) | x plain epoch | top-1 | '
                   'vs frontier at equal cost |', '| --- | --- | --- | --- | --- | --- | --- | --- |']
