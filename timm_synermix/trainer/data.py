@@ -12,7 +12,8 @@ from ..method.sampler import dataset_labels
 from .errors import InputError
 from .splits import split_indices
 
-__all__ = ['TransformSubset', 'holdout_split', 'create_datasets', 'class_names', 'num_classes_from_data']
+__all__ = ['TransformSubset', 'holdout_split', 'input_channels', 'create_datasets', 'class_names',
+           'num_classes_from_data']
 
 _logger = logging.getLogger('train')
 
@@ -104,15 +105,22 @@ def _check_data_dir(args) -> None:
                                  f'for no eval')
 
 
+def input_channels(args) -> int:
+    """The model's input channels: --in-chans, else --input-size's first, else 3."""
+    return args.in_chans if args.in_chans is not None else (args.input_size[0] if args.input_size else 3)
+
+
 def _make_dataset(args, split: str, is_training: bool, class_map=None):
     from timm.data import create_dataset
     num_samples = args.train_num_samples if is_training else args.val_num_samples
+    # timm's default: greyscale images for a model without three input channels
+    img_mode = args.input_img_mode or ('RGB' if input_channels(args) == 3 else 'L')
     try:
         dataset = create_dataset(
             args.dataset, root=args.data_dir, split=split, is_training=is_training, seed=args.seed,
             num_samples=num_samples, repeats=args.epoch_repeats,
             class_map=class_map if class_map is not None else args.class_map, download=args.dataset_download,
-            batch_size=args.batch_size, input_img_mode=args.input_img_mode or 'RGB', input_key=args.input_key,
+            batch_size=args.batch_size, input_img_mode=img_mode, input_key=args.input_key,
             target_key=args.target_key, trust_remote_code=args.dataset_trust_remote_code)
     except (RuntimeError, FileNotFoundError, AssertionError, ValueError) as e:
         hint = ' (add --dataset-download to fetch it)' if args.dataset.startswith('torch/') and \

@@ -334,8 +334,15 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
 
 def evaluate(run: Run, model: torch.nn.Module, log_suffix: str = '') -> Dict[str, float]:
     """Loss, top-1 and top-5 of `model` on the eval loader, with timm's task evaluator (exact under DDP)."""
+    from .loaders import continue_eval_workers
     args, loader = run.args, run.loader_eval
-    evaluator = run.task.create_evaluator(max_samples=evaluation_sample_limit(loader))
+    dtype, evaluator_kwargs = args.model_dtype_torch, {}
+    if dtype not in (None, torch.float32):
+        # timm's validate takes the loss of the output in the model's dtype (--model-dtype bfloat16); the evaluator
+        # casts the output to float32 first, which holds every value of the narrower dtype, so the cast back is exact.
+        evaluator_kwargs['criterion'] = lambda out, target: torch.nn.functional.cross_entropy(out.to(dtype), target)
+    evaluator = run.task.create_evaluator(max_samples=evaluation_sample_limit(loader), **evaluator_kwargs)
+    continue_eval_workers(args, loader, evaluated=bool(run.state.history.rows))
     model.eval()
     last_idx = len(loader) - 1
     with torch.inference_mode():
