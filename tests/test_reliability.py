@@ -21,9 +21,10 @@ import torch
 import torch.nn as nn
 import yaml
 
-from train_helpers import (COMMON, ROOT, hash_tree, load_ckpt, load_train_module, max_diff,
+from train_helpers import (COMMON, ROOT, hash_tree, load_ckpt, max_diff,
                            out_root, read_summary, run_train, tiny_imagefolder, train_cmd, train_env,  # noqa: F401
                            write_image_folder)
+from train_helpers import main_in_process as _main
 from timm_synermix.trainer.checkpoint import SAVE_DELAY_ENV, newest_good_checkpoint
 
 CRASH_ARGS = [*COMMON, '--method', 'synermix', '--epochs', '3', '--no-feature-metrics', '--checkpoint-hist', '2',
@@ -146,18 +147,6 @@ def trained(tiny_imagefolder, tmp_path_factory):
     return os.path.join(root, 'run')
 
 
-def _main(*argv):
-    """train.py's main(argv) in this process; returns the exit code."""
-    import logging
-    handlers = list(logging.getLogger().handlers)
-    try:
-        return load_train_module().main([str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-    finally:  # main() adds a stream handler bound to this test's captured stderr
-        logging.getLogger().handlers[:] = handlers
-
-
 @pytest.fixture(scope='module')
 def bad_data(tiny_imagefolder, tmp_path_factory):
     root = tmp_path_factory.mktemp('bad_data')
@@ -243,6 +232,8 @@ BAD_INPUT = {
     'task-multilabel': (['--task', 'multilabel'], None, '--task: only single-label classification', 'in-process'),
     'resplit-with-synermix-no-splits': (['--method', 'synermix', '--resplit'], None,
                                         '--resplit with --aug-splits 0', 'in-process'),
+    'multi-epochs-loader-with-scheduled-sizes': (['--use-multi-epochs-loader', '--train-img-sizes', '32', '48'], None,
+                                                 '--use-multi-epochs-loader with --train-img-sizes', 'in-process'),
     'fixed-batches-with-repeats': (['--method', 'synermix', '--synermix-batches', 'fixed', '--aug-repeats', '3'],
                                    None, '--synermix-batches fixed with --aug-repeats 3', 'in-process'),
     'multi-label-loss': (['--loss', 'zlpr'], None, "--loss zlpr: Loss type 'zlpr' requires multi-label targets",

@@ -3,25 +3,14 @@
 Each test holds one promise. Bad input gets the contract of tests/test_reliability.py: one line naming the
 problem and the fix, exit code 2, and nothing written (the output root hashed before and after).
 """
-import logging
 import os
 
 import pytest
 
-from train_helpers import COMMON, hash_tree, load_train_module, read_summary, tiny_imagefolder  # noqa: F401
+from train_helpers import COMMON, hash_tree, read_summary, tiny_imagefolder  # noqa: F401
+from train_helpers import main_in_process as _main
 
 BASE = [*COMMON, '--no-feature-metrics']
-
-
-def _main(*argv):
-    """train.py's main(argv) in this process; returns the exit code."""
-    handlers = list(logging.getLogger().handlers)
-    try:
-        return load_train_module().main([str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-    finally:  # main() adds a stream handler bound to this test's captured stderr
-        logging.getLogger().handlers[:] = handlers
 
 
 def _refused(capsys, root, *argv):

@@ -217,3 +217,15 @@ def load_train_module():
     """The trainer's main module, for in-process main(argv) calls."""
     from timm_synermix.trainer import main
     return main
+
+
+def main_in_process(*argv):
+    """train.py's main(argv) in this process; returns the exit code."""
+    import logging
+    handlers = list(logging.getLogger().handlers)
+    try:
+        return load_train_module().main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+    finally:  # main() adds a stream handler bound to this test's captured stderr
+        logging.getLogger().handlers[:] = handlers

@@ -173,10 +173,6 @@ def create_train_sampler(args, labels, class_names, dataset=None):
     if labels is None or args.train_img_sizes:  # the flags these cannot serve were refused by check_args
         return LoaderEpochs(dataset)
     composition = args.synermix_batches
-    if composition == 'fixed' and args.aug_repeats > 1:
-        raise InputError(f'--synermix-batches fixed with --aug-repeats {args.aug_repeats:g}: fixed-size batches top '
-                         f'up with images of their own classes, which repeats would skew; use --synermix-batches '
-                         f'supplemented')
     kwargs = dict(batch_size=args.batch_size, drop_last=True, shuffle=True, seed=args.seed,
                   allow_singleton_classes=args.allow_singleton_classes, num_classes=args.num_classes,
                   class_names=class_names, num_repeats=args.aug_repeats)
@@ -265,7 +261,7 @@ class _EpochPasses:
 
     def __iter__(self):
         if self.pass_epoch is None:
-            if self.batches.start_batch:
+            if self.batches.start_batch:  # known only once a checkpoint has set the start batch
                 raise InputError(f'--use-multi-epochs-loader: timm\'s MultiEpochsDataLoader starts each epoch at its '
                                  f'first batch, and the checkpoint stopped at batch {self.batches.start_batch} of '
                                  f'epoch {self.batches.epoch}: resume from an epoch checkpoint (last.pth.tar), or '
@@ -323,9 +319,6 @@ def create_train_loader(args, dataset, sampler, data_config, device: torch.devic
         auto_augment=args.aa, num_aug_splits=args.aug_splits, collate_fn=collate_mixup(args))
     if isinstance(sampler, LoaderEpochs):
         from timm.data import create_loader
-        if args.use_multi_epochs_loader and args.train_img_sizes:
-            raise InputError('--use-multi-epochs-loader with --train-img-sizes: timm\'s scheduled loader does not '
-                             'run as a MultiEpochsDataLoader; drop one of them')
         loader = create_loader(dataset, batch_size=args.batch_size, distributed=args.distributed,
                                use_multi_epochs_loader=args.use_multi_epochs_loader, **_scheduled_sizes(args),
                                **kwargs)

@@ -255,6 +255,18 @@ def _losses_and_teachers(args) -> List[str]:
     return problems
 
 
+def _batches(args) -> List[str]:
+    problems = []
+    if args.synermix_batches == 'fixed' and args.aug_repeats > 1:
+        problems.append(f'--synermix-batches fixed with --aug-repeats {args.aug_repeats:g}: fixed-size batches top up '
+                        f'with images of their own classes, which repeats would skew; use --synermix-batches '
+                        f'supplemented')
+    if args.use_multi_epochs_loader and args.train_img_sizes:
+        problems.append('--use-multi-epochs-loader with --train-img-sizes: timm\'s scheduled loader does not run as a '
+                        'MultiEpochsDataLoader; drop one of them')
+    return problems
+
+
 def _device(args) -> List[str]:
     import torch
     from timm.utils.distributed import is_distributed_env
@@ -275,7 +287,7 @@ def _device(args) -> List[str]:
 def check_args(args) -> None:
     """Raise one InputError naming every out-of-range value, unknown name and timm flag not supported yet."""
     problems = _ranges(args) + _optimizer_ranges(args) + _synermix_values(args) + _names(args) + _augmix(args) + \
-        _streams(args) + _scheduled(args) + _device(args) + _losses_and_teachers(args)
+        _streams(args) + _scheduled(args) + _device(args) + _losses_and_teachers(args) + _batches(args)
     problems += [f'{why}' for why, given in NOT_SUPPORTED.values() if given(args)]
     if problems:
         raise InputError('; '.join(problems))
