@@ -17,6 +17,7 @@ from timm.task.evaluator import evaluation_sample_limit
 
 from .errors import AgreedError, InputError, first_line
 from .checkpoint import atomic_write, newest_good_checkpoint
+from .loaders import continue_eval_workers
 from .outputs import write_summary
 from .state import RngState, TrainingState
 
@@ -334,7 +335,6 @@ def train_one_epoch(run: Run, epoch: int, start_batch: int = 0) -> Dict[str, flo
 
 def evaluate(run: Run, model: torch.nn.Module, log_suffix: str = '') -> Dict[str, float]:
     """Loss, top-1 and top-5 of `model` on the eval loader, with timm's task evaluator (exact under DDP)."""
-    from .loaders import continue_eval_workers
     args, loader = run.args, run.loader_eval
     dtype, evaluator_kwargs = args.model_dtype_torch, {}
     if dtype not in (None, torch.float32):
