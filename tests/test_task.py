@@ -93,6 +93,9 @@ def test_the_task_counts_its_image_passes_per_step():
     passes = [every_other(TwoViews(original, augmented), target)['image_passes'] for _ in range(3)]
     assert passes == [14, 7, 14]
     assert SynerMixTask(tiny_model(), beta=0.0)(augmented, target)['image_passes'] == 7
+    # Counted by images, not pixels: originals at half the side are still 7 images through forward+backward.
+    half = SynerMixTask(tiny_model(), beta=0.5, original_scale=0.5)
+    assert half(TwoViews(original, augmented), target)['image_passes'] == 14
 
 
 def test_beta_zero_is_plain_timm_training_without_originals_pass():
