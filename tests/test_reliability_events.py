@@ -81,6 +81,18 @@ def test_an_output_path_below_a_file_is_one_line(where, tiny_imagefolder, tmp_pa
     assert f"output path '{file}' is a file, not a folder" in line
 
 
+def _tmpfs(folder, options, why_skipped):
+    """A tmpfs mounted on `folder` with `options` for the test's length (a fixture's body), or the test skipped."""
+    import subprocess
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip(why_skipped)
+    try:
+        yield folder
+    finally:
+        subprocess.run(['umount', str(folder)], check=True)
+
+
 @pytest.fixture
 def read_only_folder(tmp_path):
     """A folder this process cannot write: a read-only tmpfs as root (who ignores modes), else mode 555."""
@@ -91,14 +103,7 @@ def read_only_folder(tmp_path):
         yield folder
         folder.chmod(0o755)
         return
-    import subprocess
-    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', str(folder)],
-                      capture_output=True).returncode != 0:
-        pytest.skip('root cannot mount a read-only tmpfs here')
-    try:
-        yield folder
-    finally:
-        subprocess.run(['umount', str(folder)], check=True)
+    yield from _tmpfs(folder, 'ro,size=1m', 'root cannot mount a read-only tmpfs here')
 
 
 def test_a_read_only_output_folder_is_refused_before_data_and_model_loading(read_only_folder, tmp_path, capsys):
@@ -389,16 +394,11 @@ def test_a_symlink_loop_in_the_training_folder_is_refused(tiny_imagefolder, tmp_
 def small_tmpfs(tmp_path):
     """A 5 MB tmpfs (root only): room for one checkpoint of test_resnet (~3 MB) but not for the next one's temp file
     beside it."""
-    import subprocess
     folder = tmp_path / 'small'
     folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=5m', 'tmpfs', str(folder)],
-                                           capture_output=True).returncode != 0:
+    if os.geteuid() != 0:
         pytest.skip('needs root and mount to make a small tmpfs')
-    try:
-        yield folder
-    finally:
-        subprocess.run(['umount', str(folder)], check=True)
+    yield from _tmpfs(folder, 'size=5m', 'needs root and mount to make a small tmpfs')
 
 
 def test_a_really_full_disk_stops_in_one_line_and_summary_is_never_ahead(small_tmpfs, tiny_imagefolder, capsys):
