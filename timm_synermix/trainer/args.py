@@ -11,7 +11,7 @@ from .config import load_config, parser_dests
 from .errors import InputError, to_flags
 from .validation import check_config_types
 
-__all__ = ['PROG', 'BATCH_COMPOSITIONS', 'build_parsers', 'parse_args']
+__all__ = ['PROG', 'BATCH_COMPOSITIONS', 'build_parsers', 'parse_args', 'given_options']
 
 PROG = 'train.py'
 BATCH_COMPOSITIONS = ('plain', 'supplemented', 'fixed', 'paired', 'paired-distinct')
@@ -468,3 +468,31 @@ def parse_args(argv=None):
     args.config = args_config.config
     args.debug = args.debug or args_config.debug
     return args, parser
+
+
+def given_options(argv) -> dict:
+    """{dest: how it was given} for every option `argv` sets itself: a flag on the command line (an abbreviation
+    resolved as argparse resolves it, reported as the full flag) or a key of the `-c` file it names. Defaults are
+    not included, so a flag given with its default value (`--mixup 0`) still counts as given.
+
+    Example:
+        ```python
+        given_options(['--see', '7', '-c', 'x.yaml'])
+        # {'seed': '--seed', 'config': '-c/--config', 'synermix_batches': 'synermix_batches (x.yaml)', ...}
+        ```
+    """
+    config_parser, parser = build_parsers()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    args_config, remaining = config_parser.parse_known_args([str(a) for a in argv])
+    given = {}
+    if args_config.config:
+        path = args_config.config
+        given.update({key: f'{key} ({path})' for key in load_config(path, parser_dests(parser))})
+        given['config'] = '-c/--config'
+    if args_config.debug:
+        given['debug'] = '--debug'
+    flags = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in parser._actions}
+    given.update({dest: flags.get(dest, dest) for dest in vars(parser.parse_args(remaining))})
+    return given
+
