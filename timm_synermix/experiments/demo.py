@@ -20,12 +20,13 @@ import argparse
 import shlex
 import sys
 import time
-from pathlib import Path
 
-from .compare import CompareError, execute_run, run_compare
+from ..method.presets import get_preset
+from .compare import plan_runs, run_compare
 from .digits import write_image_folder
+from .runner import Runner, RunnerError, RunSpec, user_args
 
-__all__ = ['FULL', 'QUICK', 'pretrain_args', 'finetune_args', 'run_demo', 'main']
+__all__ = ['FULL', 'QUICK', 'pretrain_spec', 'finetune_args', 'run_demo', 'main']
 
 # Measured on a shared 2-core CPU: pretraining ~30 s per epoch, fine-tuning ~12 s (baseline, MixUp) and ~20 s
 # (the two passes of SynerMix) per epoch, ~15 s of start-up and evaluation per run; an idle CPU is about twice
@@ -53,47 +54,46 @@ def _common_args(cfg, device):
     return ['--model', cfg['model'], '--img-size', str(cfg['size']), '--device', device, '-j', '1',
             '--opt', 'sgd', '--momentum', '0.9', '--weight-decay', '5e-4', '--sched', 'step',
             '--decay-rate', '0.5', '--warmup-epochs', '0', '--smoothing', '0',
-            '--scale', '0.5', '1', '--hflip', '0', '--color-jitter', '0',
-            '--checkpoint-hist', '1', '--log-interval', str(cfg['log_interval'])]
+            '--scale', '0.5', '1', '--hflip', '0', '--color-jitter', '0', '--log-interval', str(cfg['log_interval'])]
 
 
-def pretrain_args(cfg, device, data_dir, output, name):
-    """ train.py arguments of the pretraining run (baseline, from scratch, on mnist5k). """
-    return [str(data_dir), '--method', 'baseline', '--seed', '0', '--output', str(output), '--experiment', name,
-            *_common_args(cfg, device), '-b', str(cfg['pretrain_batch']), '--epochs', str(cfg['pretrain_epochs']),
-            '--lr', str(cfg['pretrain_lr']), '--decay-epochs', '1', '--report-last-k', '1']
+def pretrain_spec(cfg, device, data_dir):
+    """ The pretraining run: baseline, from scratch, on mnist5k. """
+    extra = user_args([*_common_args(cfg, device), '-b', str(cfg['pretrain_batch']), '--lr', str(cfg['pretrain_lr']),
+                       '--decay-epochs', '1'])
+    return RunSpec(name=f'pretrain-mnist5k-{cfg["model"]}', preset=get_preset('baseline'), seed=0,
+                   epochs=cfg['pretrain_epochs'], data=str(data_dir), last_k=1, extra=extra, variant='baseline',
+                   label='pretraining', role='pretrain')
 
 
 def finetune_args(cfg, device, checkpoint):
-    """ train.py arguments shared by every fine-tuning run (compare adds method, seed, output). """
-    return [*_common_args(cfg, device), '-b', str(cfg['batch']), '--epochs', str(cfg['epochs']),
-            '--lr', str(cfg['lr']), '--decay-epochs', str(cfg['decay_epochs']),
-            '--report-last-k', str(cfg['last_k']), '--pretrained-path', str(checkpoint)]
+    """ train.py arguments shared by every fine-tuning run (the plan adds method, seed, epochs and the score). """
+    return user_args([*_common_args(cfg, device), '-b', str(cfg['batch']), '--lr', str(cfg['lr']),
+                      '--decay-epochs', str(cfg['decay_epochs']), '--pretrained-path', str(checkpoint)])
 
 
-def _step(text, stream):
-    print(f'\n== {text} ==', file=stream, flush=True)
+def _step(text, runner):
+    runner.emit(f'\n== {text} ==')
 
 
 def run_demo(out_dir='demo_output', quick=False, methods=None, seed=0, threads=1, device=None, epochs=None,
              pretrain_epochs=None, train_script=None, stream=None):
-    """ Run the demo's four steps; finished steps are reused.
+    """ Run the demo's four steps; finished runs and data are reused.
 
     Args:
-        out_dir: output folder (data/, pretrain/, runs/, logs/, results.md, PNGs).
+        out_dir: output folder (data/, runs/, logs/, results.md, PNGs).
         quick: the tiny configuration ``QUICK`` (a smoke test) instead of ``FULL``.
         methods: fine-tuning methods (default: the configuration's).
         seed: seed of every fine-tuning run.
         threads: OMP_NUM_THREADS per run (1 is fastest on a small, busy CPU).
-        device: torch device of the runs (default: cpu; this process never imports torch).
+        device: torch device of the runs (default: cpu).
         epochs, pretrain_epochs: override the configuration's.
         train_script: a train.py-like script to run (default: python -m timm_synermix.trainer).
         stream: where progress goes (default: sys.stdout).
 
     Returns:
-        dict(table, text, pictures, checkpoint, runs, wall_s)
+        dict(table, text, pictures, checkpoint, results, wall_s)
     """
-    stream = stream or sys.stdout
     start = time.perf_counter()
     cfg = dict(QUICK if quick else FULL)
     if epochs is not None:
@@ -102,50 +102,50 @@ def run_demo(out_dir='demo_output', quick=False, methods=None, seed=0, threads=1
         cfg['pretrain_epochs'] = pretrain_epochs
     methods = list(methods or cfg['methods'])
     device = device or 'cpu'
-    out = Path(out_dir).resolve()
+    command = 'python -m timm_synermix.experiments.demo' + (' --quick' if quick else '') + f' --out {out_dir}'
+    with Runner(out_dir, command=command, workers=1, threads=threads, stream=stream,
+                train_script=train_script) as runner:
+        out = runner.out
+        _step(f'1/4 data: real digits as ImageFolders of {cfg["size"]} px PNGs in {out / "data"}', runner)
+        folders = {}
+        for source in ('mnist5k', 'digits'):
+            folders[source] = write_image_folder(source, out / 'data' / source, size=cfg['size'],
+                                                 per_class=cfg['per_class'], seed=0)
+            counts = folders[source]['counts']
+            runner.emit(f'{source}: {sum(counts["train"].values())} train / {sum(counts["val"].values())} val '
+                        f'images, {folders[source]["num_classes"]} classes '
+                        f'({"reused" if folders[source]["reused"] else "written"})')
 
-    _step(f'1/4 data: real digits as ImageFolders of {cfg["size"]} px PNGs in {out / "data"}', stream)
-    folders = {}
-    for source in ('mnist5k', 'digits'):
-        folders[source] = write_image_folder(source, out / 'data' / source, size=cfg['size'],
-                                             per_class=cfg['per_class'], seed=0)
-        counts = folders[source]['counts']
-        print(f'{source}: {sum(counts["train"].values())} train / {sum(counts["val"].values())} val images, '
-              f'{folders[source]["num_classes"]} classes ({"reused" if folders[source]["reused"] else "written"})',
-              file=stream, flush=True)
+        pre = pretrain_spec(cfg, device, folders['mnist5k']['root'])
+        _step(f'2/4 pretrain {cfg["model"]} on mnist5k from scratch ({cfg["pretrain_epochs"]} epochs)', runner)
+        pretrained = runner.run([pre])[pre.name]
+        checkpoint = pretrained.path / 'model_best.safetensors'
+        if not checkpoint.is_file():
+            raise RunnerError(f'pretraining wrote no {checkpoint}', code=1)
 
-    name = f'mnist5k-{cfg["model"]}'
-    _step(f'2/4 pretrain {cfg["model"]} on mnist5k from scratch ({cfg["pretrain_epochs"]} epochs)', stream)
-    pre_dir = out / 'pretrain' / name
-    pre = execute_run(name, pretrain_args(cfg, device, folders['mnist5k']['root'], out / 'pretrain', name),
-                      pre_dir, train_script=train_script, threads=threads, log_path=out / 'logs' / f'{name}.log',
-                      stream=stream)
-    checkpoint = pre_dir / 'model_best.safetensors'
-    if not checkpoint.is_file():
-        raise CompareError(f'pretraining wrote no {checkpoint}')
+        _step(f'3/4 fine-tune on digits from {checkpoint.relative_to(out)}: {", ".join(methods)} '
+              f'({cfg["epochs"]} epochs, seed {seed})', runner)
+        extra = finetune_args(cfg, device, checkpoint)
+        note = (f'Fine-tuned on `digits` ({sum(folders["digits"]["counts"]["train"].values())} train / '
+                f'{sum(folders["digits"]["counts"]["val"].values())} val images, {cfg["size"]} px) from '
+                f'{cfg["model"]} pretrained on `mnist5k` by this demo, {cfg["epochs"]} epochs; top-1 is the mean of '
+                f'the last {cfg["last_k"]} epochs; train.py arguments of every run: `{shlex.join(extra)}`.')
+        plan = plan_runs(folders['digits']['root'], methods, [seed], cfg['epochs'], extra=extra,
+                         last_k=cfg['last_k'])
+        result = run_compare(runner, plan, max_tsne_points=cfg['max_tsne_points'], pair_trials=cfg['pair_trials'],
+                             note=note)
 
-    _step(f'3/4 fine-tune on digits from {checkpoint.relative_to(out)}: {", ".join(methods)} '
-          f'({cfg["epochs"]} epochs, seed {seed})', stream)
-    extra = finetune_args(cfg, device, checkpoint)
-    note = (f'Fine-tuned on `digits` ({sum(folders["digits"]["counts"]["train"].values())} train / '
-            f'{sum(folders["digits"]["counts"]["val"].values())} val images, {cfg["size"]} px) from '
-            f'{cfg["model"]} pretrained on `mnist5k` by this demo; train.py arguments of every run: '
-            f'`{shlex.join(extra)}`.')
-    result = run_compare(folders['digits']['root'], methods, [seed], out, extra_args=extra,
-                         train_script=train_script, threads=threads, max_tsne_points=cfg['max_tsne_points'],
-                         pair_trials=cfg['pair_trials'], note=note, stream=stream)
-
-    _step('4/4 results', stream)
-    wall_s = time.perf_counter() - start
-    print(result['text'], file=stream)
-    print(f'table: {result["table"]}', file=stream)
-    for key, path in result['pictures'].items():
-        print(f'{key}: {path}', file=stream)
-    took = 'reused' if pre['skipped'] else '{:.0f} s'.format(pre['wall_s'])
-    print(f'pretrained checkpoint: {checkpoint} (pretraining: {took})', file=stream)
-    print(f'demo wall time: {wall_s:.0f} s', file=stream, flush=True)
+        _step('4/4 results', runner)
+        wall_s = time.perf_counter() - start
+        runner.emit(result['text'])
+        runner.emit(f'table: {result["table"]}')
+        for key, path in result['pictures'].items():
+            runner.emit(f'{key}: {path}')
+        took = 'reused' if pretrained.reused else f'{pretrained.wall_s:.0f} s'
+        runner.emit(f'pretrained checkpoint: {checkpoint} (pretraining: {took})')
+        runner.emit(f'demo wall time: {wall_s:.0f} s')
     return dict(table=result['table'], text=result['text'], pictures=result['pictures'],
-                checkpoint=str(checkpoint), runs=[pre] + result['runs'], wall_s=wall_s)
+                checkpoint=str(checkpoint), results={pre.name: pretrained, **result['results']}, wall_s=wall_s)
 
 
 def main(argv=None):
@@ -171,9 +171,9 @@ def main(argv=None):
         run_demo(args.out, quick=args.quick, methods=args.methods, seed=args.seed, threads=args.threads,
                  device=args.device, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
                  train_script=args.train_script)
-    except (CompareError, ValueError) as e:
+    except RunnerError as e:
         print(f'demo: error: {e}', file=sys.stderr)
-        return 2
+        return e.code
     except KeyboardInterrupt:
         print('demo: interrupted; run it again to resume (finished steps are reused)', file=sys.stderr)
         return 130

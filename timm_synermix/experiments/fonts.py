@@ -38,7 +38,8 @@ import unicodedata
 import numpy as np
 
 __all__ = [
-    'CLASSES', 'HOMOGLYPHS', 'SCRIPTS', 'default_font_dirs', 'find_font_files', 'build_font_dataset', 'main']
+    'CLASSES', 'HOMOGLYPHS', 'SCRIPTS', 'default_font_dirs', 'find_font_files', 'build_font_dataset', 'read_font_dataset',
+    'main']
 
 # The classes. A Greek or Cyrillic letter that Unicode's confusables.txt
 # (https://www.unicode.org/Public/security/latest/confusables.txt) maps to a Latin letter or digit
@@ -509,6 +510,12 @@ def build_font_dataset(out_dir, fonts_dirs=None, size=32, val_families=0.2, trai
     manifest = _manifest(fonts, picks, kept, skipped, settings, inputs, digest)
     _write_tree(out_dir, fonts, picks, manifest)
     return _result(out_dir, manifest, reused=False)
+
+
+def read_font_dataset(out_dir):
+    """ The data set `build_font_dataset` wrote in `out_dir` (as it returns it, `reused` True), or None; reads only. """
+    manifest = _read_manifest(os.path.abspath(out_dir))
+    return None if manifest is None else _result(os.path.abspath(out_dir), manifest, reused=True)
 
 
 def _count_or_fraction(text):

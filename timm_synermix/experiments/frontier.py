@@ -6,10 +6,15 @@ comparing at equal epochs flatters it. This command trains plain training and Mi
 ``results.json`` "cost") is the frontier a user gets without SynerMix. Each SynerMix variant, trained for the
 base epochs, is then judged by its distance above or below that frontier at its own cost.
 
-The frontier at cost x is the best mean top-1 (over seeds) that baseline or MixUp reach for at most x:
-each method's rungs are joined linearly in log(cost), and past the top rung the frontier stays at its best
-value (the ladder is meant to go on until it has flattened: the table says whether the last rung added less
-than the seed noise). A variant's distance is its top-1 minus the frontier at its cost, per seed, then mean ± std.
+Every run is scored alike: the mean top-1 of its last k epochs (``--last-k``, default 3), whatever its length.
+The frontier of one seed at cost x is the best top-1 that seed's baseline or MixUp rungs reach for at most x (each
+method's rungs joined linearly in log(cost); past the top rung it stays at its best value, and the table says
+whether the last rung added less than the seed noise). A variant's distance is, per seed, its top-1 minus its
+seed's frontier at its own cost: mean ± std over seeds and the 95% interval, and a verdict that says "cannot
+separate" when the interval holds zero, the distance is within one validation image, or the frontier is at 100%.
+
+Runs go through the experiments' runner (``runner.py``): finished runs are reused only when their arguments and
+data match, an interrupted run resumes from its checkpoint, and flags the plan sets are refused after ``--``.
 
 Example (any ImageFolder with train/ and val/; arguments after -- go to every train.py run):
     python -m timm_synermix.experiments.frontier data/mine --epochs 10 --ladder 1 2 4 \\
@@ -21,133 +26,143 @@ import json
 import math
 import shlex
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .compare import RESERVED_FLAGS, CompareError, check_extra_args, execute_run, split_argv
-from .runs import beta_text, load_run
+from ..method.presets import get_preset
+from .runner import Runner, RunnerError, RunSpec, option_value, split_argv, user_args
+from .scores import Difference, Score, mean_std, paired_difference
 
-__all__ = ['VARIANTS', 'LADDER_METHODS', 'plan_frontier', 'run_specs', 'frontier_points', 'frontier_at',
-           'judge', 'flattening', 'frontier_table', 'plot_frontier', 'run_frontier', 'main']
+__all__ = ['Variant', 'VARIANTS', 'LADDER_METHODS', 'plan_frontier', 'point', 'frontier_at', 'judge', 'flattening',
+           'frontier_table', 'plot_frontier', 'score_of', 'run_frontier', 'main']
 
 LADDER_METHODS = ('baseline', 'mixup')
-# Variant name -> (train.py --method, further train.py flags, what it is). β comes from the variant's beta.
-VARIANTS = {
-    'synermix': ('synermix', (), 'SynerMix: MixUp + intra term, supplemented batches (paper)'),
-    'synermix-intra': ('synermix-intra', (), 'SynerMix-Intra: intra term alone, supplemented batches (paper)'),
-    'synermix-paired': ('synermix', ('--batch-composition', 'paired'), 'SynerMix on paired batches'),
-    'synermix-paired-distinct': ('synermix', ('--batch-composition', 'paired-distinct'),
-                                 'SynerMix on paired batches, B/2 distinct classes'),
-    'synermix-intra-paired-distinct': ('synermix-intra', ('--batch-composition', 'paired-distinct'),
-                                       'SynerMix-Intra on paired batches, B/2 distinct classes'),
-    'synermix-intra-aug-paired-distinct': ('synermix-intra-aug', ('--batch-composition', 'paired-distinct'),
-                                           'intra term from the augmented view, paired distinct (1.0x)'),
-    'synermix-intra-every4': ('synermix-intra', ('--synermix-every', '4'),
-                              'SynerMix-Intra every 4th step, plain batches between'),
-    'clean-view': ('clean-view', (), 'control: β·CE(originals) + (1-β)·CE, SynerMix-Intra\'s batches and cost'),
-    'clean-view-mixup': ('clean-view-mixup', (), 'control: β·CE(originals) + (1-β)·MixUp, SynerMix\'s cost'),
-    'baseline-supplemented': ('baseline', ('--batch-composition', 'supplemented'),
-                              'composition control: plain training on supplemented batches'),
-    'mixup-supplemented': ('mixup', ('--batch-composition', 'supplemented'),
-                           'composition control: MixUp on supplemented batches'),
-    'baseline-paired': ('baseline', ('--batch-composition', 'paired'), 'composition control: plain, paired'),
-    'mixup-paired': ('mixup', ('--batch-composition', 'paired'), 'composition control: MixUp, paired'),
-    'baseline-paired-distinct': ('baseline', ('--batch-composition', 'paired-distinct'),
-                                 'composition control: plain, paired distinct'),
-    'mixup-paired-distinct': ('mixup', ('--batch-composition', 'paired-distinct'),
-                              'composition control: MixUp, paired distinct'),
-    'baseline-repeats2': ('baseline', ('--aug-repeats', '2'), 'composition control: repeated augmentation x2 (DeiT)'),
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A run kind of the comparison: a method, the batches it trains on, and any further flag of its own.
+
+    Args:
+        method: A preset name (`timm_synermix.PRESETS`).
+        composition: `--batch-composition` (None: the preset's).
+        options: Further train.py flags, e.g. ('--synermix-every', '4').
+        description: What it is, for the table.
+    """
+    method: str
+    composition: Optional[str] = None
+    options: Tuple[str, ...] = ()
+    description: str = ''
+
+
+VARIANTS: Dict[str, Variant] = {
+    'synermix': Variant('synermix', description='SynerMix: MixUp + intra term, supplemented batches (paper)'),
+    'synermix-intra': Variant('synermix-intra',
+                              description='SynerMix-Intra: intra term alone, supplemented batches (paper)'),
+    'synermix-manifold': Variant('synermix-manifold', description='SynerMix with Manifold MixUp (paper)'),
+    'synermix-paired': Variant('synermix', 'paired', description='SynerMix on paired batches'),
+    'synermix-paired-distinct': Variant('synermix', 'paired-distinct',
+                                        description='SynerMix on paired batches, B/2 distinct classes'),
+    'synermix-intra-paired-distinct': Variant('synermix-intra', 'paired-distinct',
+                                              description='SynerMix-Intra on paired batches, B/2 distinct classes'),
+    'synermix-intra-aug-paired-distinct': Variant(
+        'synermix-intra-aug', 'paired-distinct',
+        description='intra term from the augmented view, paired distinct (1.0x)'),
+    'synermix-intra-every4': Variant('synermix-intra', options=('--synermix-every', '4'),
+                                     description='SynerMix-Intra every 4th step, plain batches between'),
+    'clean-view': Variant('clean-view', description='control: β·CE(originals) + (1-β)·CE, '
+                                                    'SynerMix-Intra\'s batches and cost'),
+    'clean-view-mixup': Variant('clean-view-mixup',
+                                description='control: β·CE(originals) + (1-β)·MixUp, SynerMix\'s cost'),
+    'baseline-supplemented': Variant('baseline', 'supplemented',
+                                     description='composition control: plain training on supplemented batches'),
+    'mixup-supplemented': Variant('mixup', 'supplemented',
+                                  description='composition control: MixUp on supplemented batches'),
+    'baseline-paired': Variant('baseline', 'paired', description='composition control: plain, paired'),
+    'mixup-paired': Variant('mixup', 'paired', description='composition control: MixUp, paired'),
+    'baseline-paired-distinct': Variant('baseline', 'paired-distinct',
+                                        description='composition control: plain, paired distinct'),
+    'mixup-paired-distinct': Variant('mixup', 'paired-distinct',
+                                     description='composition control: MixUp, paired distinct'),
+    'baseline-repeats2': Variant('baseline', options=('--aug-repeats', '2'),
+                                 description='composition control: repeated augmentation x2 (DeiT)'),
 }
-INTRA_METHODS = ('synermix', 'synermix-intra', 'synermix-intra-aug', 'clean-view', 'clean-view-mixup')
 
 
-def _slug(text):
-    return text.replace(' ', '-').replace('(', '').replace(')', '').replace(',', '')
+def _unique(name: str, values: Sequence) -> None:
+    repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise RunnerError(f'{name} {" ".join(repeated)} given more than once: each is one run, not two')
 
 
-def plan_frontier(epochs, ladder, variants, seeds, betas=None, long_epochs=None):
+def plan_frontier(data_dir, epochs: int, ladder: Sequence[float], variants: Sequence[str], seeds: Sequence[int],
+                  extra: Sequence[str] = (), last_k: int = 3, betas: Optional[Dict[str, float]] = None,
+                  long_epochs: Optional[int] = None) -> List[RunSpec]:
     """ The runs: the plain ladder (baseline and MixUp at epochs x each multiplier), then each variant at `epochs`
     (and at `long_epochs` when given), over the seeds.
 
     Args:
-        epochs: base epochs.
-        ladder: multipliers of the plain ladder, e.g. (1, 2, 4).
-        variants: names in `VARIANTS`.
-        seeds: seeds of every run.
-        betas: {variant or method: β}; a variant with an intra term and no entry uses train.py's default.
-        long_epochs: also train the variants for this many epochs (a long schedule judged on the same ladder).
-
-    Returns:
-        list of dict(name, label, role, method, epochs, seed, beta, extra)
+        data_dir: ImageFolder root.
+        epochs: Base epochs.
+        ladder: Multipliers of the plain ladder, increasing from 1, e.g. (1, 2, 4).
+        variants: Names in `VARIANTS`.
+        seeds: Seeds of every run.
+        extra: The train.py arguments of every run (`runner.user_args`).
+        last_k: The score: mean top-1 of the last k epochs.
+        betas: {variant: β}; a variant with an intra term and no entry uses its preset's default.
+        long_epochs: Also train the variants for this many epochs (a long schedule judged on the same ladder).
     """
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
-        raise CompareError(f'unknown variant(s) {", ".join(unknown)}: valid variants are {", ".join(VARIANTS)}')
+        raise RunnerError(f'unknown variant(s) {", ".join(unknown)}: valid variants are {", ".join(VARIANTS)}')
+    _unique('--seeds', list(seeds))
+    _unique('--variants', list(variants))
     if not ladder or sorted(ladder) != list(ladder) or ladder[0] < 1:
-        raise CompareError(f'--ladder {" ".join(map(str, ladder))}: give increasing multipliers from 1, e.g. 1 2 4')
+        raise RunnerError(f'--ladder {" ".join(map(str, ladder))}: give increasing multipliers from 1, e.g. 1 2 4')
+    rungs = [int(round(epochs * m)) for m in ladder]
+    if len(set(rungs)) != len(rungs):
+        raise RunnerError(f'--ladder {" ".join(map(str, ladder))} x --epochs {epochs} gives the epochs '
+                          f'{" ".join(map(str, rungs))}: rungs that round to the same epochs are one run, not two')
     betas = betas or {}
+    common = dict(data=str(Path(data_dir).resolve()), last_k=last_k, extra=tuple(extra))
     specs = []
     for seed in seeds:
         for method in LADDER_METHODS:
-            for m in ladder:
-                e = int(round(epochs * m))
-                specs.append(dict(name=f'{method}-e{e}-s{seed}', label=f'{method} ({e} ep)', role='ladder',
-                                  method=method, epochs=e, seed=seed, beta=None, extra=()))
+            for e in rungs:
+                specs.append(RunSpec(name=f'{method}-e{e}-s{seed}', preset=get_preset(method), seed=seed, epochs=e,
+                                     variant=method, label=f'{method} ({e} ep)', role='ladder', **common))
         for e in [epochs] + ([long_epochs] if long_epochs else []):
             for v in variants:
-                method, extra, _ = VARIANTS[v]
-                beta = betas.get(v, betas.get(method)) if method in INTRA_METHODS else None
-                specs.append(dict(name=f'{v}-e{e}-s{seed}', label=f'{v} ({e} ep)', role='variant', variant=v,
-                                  method=method, epochs=e, seed=seed, beta=beta, extra=tuple(extra)))
+                kind = VARIANTS[v]
+                preset = get_preset(kind.method)
+                specs.append(RunSpec(name=f'{v}-e{e}-s{seed}', preset=preset, seed=seed, epochs=e,
+                                     beta=betas.get(v) if preset.intra else None, composition=kind.composition,
+                                     options=kind.options, variant=v, label=f'{v} ({e} ep)', role='variant',
+                                     **common))
     return specs
 
 
-def _train_args(spec, data_dir, out_root, extra_args):
-    args = [str(data_dir), '--method', spec['method'], '--seed', str(spec['seed']), '--epochs', str(spec['epochs']),
-            '--output', str(out_root), '--experiment', spec['name'], *spec['extra']]
-    if spec['beta'] is not None:
-        args += ['--synermix-beta', beta_text(spec['beta'])]
-    return args + [str(a) for a in extra_args]
+def point(result) -> Dict:
+    """A finished run as the frontier reads it (and study.json records it)."""
+    spec = result.spec
+    return dict(name=spec.name, label=spec.label, role=spec.role, variant=spec.variant, method=spec.preset.name,
+                intra=spec.intra, epochs=spec.epochs, seed=spec.seed, beta=spec.beta, cost=result.cost,
+                top1=result.top1, best=result.results.get('best_top1'), seconds=result.seconds,
+                run_dir=str(result.path))
 
 
-def run_specs(specs, data_dir, out_dir, extra_args=(), workers=2, threads=1, stream=None):
-    """ Train `specs` (`workers` at a time, `threads` torch threads each); finished runs are reused, so an
-    interrupted comparison resumes. Returns the run folders in the order of `specs`. """
-    check_extra_args(extra_args, RESERVED_FLAGS + ('--epochs',), instead='--epochs / --ladder / --variants / --seeds')
-    out = Path(out_dir)
-
-    def one(spec):
-        result = execute_run(spec['name'], _train_args(spec, data_dir, out / 'runs', extra_args),
-                             out / 'runs' / spec['name'], threads=threads, stream=stream, label=spec['label'],
-                             log_path=out / 'logs' / f'{spec["name"]}.log')
-        return result['run_dir']
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(one, specs))
-
-
-def frontier_points(specs, run_dirs):
-    """ Every run's (spec, cost in images through forward+backward, last-k mean top-1, best top-1, seconds). """
-    points = []
-    for spec, run_dir in zip(specs, run_dirs):
-        results = load_run(run_dir, with_features=False)['results']
-        points.append(dict(spec, cost=float(results['cost']['image_passes']), top1=results['last_k_mean_top1'],
-                           best=results['best_top1'], seconds=results['cost']['train_seconds'],
-                           run_dir=str(run_dir)))
-    return points
-
-
-def _rungs(points):
-    """ {method: [(mean cost, mean top-1, std top-1, epochs)]} of the ladder, by epochs. """
+def _rungs(points, seed=None):
+    """ {method: [(mean cost, mean top-1, std top-1, epochs)]} of the ladder (of one seed, or over seeds). """
     rungs = {}
     for method in LADDER_METHODS:
         by_epochs = {}
         for p in points:
-            if p['role'] == 'ladder' and p['method'] == method:
+            if p['role'] == 'ladder' and p['variant'] == method and seed in (None, p['seed']):
                 by_epochs.setdefault(p['epochs'], []).append(p)
-        rungs[method] = [(float(np.mean([p['cost'] for p in ps])), float(np.mean([p['top1'] for p in ps])),
-                          float(np.std([p['top1'] for p in ps], ddof=1)) if len(ps) > 1 else math.nan, e)
+        rungs[method] = [(float(np.mean([p['cost'] for p in ps])), *mean_std(p['top1'] for p in ps), e)
                          for e, ps in sorted(by_epochs.items())]
     return rungs
 
@@ -170,26 +185,35 @@ def frontier_at(rungs, cost):
     return best
 
 
-def judge(points):
-    """ Per variant: mean ± std top-1 and cost, and the distance to the frontier at its own cost (per seed). """
-    rungs = _rungs(points)
+def _seed_frontiers(points):
+    """{seed: its rungs} for the seeds whose ladder is complete (every rung any seed has)."""
+    seeds = sorted({p['seed'] for p in points if p['role'] == 'ladder'})
+    per_seed = {s: _rungs(points, s) for s in seeds}
+    full = max((sum(len(r) for r in rungs.values()) for rungs in per_seed.values()), default=0)
+    return {s: rungs for s, rungs in per_seed.items() if sum(len(r) for r in rungs.values()) == full}
+
+
+def judge(points, score: Optional[Score] = None) -> List[Dict]:
+    """ Per variant row: mean ± std top-1 and cost, the distance to its seed's frontier at its own cost (paired by
+    seed, `scores.Difference`), and the verdict under `score`. """
+    score = score or Score(last_k=0)
+    frontiers = _seed_frontiers(points)
     rows = {}
     for p in points:
         if p['role'] == 'variant':
             rows.setdefault(p['label'], []).append(p)
     out = []
     for label, ps in rows.items():
-        distance = [p['top1'] - f for p in ps for f in [frontier_at(rungs, p['cost'])] if f is not None]
+        at = {p['seed']: frontier_at(frontiers[p['seed']], p['cost']) for p in ps if p['seed'] in frontiers}
+        at = {s: f for s, f in at.items() if f is not None}
+        distance = paired_difference({p['seed']: p['top1'] for p in ps}, at) if at else None
+        ceiling = float(np.mean(list(at.values()))) if at else None
         out.append(dict(label=label, variant=ps[0]['variant'], epochs=ps[0]['epochs'], seeds=len(ps),
-                        cost=float(np.mean([p['cost'] for p in ps])), top1=_mean_std([p['top1'] for p in ps]),
-                        distance=_mean_std(distance) if len(distance) == len(ps) else None,
-                        seconds=float(np.mean([p['seconds'] for p in ps]))))
+                        cost=float(np.mean([p['cost'] for p in ps])), top1=mean_std(p['top1'] for p in ps),
+                        distance=distance, seconds=float(np.mean([p['seconds'] for p in ps])),
+                        verdict=distance.verdict(score, ceiling) if distance else 'below the ladder: no plain '
+                                                                                   'run that cheap'))
     return out
-
-
-def _mean_std(values):
-    values = [float(v) for v in values]
-    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else math.nan)
 
 
 def flattening(points):
@@ -200,14 +224,13 @@ def flattening(points):
             gain = ladder[-1][1] - ladder[-2][1]
             noise = max(ladder[-1][2], ladder[-2][2])
             out[method] = dict(from_epochs=ladder[-2][3], to_epochs=ladder[-1][3], gain=gain, noise=noise,
-                               flat=bool(gain < noise))
+                               flat=bool(gain <= noise))
     return out
 
 
-def _pm(value, digits=2, sign=False):
+def _pm(value, digits=2):
     mean, std = value
-    text = f'{mean:+.{digits}f}' if sign else f'{mean:.{digits}f}'
-    return text + ('' if math.isnan(std) else f' ± {std:.{digits}f}')
+    return f'{mean:.{digits}f}' + ('' if math.isnan(std) else f' ± {std:.{digits}f}')
 
 
 def _flat_word(f):
@@ -216,12 +239,13 @@ def _flat_word(f):
     return 'flat (less than the seed noise)' if f['flat'] else 'still rising (more than the seed noise)'
 
 
-def frontier_table(points, descriptions=None):
-    """ Markdown: the ladder (frontier), then every variant with its distance to the frontier at equal cost. """
-    descriptions = descriptions or {v: d for v, (_, _, d) in VARIANTS.items()}
+def frontier_table(points, score: Score, descriptions=None) -> str:
+    """ Markdown: how runs are scored, the ladder (frontier), then every variant with its distance to the frontier
+    at equal cost and its verdict. """
+    descriptions = descriptions or {v: kind.description for v, kind in VARIANTS.items()}
     rungs = _rungs(points)
-    lines = ['| plain run (the frontier) | epochs | cost (k images) | top-1 (last-k mean) |',
-             '| --- | --- | --- | --- |']
+    lines = [f'Every run is scored by the {score.describe()}; cost is images through forward+backward.', '',
+             '| plain run (the frontier) | epochs | cost (k images) | top-1 |', '| --- | --- | --- | --- |']
     for method, ladder in rungs.items():
         for cost, acc, std, e in ladder:
             lines.append(f'| {method} | {e} | {cost / 1e3:.1f} | {_pm((acc, std))} |')
@@ -229,14 +253,18 @@ def frontier_table(points, descriptions=None):
     lines += [''] + [f'Last rung of {m} ({f["from_epochs"]} -> {f["to_epochs"]} epochs): {f["gain"]:+.2f} '
                      f'points against a seed std of {f["noise"]:.2f}: {_flat_word(f)}.' for m, f in flat.items()]
     lines += ['', '| variant | what it is | epochs | seeds | cost (k images) | x plain epoch | top-1 | '
-                  'vs frontier at equal cost |', '| --- | --- | --- | --- | --- | --- | --- | --- |']
+                  'vs frontier at equal cost: mean ± std [95% interval] | verdict |',
+              '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
     base = min((c for ladder in rungs.values() for c, _, _, _ in ladder[:1]), default=math.nan)
     base_epochs = min((ladder[0][3] for ladder in rungs.values() if ladder), default=1)
-    for row in judge(points):
+    for row in judge(points, score):
         per_epoch = row['cost'] / row['epochs'] / (base / base_epochs) if base == base else math.nan
-        distance = _pm(row['distance'], sign=True) if row['distance'] else 'below the ladder'
+        distance = row['distance'].text() if row['distance'] else '–'
         lines.append(f'| {row["variant"]} | {descriptions.get(row["variant"], "")} | {row["epochs"]} | {row["seeds"]} '
-                     f'| {row["cost"] / 1e3:.1f} | {per_epoch:.2f} | {_pm(row["top1"])} | {distance} |')
+                     f'| {row["cost"] / 1e3:.1f} | {per_epoch:.2f} | {_pm(row["top1"])} | {distance} | '
+                     f'{row["verdict"]} |')
+    lines += ['', 'Distance: per seed, the variant\'s top-1 minus that seed\'s frontier at the variant\'s cost; '
+                  'the interval is the 95% t-interval over seeds.']
     return '\n'.join(lines) + '\n'
 
 
@@ -249,7 +277,8 @@ def plot_frontier(points, path, title):
     costs = sorted(c for ladder in rungs.values() for c, _, _, _ in ladder)
     top = max([costs[-1]] + [p['cost'] for p in points]) * 1.05
     grid = np.exp(np.linspace(math.log(costs[0]), math.log(top), 200))
-    ax.plot(grid / 1e3, [frontier_at(rungs, c) for c in grid], color='black', lw=1.5, label='plain-training frontier')
+    ax.plot(grid / 1e3, [frontier_at(rungs, c) for c in grid], color='black', lw=1.5,
+            label='plain-training frontier (mean over seeds)')
     for method, ladder in rungs.items():
         ax.errorbar([c / 1e3 for c, _, _, _ in ladder], [a for _, a, _, _ in ladder],
                     yerr=[0 if math.isnan(s) else s for _, _, s, _ in ladder], fmt='--o', ms=5, capsize=3,
@@ -268,29 +297,43 @@ def plot_frontier(points, path, title):
     return str(path)
 
 
-def run_frontier(data_dir, out_dir, epochs, ladder, variants, seeds, extra_args=(), betas=None, long_epochs=None,
-                 workers=2, threads=1, title=None, stream=None):
-    """ Plan, train (resumably), and write ``frontier.md``, ``frontier.png`` and ``frontier.json`` in `out_dir`.
+def score_of(runner: Runner, specs: Sequence[RunSpec]) -> Score:
+    """The plan's score rule, with the size of the validation set its runs are scored on."""
+    identity = runner.identity(specs[0])
+    return Score(last_k=specs[0].last_k, val_images=sum(identity['val']['classes'].values()),
+                 split=f'{identity["val"]["folder"]}/')
+
+
+def run_frontier(runner: Runner, specs: Sequence[RunSpec], title: str, report_only: bool = False) -> Dict:
+    """ Train `specs` (or, with `report_only`, read the finished ones) and write ``frontier.md``, ``frontier.png``
+    and ``frontier.json`` in the runner's folder.
 
     Returns:
-        dict(points, table (markdown), picture (path))
+        dict(points, table (markdown), picture (path), missing (names of unfinished runs))
     """
-    specs = plan_frontier(epochs, ladder, variants, seeds, betas=betas, long_epochs=long_epochs)
-    dirs = run_specs(specs, data_dir, out_dir, extra_args, workers=workers, threads=threads, stream=stream)
-    points = frontier_points(specs, dirs)
-    out = Path(out_dir)
-    table = frontier_table(points)
+    if report_only:
+        results, missing = runner.gather(specs)
+        if not results:
+            raise RunnerError(f'{runner.out} holds no finished run of this plan: run it without --report-only first')
+    else:
+        results, missing = runner.run(specs), []
+    points = [point(results[s.name]) for s in specs if s.name in results]
+    table = frontier_table(points, score_of(runner, specs))
+    if missing:
+        table = (f'**Incomplete: {len(missing)} planned runs have not finished** ({", ".join(missing)}); a row with '
+                 f'fewer seeds than planned is not a result yet.\n\n' + table)
+    out = runner.out
     (out / 'frontier.md').write_text(table)
     (out / 'frontier.json').write_text(json.dumps(points, indent=1))
-    picture = plot_frontier(points, out / 'frontier.png', title or f'{data_dir}: accuracy against cost')
-    return dict(points=points, table=table, picture=picture)
+    picture = plot_frontier(points, out / 'frontier.png', title)
+    return dict(points=points, table=table, picture=picture, missing=missing)
 
 
-def main(argv=None):
-    own, extra = split_argv(argv)
+def _parser():
     parser = argparse.ArgumentParser(
-        prog='python -m timm_synermix.experiments.frontier', description=__doc__.split('\n\n')[0].strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
+        prog='timm-synermix-frontier', description=__doc__.split('\n\n')[0].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__[__doc__.index('Example'):],
+        allow_abbrev=False)
     parser.add_argument('data_dir', metavar='DATA_DIR', help='ImageFolder root with train/ and val/')
     parser.add_argument('--epochs', type=int, required=True, help='base epochs (the variants\' schedule)')
     parser.add_argument('--ladder', type=float, nargs='+', default=[1, 2, 4], help='plain-run budgets, in multiples '
@@ -298,28 +341,66 @@ def main(argv=None):
     parser.add_argument('--variants', nargs='+', default=['synermix', 'synermix-intra', 'mixup-supplemented'],
                         metavar='V', help=f'SynerMix variants and controls (valid: {", ".join(VARIANTS)})')
     parser.add_argument('--beta', type=float, default=None, help='β of every variant with an intra term '
-                        '(default: train.py\'s, 0.1 with MixUp and 0.5 without)')
+                        '(default: the method\'s, 0.1 with MixUp and 0.5 without)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--last-k', type=int, default=3, help='score every run by the mean top-1 of its last K '
+                        'epochs (default: 3)')
     parser.add_argument('--out', required=True, help='output folder (runs/, frontier.md, frontier.png)')
-    parser.add_argument('--workers', type=int, default=2, help='runs at a time (default: 2)')
+    parser.add_argument('--workers', type=int, default=None, help='runs at a time (default: one per CUDA device, '
+                        'else 2)')
     parser.add_argument('--threads', type=int, default=1, help='torch threads per run (default: 1)')
-    parser.add_argument('--dry-run', action='store_true', help='print the planned train.py commands and exit')
-    args = parser.parse_args(own)
-    betas = {v: args.beta for v in args.variants} if args.beta is not None else None
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument('--dry-run', action='store_true', help='check the plan, print its train.py commands, write '
+                      'nothing')
+    mode.add_argument('--plan-only', action='store_true', help='check the plan, record it in --out and print one '
+                      'command per run (for a scheduler); gather with --report-only')
+    mode.add_argument('--report-only', action='store_true', help='train nothing: write the report from the '
+                      'finished runs, naming the others')
+    return parser
+
+
+def _workers(requested, extra) -> int:
+    if requested:
+        return requested
+    if option_value(extra, 'device', 'cpu').startswith('cuda'):
+        import torch
+        return max(1, torch.cuda.device_count())
+    return 2
+
+
+def main(argv=None):
+    own, extra = split_argv(argv)
+    args = _parser().parse_args(own)
+    command = shlex.join(['timm-synermix-frontier'] + [a for a in own if a not in ('--report-only',)]
+                         + (['--', *extra] if extra else []))
     try:
+        extra = user_args(extra)
+        betas = {v: args.beta for v in args.variants} if args.beta is not None else None
+        specs = plan_frontier(args.data_dir, args.epochs, args.ladder, args.variants, args.seeds, extra=extra,
+                              last_k=args.last_k, betas=betas)
+        runner = Runner(args.out, command=command, workers=_workers(args.workers, extra), threads=args.threads)
+        if args.report_only and not (runner.out / 'runs').is_dir():
+            raise RunnerError(f'{runner.out} holds no frontier runs: pass the --out of an earlier run')
         if args.dry_run:
-            for spec in plan_frontier(args.epochs, args.ladder, args.variants, args.seeds, betas=betas):
-                command = _train_args(spec, args.data_dir, Path(args.out) / 'runs', extra)
-                print(f'{spec["role"]:7s} train.py {shlex.join(command)}')
+            runner.check(specs)
+            for spec in specs:
+                print(f'{spec.role:7s} {shlex.join(runner.command_of(spec))}')
             return 0
-        result = run_frontier(args.data_dir, args.out, args.epochs, args.ladder, args.variants, args.seeds,
-                              extra_args=extra, betas=betas, workers=args.workers, threads=args.threads)
-    except (CompareError, ValueError) as e:
+        with runner:
+            if args.plan_only:
+                lines = runner.plan_lines(specs)
+                (runner.out / 'plan.sh').write_text('\n'.join(lines) + '\n')
+                print('\n'.join(lines))
+                print(f'# {len(lines)} commands (also in {runner.out / "plan.sh"}); then: {command} --report-only',
+                      file=sys.stderr)
+                return 0
+            result = run_frontier(runner, specs, f'{args.data_dir}: accuracy against cost',
+                                  report_only=args.report_only)
+    except RunnerError as e:
         print(f'frontier: error: {e}', file=sys.stderr)
-        return 2
+        return e.code
     except KeyboardInterrupt:
-        print('frontier: interrupted; run the same command again to resume (finished runs are reused)',
-              file=sys.stderr)
+        print(f'frontier: interrupted before any run started; to start again: {command}', file=sys.stderr)
         return 130
     print(result['table'])
     print(f'picture: {result["picture"]}')

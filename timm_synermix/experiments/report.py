@@ -23,7 +23,8 @@ from fractions import Fraction
 import numpy as np
 
 from ..method.presets import PRESETS
-from .runs import find_runs, format_table, group_runs, has_intra, load_run, mean_std, paper_name, top1
+from .runs import find_runs, format_table, group_runs, load_run, paper_name, top1
+from .scores import mean_std
 
 __all__ = ['make_report', 'pair_probability_curves']
 
@@ -122,7 +123,7 @@ def _plot_accuracy_vs_beta(runs, path):
     from matplotlib.figure import Figure
 
     series = {}
-    for method in dict.fromkeys(r['method'] for r in runs if has_intra(r['method'])):
+    for method in dict.fromkeys(r['method'] for r in runs if r['intra']):
         by_beta = {}
         for r in runs:
             if r['method'] == method and r['beta'] is not None:

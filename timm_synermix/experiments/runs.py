@@ -1,7 +1,7 @@
-"""Training runs as the experiments read them: loading run folders, mean ± std, and the results.md table.
+"""Training runs as the experiments read them: loading run folders and the results.md table.
 
-One place for what compare, report and the study share: a run folder is what the trainer writes (args.yaml,
-summary.csv, results.json, features.npz) plus compare's RUN_META (its arguments and wall time).
+One place for what compare and report share: a run folder is what the trainer writes (args.yaml, summary.csv,
+results.json, features.npz) plus the runner's record (`runner.RECORD`: its command, data and table row).
 """
 import csv
 import json
@@ -11,42 +11,14 @@ import os
 import numpy as np
 
 from ..method.presets import PRESETS
+from .runner import RECORD, beta_text
+from .scores import fmt
 
-__all__ = ['RUN_META', 'load_run', 'find_runs', 'top1', 'has_intra', 'paper_name', 'group_runs', 'mean_std', 'fmt',
-           'beta_text', 'format_table']
-
-RUN_META = 'compare.json'
-
-
-def has_intra(method):
-    """Whether a run's method has the intra term (flag-built names such as 'synermix-cutmix' included)."""
-    return PRESETS[method].intra if method in PRESETS else str(method).startswith('synermix')
+__all__ = ['load_run', 'find_runs', 'top1', 'paper_name', 'group_runs', 'format_table']
 
 
 def paper_name(method):
     return PRESETS[method].paper_name if method in PRESETS else ''
-
-
-def beta_text(beta):
-    return f'{beta:g}'
-
-
-def mean_std(values):
-    """(mean, sample std) of the finite values; NaN where there are too few."""
-    values = np.asarray([float(v) for v in values if v is not None and not math.isnan(float(v))], dtype=np.float64)
-    if values.size == 0:
-        return math.nan, math.nan
-    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else math.nan
-
-
-def fmt(values, digits=2, unit=''):
-    """'mean ± std' of the values ('mean' for one, '–' for none)."""
-    mean, std = mean_std(values)
-    if math.isnan(mean):
-        return '–'
-    if math.isnan(std):
-        return f'{mean:.{digits}f}{unit}'
-    return f'{mean:.{digits}f} ± {std:.{digits}f}{unit}'
 
 
 def _read_summary(path):
@@ -90,8 +62,8 @@ def load_run(run_dir, with_features=True):
     Returns:
         dict(name, path, method, beta, seed, model, experiment, args, summary {column: array},
         results (dict or None), features (array or None), labels (array or None), metrics (dict),
-        wall_s and label (from compare's RUN_META file: its wall time, and the row it belongs to, by default
-        the method))
+        intra (whether it trained the intra term, as args.yaml records), train_s (training seconds, results.json),
+        label (the row the runner recorded for it, by default the method))
     """
     import yaml
 
@@ -122,8 +94,8 @@ def load_run(run_dir, with_features=True):
             features, labels = data['features'], data['labels']
 
     beta = args.get('synermix_beta')
-    meta_path = os.path.join(run_dir, RUN_META)
-    meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else {}
+    record_path = os.path.join(run_dir, RECORD)
+    record = json.loads(open(record_path).read()) if os.path.isfile(record_path) else {}
     return dict(
         name=os.path.basename(os.path.normpath(run_dir)),
         path=run_dir,
@@ -138,8 +110,9 @@ def load_run(run_dir, with_features=True):
         features=features,
         labels=labels,
         metrics=(results or {}).get('metrics') or {},
-        wall_s=meta.get('wall_s'),
-        label=meta.get('label') or str(method),
+        intra=bool(args.get('synermix')) and float(beta or 0) > 0,
+        train_s=((results or {}).get('cost') or {}).get('train_seconds'),
+        label=record.get('label') or str(method),
     )
 
 
@@ -183,7 +156,7 @@ def group_runs(runs):
         text = r['label']
         if several_models:
             text = f'{r["model"]} {text}'
-        if has_intra(r['method']) and len(betas[r['label']]) > 1:
+        if r['intra'] and len(betas[r['label']]) > 1:
             text = f'{text} β={r["beta"]:g}' if r['beta'] is not None else f'{text} β=?'
         return text
 
@@ -209,7 +182,7 @@ def format_table(finals, sweep=None, chosen=None, note='', holdout=0.1):
     chosen = chosen or {}
     groups = {}
     for r in finals:
-        beta = r['beta'] if has_intra(r['method']) else None
+        beta = r['beta'] if r['intra'] else None
         groups.setdefault((r['label'], beta), []).append(r)
     ks = sorted({r['results'].get('last_k') for r in finals} - {None})
     k = str(ks[0]) if len(ks) == 1 else 'k'
@@ -219,7 +192,7 @@ def format_table(finals, sweep=None, chosen=None, note='', holdout=0.1):
         lines += [note, '']
     lines += [
         f'| method | paper name | β | seeds | best top-1 | last-{k} top-1 | intra distance | cohesion | fisher ratio '
-        f'| silhouette | wall time / run |',
+        f'| silhouette | training time / run |',
         '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ]
     for (label, beta), runs in groups.items():
@@ -239,7 +212,7 @@ def format_table(finals, sweep=None, chosen=None, note='', holdout=0.1):
             label, paper_name(method), beta_cell, ', '.join(str(r['seed']) for r in runs),
             fmt([r['results'].get('best_top1') for r in runs]), last,
             metric('intra_distance'), metric('cohesion'), metric('fisher_ratio'), metric('silhouette'),
-            fmt([r['wall_s'] for r in runs], 0, ' s'),
+            fmt([r['train_s'] for r in runs], 0, ' s'),
         ]) + ' |')
     lines += ['']
     spread = f'mean ± std of the top-1 of the last {k} epochs of the one run' if single else \

@@ -33,13 +33,13 @@ import re
 import shlex
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
-from .compare import CompareError, execute_run
-from .frontier import frontier_points, frontier_table, judge, plan_frontier, plot_frontier, run_specs
+from ..method.presets import get_preset
+from .frontier import frontier_table, judge, plan_frontier, plot_frontier, point, score_of
+from .runner import Runner, RunnerError, RunSpec
+from .scores import paired_difference
 
 __all__ = ['FULL', 'QUICK', 'BETA', 'DECOMPOSITION', 'recipe', 'regime_plans', 'decomposition_table', 'run_study',
            'main']
@@ -74,89 +74,81 @@ QUICK = dict(
 )
 TITLES = {'scratch-short': 'From scratch, short schedule', 'scratch-long': 'From scratch, long schedule (3x epochs)',
           'finetune': 'Fine-tuning a pretrained backbone on new classes'}
+DATA = ('scratch', 'pretrain', 'finetune')
 
 
-def recipe(cfg):
+def recipe(cfg, device='cpu'):
     """train.py arguments shared by every run: SGD with cosine decay, crop-only augmentation."""
     # No flips: a mirrored glyph is another character (or none).
-    return ['--model', cfg['model'], '--img-size', str(cfg['size']), '--device', 'cpu', '-j', '0',
+    return ('--model', cfg['model'], '--img-size', str(cfg['size']), '--device', device, '-j', '0',
             '-b', str(cfg['batch']), '--opt', 'sgd', '--lr', str(cfg['lr']), '--momentum', '0.9',
             '--weight-decay', '5e-4', '--sched', 'cosine', '--warmup-epochs', '0', '--smoothing', '0',
             '--scale', '0.6', '1', '--ratio', '0.8', '1.25', '--hflip', '0', '--color-jitter', '0',
             '--mixup-mode', 'elem', '--checkpoint-hist', '1', '--log-interval', str(cfg['log_interval']),
-            '--report-last-k', str(cfg['last_k']), '--val-split', 'val']
+            '--val-split', 'val')
 
 
-def _build(out, name, cfg, fonts_dirs, stream):
-    from .fonts import build_font_dataset
+def _font_settings(cfg, name):
     part = cfg[name]
-    data = build_font_dataset(out / 'data' / name, fonts_dirs=fonts_dirs, size=cfg['size'], scripts=part['scripts'],
-                              train_fonts_per_class=part['train_fonts'], val_fonts_per_class=part['val_fonts'],
-                              min_train_fonts=part['train_fonts'])
+    return dict(size=cfg['size'], scripts=part['scripts'], train_fonts_per_class=part['train_fonts'],
+                val_fonts_per_class=part['val_fonts'], min_train_fonts=part['train_fonts'])
+
+
+def _build(out, name, cfg, fonts_dirs, runner):
+    from .fonts import build_font_dataset
+    data = build_font_dataset(out / 'data' / name, fonts_dirs=fonts_dirs, **_font_settings(cfg, name))
     counts = {s: sum(data['counts'][s].values()) for s in ('train', 'val')}
-    print(f'study: data {name}: {data["num_classes"]} classes, {counts["train"]} train / {counts["val"]} val images '
-          f'({"reused" if data["reused"] else "written"})', file=stream, flush=True)
+    runner.emit(f'study: data {name}: {data["num_classes"]} classes, {counts["train"]} train / {counts["val"]} val '
+                f'images ({"reused" if data["reused"] else "written"})')
     # The manifest names every font file; those shipped inside Python packages lose this machine's prefix.
     manifest = (Path(data['root']) / 'manifest.json').read_text()
     (out / f'data_manifest_{name}.json').write_text(re.sub(r'"[^"]*/site-packages/', '"<site-packages>/', manifest))
     return dict(data, **counts)
 
 
-def _pretrain(out, cfg, data, stream):
+def _read(out, name, cfg):
+    """The data set a finished study used, read without writing (for --report-only)."""
+    from .fonts import read_font_dataset
+    data = read_font_dataset(out / 'data' / name)
+    if data is None:
+        raise RunnerError(f'{out} holds no study ({out / "data" / name} is missing): pass the --out of a study')
+    settings = data['manifest']['settings']
+    wanted = _font_settings(cfg, name)
+    changed = [k for k, v in wanted.items() if settings.get(k) != (list(v) if isinstance(v, tuple) else v)]
+    if changed:
+        raise RunnerError(f'{out} holds a study made with other settings ({", ".join(changed)} of its {name} data): '
+                          f'add or drop --quick to match it')
+    return dict(data, **{s: sum(data['counts'][s].values()) for s in ('train', 'val')})
+
+
+def _pretrain_spec(cfg, data, device):
     """The fine-tuning regime's backbone: one run on the pretraining classes; its best weights as a local file."""
-    part = cfg['pretrain']
-    run_dir = out / 'pretrain' / 'latin'
-    args = [str(data['root']), *recipe(cfg), '--method', 'baseline', '--seed', '0', '--epochs', str(part['epochs']),
-            '--output', str(run_dir.parent), '--experiment', run_dir.name]
-    execute_run('pretrain', args, run_dir, threads=1, stream=stream, log_path=out / 'logs' / 'pretrain.log')
-    return run_dir / 'model_best.safetensors'
+    return RunSpec(name='pretrain-latin', preset=get_preset('baseline'), seed=0, epochs=cfg['pretrain']['epochs'],
+                   data=str(data['root']), last_k=cfg['last_k'], extra=recipe(cfg, device), variant='baseline',
+                   label='pretraining', role='pretrain')
 
 
-def regime_plans(cfg):
-    """{regime: (data name, spec list)}: the three regimes' runs (scratch-short and -long share a ladder); each spec
-    names its data set under 'data'."""
+def regime_plans(cfg, roots, backbone, device='cpu'):
+    """{regime: (data name, specs)}: the three regimes' runs (scratch-short and -long share their ladder runs); a
+    run's name starts with its data set's."""
     betas = {v: BETA for v in set(cfg['scratch']['variants']) | set(cfg['finetune']['variants'])}
     s, f = cfg['scratch'], cfg['finetune']
-    short = plan_frontier(s['epochs'], s['ladder'], s['variants'], cfg['seeds'], betas=betas)
-    long = [spec for spec in plan_frontier(s['epochs'], s['long_ladder'], s['long_variants'], cfg['seeds'],
-                                           betas=betas, long_epochs=s['epochs'] * s['long_factor'])
-            if spec['role'] == 'ladder' or spec['epochs'] != s['epochs']]
-    finetune = plan_frontier(f['epochs'], f['ladder'], f['variants'], cfg['seeds'], betas=betas)
-    plans = {'scratch-short': ('scratch', short), 'scratch-long': ('scratch', long), 'finetune': ('finetune', finetune)}
-    for data_name, specs in plans.values():
-        for spec in specs:
-            spec['data'] = data_name
-    return plans
+    common = dict(seeds=cfg['seeds'], last_k=cfg['last_k'], betas=betas)
+    scratch = dict(common, extra=recipe(cfg, device))
+    finetune = dict(common, extra=recipe(cfg, device) + ('--pretrained-path', str(backbone)))
+    short = plan_frontier(roots['scratch'], s['epochs'], s['ladder'], s['variants'], **scratch)
+    long = [spec for spec in plan_frontier(roots['scratch'], s['epochs'], s['long_ladder'], s['long_variants'],
+                                           long_epochs=s['epochs'] * s['long_factor'], **scratch)
+            if spec.role == 'ladder' or spec.epochs != s['epochs']]
+    tuned = plan_frontier(roots['finetune'], f['epochs'], f['ladder'], f['variants'], **finetune)
+    plans = {'scratch-short': ('scratch', short), 'scratch-long': ('scratch', long), 'finetune': ('finetune', tuned)}
+    return {regime: (data, [replace(spec, name=f'{data}-{spec.name}') for spec in specs])
+            for regime, (data, specs) in plans.items()}
 
 
-def _ordered_union(plans):
-    """Each run once (the regimes share runs), the cheapest first so that results land early (the long schedule's
-    runs last); a run's rough cost is its epochs times its passes per image."""
-    seen = {}
-    for _, specs in plans:
-        for spec in specs:
-            seen.setdefault((spec['data'], spec['name']), spec)
-
-    def cost(spec):
-        method, extra = spec['method'], ' '.join(spec['extra'])
-        passes = 3.0 if method in ('synermix', 'synermix-intra', 'clean-view', 'clean-view-mixup') else 1.0
-        if 'paired' in extra:
-            passes = 2.0 if method in ('synermix', 'synermix-intra') else 1.0
-        return spec['epochs'] * (1.8 if 'supplemented' in extra else passes), spec['seed']
-    return sorted(seen.values(), key=cost)
-
-
-def _train_all(out, cfg, plans, datasets, backbone, stream):
-    """Train every planned run of every regime, `workers` at a time; returns {(data, name): run folder}."""
-    extra = {'scratch': recipe(cfg), 'finetune': recipe(cfg) + ['--pretrained-path', str(backbone)]}
-
-    def one(spec):
-        name = spec['data']
-        found = run_specs([spec], datasets[name]['root'], out / name, extra[name], workers=1, threads=1,
-                          stream=stream)
-        return (name, spec['name']), found[0]
-    with ThreadPoolExecutor(max_workers=cfg['workers']) as pool:
-        return dict(pool.map(one, _ordered_union(plans.values())))
+def _union(plans):
+    """Each run once: the regimes share runs."""
+    return list({spec.name: spec for _, specs in plans.values() for spec in specs}.values())
 
 
 # (variant, its composition control: the same batches without the intra term, the plain method of the ladder)
@@ -171,35 +163,27 @@ DECOMPOSITION = (
 )
 
 
-def _by_seed(points, epochs, variant=None, method=None):
-    return {p['seed']: p['top1'] for p in points if p['epochs'] == epochs and
-            (p.get('variant') == variant if variant else p['role'] == 'ladder' and p['method'] == method)}
-
-
-def _difference(a, b):
-    """Mean ± std over seeds of a - b, paired by seed; '–' without common seeds."""
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return '–'
-    diff = np.array([a[s] - b[s] for s in seeds])
-    return f'{diff.mean():+.2f}' + (f' ± {diff.std(ddof=1):.2f}' if len(seeds) > 1 else '')
+def _by_seed(points, epochs, variant):
+    return {p['seed']: p['top1'] for p in points if p['epochs'] == epochs and p['variant'] == variant}
 
 
 def decomposition_table(points, epochs):
     """Markdown: what the batches alone buy (control - plain run, same epochs) and what the intra term adds on the
-    same batches (variant - control), per seed then mean ± std; the clean-view rows: mixing - clean images."""
+    same batches (variant - control), paired by seed: mean ± std [95% interval]; the clean-view rows: mixing - clean
+    images."""
     lines = ['| variant | control | batches alone (control - plain, same epochs) | intra term on top (variant - '
              'control) |', '| --- | --- | --- | --- |']
     for variant, control, plain in DECOMPOSITION:
         v, c = _by_seed(points, epochs, variant), _by_seed(points, epochs, control)
         if not v or not c:
             continue
-        alone = _difference(c, _by_seed(points, epochs, method=plain)) if plain else '(same batches, same cost)'
-        lines.append(f'| {variant} | {control} | {alone} | {_difference(v, c)} |')
+        alone = paired_difference(c, _by_seed(points, epochs, plain)).text() if plain else \
+            '(same batches, same cost)'
+        lines.append(f'| {variant} | {control} | {alone} | {paired_difference(v, c).text()} |')
     return '\n'.join(lines) + '\n'
 
 
-def _section(regime, cfg, data, points, picture, missing):
+def _section(regime, cfg, data, points, score, picture, missing):
     part = cfg['finetune' if regime == 'finetune' else 'scratch']
     epochs = part['epochs'] * (part.get('long_factor', 1) if regime == 'scratch-long' else 1)
     unfinished = (f'**Incomplete: {len(missing)} planned runs have not finished** ({", ".join(missing)}); the rows '
@@ -209,22 +193,24 @@ def _section(regime, cfg, data, points, picture, missing):
             f'{data["num_classes"]} classes, {data["train"]} training images ({part["train_fonts"]} fonts per class), '
             f'validation on {data["val"]} images of unseen font families; variants trained {epochs} epochs; '
             f'seeds {", ".join(map(str, cfg["seeds"]))}; picture `{Path(picture).name}`.\n\n'
-            + frontier_table(points) + '\nWhat the batch composition alone buys, and what the intra term adds on the '
-            f'same batches, at {epochs} epochs (top-1 points):\n\n' + decomposition_table(points, epochs))
+            + frontier_table(points, score) + '\nWhat the batch composition alone buys, and what the intra term '
+            f'adds on the same batches, at {epochs} epochs (top-1 points, paired by seed: mean ± std [95% '
+            f'interval]):\n\n' + decomposition_table(points, epochs))
 
 
-def _write(out, out_arg, cfg, plans, dirs, datasets, made_by):
-    """results.md, the frontier pictures and study.json from the runs in `dirs` (a planned run missing there is
-    named as unfinished); returns {regime: judge() rows}."""
+def _write(runner, out_arg, cfg, plans, results, datasets, made_by):
+    """results.md, the frontier pictures and study.json from `results` (a planned run missing there is named as
+    unfinished); returns {regime: judge() rows}."""
+    out = runner.out
     sections, everything, verdicts = [], [], {}
     for regime, (data_name, planned) in plans.items():
-        specs = [s for s in planned if (data_name, s['name']) in dirs]
-        missing = [s['name'] for s in planned if (data_name, s['name']) not in dirs]
-        points = frontier_points(specs, [dirs[(data_name, s['name'])] for s in specs])
+        points = [point(results[s.name]) for s in planned if s.name in results]
+        missing = [s.name for s in planned if s.name not in results]
+        score = score_of(runner, planned)
         picture = plot_frontier(points, out / f'frontier_{regime}.png', TITLES[regime])
-        sections.append(_section(regime, cfg, datasets[data_name], points, picture, missing))
-        verdicts[regime] = judge(points)
-        everything += [dict(regime=regime, method=p['method'], variant=p.get('variant', p['method']), role=p['role'],
+        sections.append(_section(regime, cfg, datasets[data_name], points, score, picture, missing))
+        verdicts[regime] = judge(points, score)
+        everything += [dict(regime=regime, method=p['method'], variant=p['variant'], role=p['role'],
                             epochs=p['epochs'], seed=p['seed'], beta=p['beta'], cost=p['cost'], top1=p['top1'],
                             best_top1=p['best'], train_seconds=p['seconds'], run=Path(p['run_dir']).name)
                        for p in points]
@@ -238,39 +224,48 @@ def _write(out, out_arg, cfg, plans, dirs, datasets, made_by):
     return verdicts
 
 
-def run_study(out_dir, quick=False, seeds=None, workers=None, fonts_dirs=None, stream=None, report_only=False):
+def run_study(out_dir, quick=False, seeds=None, workers=None, fonts_dirs=None, stream=None, report_only=False,
+              device='cpu'):
     """ Build the data, pretrain the fine-tuning backbone, train every regime's ladder and variants, write the map.
-    With `report_only`, write the map from the runs that have finished, naming the ones that have not.
+    With `report_only`, write the map from the runs that have finished, naming the ones that have not; it reads
+    the data sets and runs and writes no data.
 
     Returns:
         dict(table: results.md path, verdicts: {regime: judge() rows}, wall_s)
     """
-    stream = stream or sys.stdout
     start = time.perf_counter()
     cfg = dict(QUICK if quick else FULL)
     cfg.update({k: v for k, v in dict(seeds=seeds, workers=workers).items() if v})
     out = Path(out_dir).resolve()
-    datasets = {name: _build(out, name, cfg, fonts_dirs, stream) for name in ('scratch', 'pretrain', 'finetune')}
-    plans = regime_plans(cfg)
-    if report_only:
-        dirs = {(s['data'], s['name']): out / s['data'] / 'runs' / s['name'] for s in _ordered_union(plans.values())
-                if (out / s['data'] / 'runs' / s['name'] / 'results.json').is_file()}
-        verdicts = _write(out, out_dir, cfg, plans, dirs, datasets, 'with --report-only: a report of the finished runs')
-        return dict(table=str(out / 'results.md'), verdicts=verdicts, wall_s=time.perf_counter() - start)
-    backbone = _pretrain(out, cfg, datasets['pretrain'], stream)
-    total = len(_ordered_union(plans.values()))
-    print(f'study: {total} runs over {len(plans)} regimes, {cfg["workers"]} at a time', file=stream, flush=True)
-    dirs = _train_all(out, cfg, plans, datasets, backbone, stream)
-    verdicts = _write(out, out_dir, cfg, plans, dirs, datasets, f'{(time.perf_counter() - start) / 60:.0f} min')
+    if report_only and not (out / 'runs').is_dir():
+        raise RunnerError(f'{out} holds no study runs: pass the --out of a study')
+    command = f'python -m timm_synermix.experiments.study --out {out_dir}' + (' --quick' if quick else '')
+    with Runner(out, command=command, workers=cfg['workers'], threads=1, stream=stream) as runner:
+        if report_only:
+            datasets = {name: _read(out, name, cfg) for name in DATA}
+        else:
+            datasets = {name: _build(out, name, cfg, fonts_dirs, runner) for name in DATA}
+        pretrain = _pretrain_spec(cfg, datasets['pretrain'], device)
+        backbone = out / 'runs' / pretrain.name / 'model_best.safetensors'
+        plans = regime_plans(cfg, {name: data['root'] for name, data in datasets.items()}, backbone, device)
+        if report_only:
+            results, _ = runner.gather(_union(plans))
+            made_by = 'with --report-only: a report of the finished runs'
+        else:
+            runner.run([pretrain])
+            runner.emit(f'study: {len(_union(plans))} runs over {len(plans)} regimes, {cfg["workers"]} at a time')
+            results = runner.run(_union(plans))
+            made_by = f'{(time.perf_counter() - start) / 60:.0f} min'
+        verdicts = _write(runner, out_dir, cfg, plans, results, datasets, made_by)
     wall_s = time.perf_counter() - start
-    print(f'study: done in {wall_s / 60:.1f} min; table {out / "results.md"}', file=stream, flush=True)
     return dict(table=str(out / 'results.md'), verdicts=verdicts, wall_s=wall_s)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='python -m timm_synermix.experiments.study', description=__doc__.split('\n\n')[0].strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__[__doc__.index('Example'):],
+        allow_abbrev=False)
     parser.add_argument('--out', default='results/study', help='output folder (default: results/study)')
     parser.add_argument('--quick', action='store_true', help='tiny model, data and epochs: a smoke run (a minute)')
     parser.add_argument('--seeds', nargs='+', type=int, default=None, help=f'seeds (default: {FULL["seeds"]})')
@@ -278,12 +273,15 @@ def main(argv=None):
     parser.add_argument('--fonts', nargs='+', default=None, metavar='DIR',
                         help='font folders (default: the system\'s and matplotlib\'s)')
     parser.add_argument('--report-only', action='store_true',
-                        help='train nothing: write the tables and pictures from the runs that have finished')
+                        help='train nothing and write no data: the tables and pictures from the finished runs')
     args = parser.parse_args(argv)
     try:
         result = run_study(args.out, quick=args.quick, seeds=args.seeds, workers=args.workers, fonts_dirs=args.fonts,
                            report_only=args.report_only)
-    except (CompareError, ValueError) as e:
+    except RunnerError as e:
+        print(f'study: error: {e}', file=sys.stderr)
+        return e.code
+    except ValueError as e:  # the data builders' one-line refusals (no fonts, a folder in the way)
         print(f'study: error: {e}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:

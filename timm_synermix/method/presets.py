@@ -62,6 +62,12 @@ class Preset:
         return self.intra
 
     @property
+    def passes(self) -> int:
+        """Forward+backward passes per batch image: the intra term on the unaugmented view (SynerMix, the clean-view
+        controls) takes the originals through the model a second time (docs/method.md §5)."""
+        return 2 if self.intra and self.source == 'original' else 1
+
+    @property
     def paper(self) -> bool:
         """Whether the paper compares this method (the clean-view controls are this project's)."""
         return self.intra_mode == 'synthesize'

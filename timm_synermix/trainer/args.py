@@ -478,7 +478,7 @@ def given_options(argv) -> dict:
     Example:
         ```python
         given_options(['--see', '7', '-c', 'x.yaml'])
-        # {'seed': '--seed', 'config': '-c/--config', 'synermix_batches': 'synermix_batches (x.yaml)', ...}
+        # {'seed': '--seed', 'config': '-c/--config', 'synermix_batches': "key 'synermix_batches' of x.yaml", ...}
         ```
     """
     config_parser, parser = build_parsers()
@@ -488,7 +488,7 @@ def given_options(argv) -> dict:
     given = {}
     if args_config.config:
         path = args_config.config
-        given.update({key: f'{key} ({path})' for key in load_config(path, parser_dests(parser))})
+        given.update({key: f'key {key!r} of {path}' for key in load_config(path, parser_dests(parser))})
         given['config'] = '-c/--config'
     if args_config.debug:
         given['debug'] = '--debug'
