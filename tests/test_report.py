@@ -9,12 +9,14 @@ import yaml
 
 from timm_synermix.experiments.report import main, make_report, pair_probability_curves
 from timm_synermix.experiments.runs import load_run
+from timm_synermix.method.presets import PRESETS
 
 
 def _write_run(root, name, method, beta, seed, top1, metrics=None, features=None, extra_columns=False):
     run_dir = root / name
     run_dir.mkdir()
-    args = dict(method=method, synermix_beta=beta, seed=seed, model='resnet18', experiment=name, lr=0.1)
+    args = dict(method=method, synermix=PRESETS[method].intra and bool(beta), synermix_beta=beta, seed=seed,
+                model='resnet18', experiment=name, lr=0.1)
     (run_dir / 'args.yaml').write_text(yaml.safe_dump(args))
     with open(run_dir / 'summary.csv', 'w', newline='') as f:
         columns = ['epoch', 'train_loss', 'eval_loss', 'eval_top1', 'eval_top5', 'lr']

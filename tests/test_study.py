@@ -7,13 +7,14 @@ import pytest
 
 from timm_synermix.experiments.frontier import (VARIANTS, flattening, frontier_at, judge, main as frontier_main,
                                                plan_frontier, _rungs)
+from timm_synermix.experiments.scores import Score
 from timm_synermix.experiments.study import FULL, regime_plans, run_study
 
 from train_helpers import write_image_folder
 
 
 def ladder_point(method, epochs, seed, cost, top1):
-    return dict(role='ladder', method=method, epochs=epochs, seed=seed, cost=cost, top1=top1)
+    return dict(role='ladder', method=method, variant=method, epochs=epochs, seed=seed, cost=cost, top1=top1)
 
 
 def variant_point(variant, epochs, seed, cost, top1):
@@ -34,12 +35,14 @@ def test_the_frontier_joins_the_rungs_in_log_cost_and_holds_past_the_top_rung():
     assert frontier_at(rungs, 500) is None   # cheaper than any plain run trained
 
 
-def test_a_variant_is_judged_per_seed_against_the_frontier_at_its_own_cost():
-    points = LADDER + [variant_point('synermix', 10, 0, 2000, 63), variant_point('synermix', 10, 1, 4000, 60)]
-    (row,) = judge(points)
+def test_a_variant_is_judged_per_seed_against_its_seeds_frontier_at_its_own_cost():
+    seed1 = [dict(p, seed=1, top1=p['top1'] + 1) for p in LADDER]
+    points = LADDER + seed1 + [variant_point('synermix', 10, 0, 2000, 63), variant_point('synermix', 10, 1, 4000, 60)]
+    (row,) = judge(points, Score(last_k=3, val_images=1000))
     assert row['seeds'] == 2 and row['cost'] == 3000
-    assert row['distance'][0] == pytest.approx(((63 - 61) + (60 - 64)) / 2)
-    assert row['distance'][1] == pytest.approx(math.sqrt(18))
+    assert (row['distance'].mean, row['distance'].n) == (pytest.approx(((63 - 61) + (60 - 65)) / 2), 2)
+    assert row['distance'].std == pytest.approx(7 / math.sqrt(2))
+    assert row['verdict'] == 'cannot separate: the 95% interval holds 0'
 
 
 def test_the_last_doubling_is_compared_with_the_seed_noise():
@@ -50,46 +53,49 @@ def test_the_last_doubling_is_compared_with_the_seed_noise():
 
 
 def test_the_plan_runs_the_ladder_and_every_variant_over_every_seed():
-    specs = plan_frontier(10, (1, 2, 4), ['synermix', 'mixup-supplemented'], [0, 1, 2], betas={'synermix': 0.4})
-    ladder = [s for s in specs if s['role'] == 'ladder']
-    assert sorted({(s['method'], s['epochs']) for s in ladder}) == [
+    specs = plan_frontier('data', 10, (1, 2, 4), ['synermix', 'mixup-supplemented'], [0, 1, 2],
+                          betas={'synermix': 0.4, 'mixup-supplemented': 0.4})
+    ladder = [s for s in specs if s.role == 'ladder']
+    assert sorted({(s.preset.name, s.epochs) for s in ladder}) == [
         ('baseline', 10), ('baseline', 20), ('baseline', 40), ('mixup', 10), ('mixup', 20), ('mixup', 40)]
-    variants = [s for s in specs if s['role'] == 'variant']
-    assert len(variants) == 6 and {s['seed'] for s in variants} == {0, 1, 2}
-    assert {(s['variant'], s['beta']) for s in variants} == {('synermix', 0.4), ('mixup-supplemented', None)}
-    assert all(s['extra'] == ('--batch-composition', 'supplemented') for s in variants
-               if s['variant'] == 'mixup-supplemented')
+    variants = [s for s in specs if s.role == 'variant']
+    assert len(variants) == 6 and {s.seed for s in variants} == {0, 1, 2}
+    assert {(s.variant, s.beta) for s in variants} == {('synermix', 0.4), ('mixup-supplemented', None)}
+    assert all(s.composition == 'supplemented' and '--batch-composition' in s.own_args() for s in variants
+               if s.variant == 'mixup-supplemented')
 
 
 def test_the_three_regimes_share_what_they_can_and_each_variant_has_its_controls():
-    plans = regime_plans(FULL)
+    plans = regime_plans(FULL, {'scratch': 'data/scratch', 'finetune': 'data/finetune'}, 'backbone.safetensors')
     assert set(plans) == {'scratch-short', 'scratch-long', 'finetune'}
     short, long = plans['scratch-short'][1], plans['scratch-long'][1]
     base = FULL['scratch']['epochs']
-    assert {s['epochs'] for s in long if s['role'] == 'variant'} == {base * FULL['scratch']['long_factor']}
-    assert {s['name'] for s in short if s['role'] == 'ladder'} <= {s['name'] for s in long if s['role'] == 'ladder'}
-    for regime, (_, specs) in plans.items():
-        names = {s['variant'] for s in specs if s['role'] == 'variant'}
+    assert {s.epochs for s in long if s.role == 'variant'} == {base * FULL['scratch']['long_factor']}
+    assert {s.name for s in short if s.role == 'ladder'} <= {s.name for s in long if s.role == 'ladder'}
+    assert all(s.extra[-2:] == ('--pretrained-path', 'backbone.safetensors') for s in plans['finetune'][1])
+    for regime, (data, specs) in plans.items():
+        assert all(s.name.startswith(f'{data}-') and s.data.endswith(data) for s in specs)
+        names = {s.variant for s in specs if s.role == 'variant'}
         assert 'clean-view' in names and 'baseline-supplemented' in names, regime
         for paired in ('paired', 'paired-distinct'):
             if f'synermix-{paired}' in names:
                 assert {f'baseline-{paired}', f'mixup-{paired}'} <= names, (regime, paired)
-        assert all(len([s for s in specs if s.get('variant') == v and s['epochs'] == e]) == 3
-                   for v in names for e in {s['epochs'] for s in specs if s.get('variant') == v})
+        assert all(len([s for s in specs if s.variant == v and s.epochs == e]) == 3
+                   for v in names for e in {s.epochs for s in specs if s.variant == v})
 
 
 def test_every_variant_names_an_existing_method():
     from timm_synermix import PRESETS
-    assert all(method in PRESETS for method, _, _ in VARIANTS.values())
+    assert all(kind.method in PRESETS for kind in VARIANTS.values())
 
 
 def test_the_compute_matched_command_runs_end_to_end_resumes_and_fine_tunes(tmp_path, capsys):
     data = write_image_folder(tmp_path / 'data', n_train=6, n_val=2, classes=3)
     common = ['--model', 'test_resnet', '--img-size', '32', '-b', '4', '--device', 'cpu', '-j', '0', '--lr', '0.05',
-              '--sched', 'cosine', '--warmup-epochs', '0', '--checkpoint-hist', '1', '--report-last-k', '1']
+              '--sched', 'cosine', '--warmup-epochs', '0']
     out = tmp_path / 'out'
     argv = [str(data), '--epochs', '1', '--ladder', '1', '2', '--variants', 'synermix-intra', '--seeds', '0',
-            '--out', str(out), '--workers', '2']
+            '--last-k', '1', '--out', str(out), '--workers', '2']
     assert frontier_main(argv + ['--'] + common) == 0
     printed = capsys.readouterr().out
     assert '| synermix-intra |' in printed and 'vs frontier at equal cost' in printed
@@ -100,17 +106,18 @@ def test_the_compute_matched_command_runs_end_to_end_resumes_and_fine_tunes(tmp_
     plain = [p for p in points if p['role'] == 'ladder' and p['epochs'] == 1][0]
     assert intra['cost'] > 2 * plain['cost']   # the originals' pass over supplemented batches
     assert frontier_main(argv + ['--'] + common) == 0   # a second call reuses every finished run
-    assert capsys.readouterr().out.count('finished before') == 5
+    assert 'runs to train' not in capsys.readouterr().out
     backbone = out / 'runs' / 'baseline-e1-s0' / 'model_best.safetensors'
     tuned = tmp_path / 'tuned'
     assert frontier_main([str(data), '--epochs', '1', '--ladder', '1', '--variants', 'mixup-supplemented', '--seeds',
-                          '0', '--out', str(tuned), '--'] + common + ['--pretrained-path', str(backbone)]) == 0
+                          '0', '--last-k', '1', '--out', str(tuned), '--'] + common + ['--pretrained-path',
+                                                                                      str(backbone)]) == 0
     assert 'Loaded pretrained weights' in (tuned / 'logs' / 'mixup-supplemented-e1-s0.log').read_text()
 
 
 def test_the_frontier_command_refuses_flags_it_sets_itself(tmp_path, capsys):
     assert frontier_main([str(tmp_path), '--epochs', '1', '--out', str(tmp_path / 'o'), '--', '--epochs', '3']) == 2
-    assert '--epochs' in capsys.readouterr().err
+    assert '--epochs is set by the plan itself' in capsys.readouterr().err
 
 
 @pytest.fixture(scope='module')
@@ -138,4 +145,19 @@ def test_the_decomposition_splits_a_variant_into_its_batches_and_its_intra_term(
     points += [variant_point('mixup-supplemented', 6, s, 180, 53 + s) for s in (0, 1)]
     points += [variant_point('synermix', 6, s, 360, 54 + 2 * s) for s in (0, 1)]
     row = [line for line in decomposition_table(points, 6).splitlines() if line.startswith('| synermix |')][0]
-    assert row == '| synermix | mixup-supplemented | +3.00 ± 0.00 | +1.50 ± 0.71 |'
+    assert row == '| synermix | mixup-supplemented | +3.00 ± 0.00 [+3.00, +3.00] | +1.50 ± 0.71 [-4.85, +7.85] |'
+
+
+def test_study_report_only_writes_no_data_and_refuses_a_folder_without_its_study(quick_study, tmp_path):
+    from timm_synermix.experiments.runner import RunnerError
+    out, _ = quick_study
+    with pytest.raises(RunnerError, match='holds no study runs'):
+        run_study(tmp_path / 'empty', report_only=True)
+    assert not (tmp_path / 'empty').exists()
+    with pytest.raises(RunnerError, match=r'holds a study made with other settings \(size, .*: add or drop --quick'):
+        run_study(out, report_only=True)
+    data = {p: p.stat().st_mtime_ns for p in (out / 'data').rglob('*')}
+    before = (out / 'results.md').read_text()
+    run_study(out, quick=True, report_only=True)
+    assert {p: p.stat().st_mtime_ns for p in (out / 'data').rglob('*')} == data
+    assert (out / 'results.md').read_text().split('\n', 3)[3] == before.split('\n', 3)[3]

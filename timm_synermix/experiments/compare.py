@@ -128,7 +128,9 @@ def select_best_beta(results):
 
 def _with_chosen(spec, chosen):
     beta = chosen.get(spec.preset.name)
-    return spec if beta is None else replace(spec, beta=beta, name=f'{spec.preset.name}-b{beta_text(beta)}-s{spec.seed}')
+    if beta is None:
+        return spec
+    return replace(spec, beta=beta, name=f'{spec.preset.name}-b{beta_text(beta)}-s{spec.seed}')
 
 
 def run_compare(runner, plan, report=True, max_tsne_points=1000, pair_trials=2000, note=None):
@@ -153,8 +155,8 @@ def run_compare(runner, plan, report=True, max_tsne_points=1000, pair_trials=200
     for method in dict.fromkeys(s.preset.name for s in sweep):
         scores = [(s.beta, done[s.name].top1) for s in sweep if s.preset.name == method]
         chosen[method] = select_best_beta(scores)
-        runner.emit(f'compare: {method}: holdout top-1 by β ' + ', '.join(f'{beta_text(b)}: {t:.2f}' for b, t in scores)
-                    + f' -> β = {beta_text(chosen[method])}')
+        by_beta = ', '.join(f'{beta_text(b)}: {t:.2f}' for b, t in scores)
+        runner.emit(f'compare: {method}: holdout top-1 by β {by_beta} -> β = {beta_text(chosen[method])}')
     finals = [_with_chosen(s, chosen) for s in plan if s.role == 'final']
     done.update(runner.run(finals))
     if note is None:

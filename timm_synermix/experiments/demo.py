@@ -5,8 +5,9 @@
 2. Pretrains a small timm model (resnet10t) on mnist5k from scratch; its ``model_best.safetensors``
    is the local pretrained checkpoint of step 3 (made here, nothing is downloaded).
 3. Fine-tunes it on digits with ``train.py --pretrained-path`` once per method (baseline, MixUp,
-   SynerMix; add ``--methods ... synermix-intra`` for the intra term alone), same seed and hyperparameters: SGD, momentum 0.9, weight decay 5e-4, lr 0.01
-   halved every 2 epochs, no label smoothing (the paper's fine-tuning recipe, scaled down).
+   SynerMix; add ``--methods ... synermix-intra`` for the intra term alone), same seed and hyperparameters: SGD,
+   momentum 0.9, weight decay 5e-4, lr 0.01 halved every 2 epochs, no label smoothing (the paper's fine-tuning
+   recipe, scaled down).
 4. Prints the results table and the pictures of ``timm_synermix.experiments.report`` (t-SNE, accuracy curves, Fig. 1
    pair probabilities) from ``OUT``.
 

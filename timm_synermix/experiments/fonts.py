@@ -38,8 +38,8 @@ import unicodedata
 import numpy as np
 
 __all__ = [
-    'CLASSES', 'HOMOGLYPHS', 'SCRIPTS', 'default_font_dirs', 'find_font_files', 'build_font_dataset', 'read_font_dataset',
-    'main']
+    'CLASSES', 'HOMOGLYPHS', 'SCRIPTS', 'default_font_dirs', 'find_font_files', 'build_font_dataset',
+    'read_font_dataset', 'main']
 
 # The classes. A Greek or Cyrillic letter that Unicode's confusables.txt
 # (https://www.unicode.org/Public/security/latest/confusables.txt) maps to a Latin letter or digit
