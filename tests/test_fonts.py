@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from timm_synermix.experiments.fonts import CLASSES, HOMOGLYPHS, build_font_dataset, main
+from timm_synermix.experiments.fonts import CLASSES, HOMOGLYPHS, build_font_dataset, dropped_note, main
 
 MPL_FONTS = os.path.join(os.path.dirname(__import__('matplotlib').__file__), 'mpl-data', 'fonts', 'ttf')
 # seed 1 puts two of matplotlib's seven design groups in val: Computer Modern roman (Latin only) and
@@ -141,6 +141,18 @@ def test_caps_take_fonts_round_robin_over_groups_and_drop_thin_classes(tmp_path)
     assert latin['num_classes'] == 62 and all(c['script'] == 'latin' for c in latin['manifest']['classes'])
     greek = build_font_dataset(tmp_path / 'greek', size=16, scripts=('greek',), **SPLIT, min_train_fonts=2)
     assert greek['num_classes'] == 27 and sorted(os.listdir(greek['train'])) == sorted(os.listdir(greek['val']))
+
+
+def test_classes_dropped_for_too_few_fonts_are_named_per_script(tmp_path, capsys):
+    main(['--out', str(tmp_path / 'f'), '--fonts', MPL_FONTS, '--seed', '1', '--val-families', '2', '--size', '16',
+          '--train-fonts', '0', '--val-fonts', '0', '--min-train-fonts', '13', '--scripts', 'greek,cyrillic,latin'])
+    out = capsys.readouterr().out
+    assert 'wrote ' in out and ': 62 classes' in out
+    assert out.splitlines()[-1] == ('note: dropped 27 of 27 greek, 35 of 35 cyrillic classes: fewer than 13 train or 1 '
+                                    'val fonts draw them (add fonts with --fonts DIR, or lower --min-train-fonts)')
+    manifest = json.loads((tmp_path / 'f' / 'manifest.json').read_text(encoding='utf-8'))
+    assert dropped_note(dict(manifest, classes=manifest['classes'] + [c for c in CLASSES if c['script'] != 'latin'
+                                                                      ])) == ''
 
 
 def test_without_fonttools_family_comes_from_pillow(tmp_path, monkeypatch):

@@ -116,3 +116,26 @@ def test_every_file_the_docs_and_the_code_cite_is_in_the_repository():
     missing = sorted({f'{src.relative_to(root)} -> {ref}' for src in sources
                       for ref in _CITED.findall(src.read_text()) if not (root / ref).exists()})
     assert not missing, missing
+
+
+def test_only_the_presets_key_logic_on_method_names():
+    """What a method is (intra term, passes, default β, mixing) is asked of its `Preset`; no code compares a name.
+    The inter kinds a `Preset` names ('mixup', 'manifold') are flags' settled values, not method names."""
+    from timm_synermix.method.presets import PRESETS
+    names = set(PRESETS) - {p.inter for p in PRESETS.values()}
+    keyed = []
+    for path in PACKAGE.rglob('*.py'):
+        if path.name == 'presets.py':
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+            elif isinstance(node, ast.Call) and getattr(node.func, 'attr', '') in ('startswith', 'endswith'):
+                operands = node.args
+            else:
+                continue
+            constants = {c.value for o in operands for c in ast.walk(o) if isinstance(c, ast.Constant)}
+            if constants & names or any(isinstance(c, str) and c and any(n.startswith(c) for n in names)
+                                        for c in constants if isinstance(node, ast.Call)):
+                keyed.append(f'{path.relative_to(PACKAGE)}:{node.lineno}')
+    assert not keyed, keyed

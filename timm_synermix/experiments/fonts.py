@@ -39,7 +39,7 @@ import numpy as np
 
 __all__ = [
     'CLASSES', 'HOMOGLYPHS', 'SCRIPTS', 'default_font_dirs', 'find_font_files', 'build_font_dataset',
-    'read_font_dataset', 'main']
+    'read_font_dataset', 'dropped_note', 'main']
 
 # The classes. A Greek or Cyrillic letter that Unicode's confusables.txt
 # (https://www.unicode.org/Public/security/latest/confusables.txt) maps to a Latin letter or digit
@@ -512,6 +512,21 @@ def build_font_dataset(out_dir, fonts_dirs=None, size=32, val_families=0.2, trai
     return _result(out_dir, manifest, reused=False)
 
 
+def dropped_note(manifest):
+    """One line naming, per script, the classes of the requested scripts that had too few fonts, or ''."""
+    settings, kept = manifest['settings'], {c['name'] for c in manifest['classes']}
+    asked = [c for c in CLASSES if c['script'] in settings['scripts']]
+    dropped = {}
+    for c in asked:
+        if c['name'] not in kept:
+            dropped.setdefault(c['script'], []).append(c['name'])
+    if not dropped:
+        return ''
+    per_script = ', '.join(f'{len(names)} of {sum(c["script"] == s for c in asked)} {s}' for s, names in dropped.items())
+    return (f'dropped {per_script} classes: fewer than {settings["min_train_fonts"]} train or '
+            f'{settings["min_val_fonts"]} val fonts draw them (add fonts with --fonts DIR, or lower --min-train-fonts)')
+
+
 def read_font_dataset(out_dir):
     """ The data set `build_font_dataset` wrote in `out_dir` (as it returns it, `reused` True), or None; reads only. """
     manifest = _read_manifest(os.path.abspath(out_dir))
@@ -552,6 +567,8 @@ def main(argv=None):
     print(f'{verb} {folder["root"]}: {folder["num_classes"]} classes, {n_train} train / {n_val} val images '
           f'from {n_used} of {len(manifest["fonts"])} usable fonts, {n_groups} design groups '
           f'({len(manifest["val_groups"])} in val)')
+    if dropped_note(manifest):
+        print(f'note: {dropped_note(manifest)}')
 
 
 if __name__ == '__main__':

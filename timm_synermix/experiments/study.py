@@ -95,11 +95,13 @@ def _font_settings(cfg, name):
 
 
 def _build(out, name, cfg, fonts_dirs, runner):
-    from .fonts import build_font_dataset
+    from .fonts import build_font_dataset, dropped_note
     data = build_font_dataset(out / 'data' / name, fonts_dirs=fonts_dirs, **_font_settings(cfg, name))
     counts = {s: sum(data['counts'][s].values()) for s in ('train', 'val')}
     runner.emit(f'study: data {name}: {data["num_classes"]} classes, {counts["train"]} train / {counts["val"]} val '
                 f'images ({"reused" if data["reused"] else "written"})')
+    if dropped_note(data['manifest']):
+        runner.emit(f'study: data {name}: {dropped_note(data["manifest"])}')
     # The manifest names every font file; those shipped inside Python packages lose this machine's prefix.
     manifest = (Path(data['root']) / 'manifest.json').read_text()
     (out / f'data_manifest_{name}.json').write_text(re.sub(r'"[^"]*/site-packages/', '"<site-packages>/', manifest))
