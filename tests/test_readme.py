@@ -1,3 +1,4 @@
+import os
 import pathlib
 import re
 
@@ -52,8 +53,9 @@ def _check(command):
     elif 'timm_synermix.experiments.frontier' in words or 'timm_synermix.experiments.compare' in words:
         from timm_synermix.experiments import compare, frontier
         module = frontier if 'timm_synermix.experiments.frontier' in words else compare
-        argv = words[words.index('-m') + 2:]
-        write_image_folder(argv[0])  # the dry run checks the plan against the data it names
+        argv = [w for w in words[words.index('-m') + 2:] if w not in ('--plan-only', '--report-only')]
+        if not os.path.isdir(argv[0]):
+            write_image_folder(argv[0])  # the dry run checks the plan against the data it names
         assert module.main(['--dry-run'] + argv) == 0, command
     else:
         assert words[:3] in (['python', '-m', 'timm_synermix.experiments.study'], ['python', '-c', words[2]]), command

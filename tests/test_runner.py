@@ -289,6 +289,7 @@ def test_the_verdict_cannot_separate_within_one_image_at_the_ceiling_or_with_zer
     assert Difference(2.0, 0.1, 3).verdict(score) == 'above'
     assert Difference(-2.0, 0.1, 3).verdict(score) == 'below'
     assert Difference(0.4, 0.01, 3).verdict(score) == 'cannot separate: within one validation image (0.50 points)'
+    assert Difference(0.4, 1.0, 3).verdict(score) == 'cannot separate: the 95% interval holds 0'
     assert Difference(2.0, 3.0, 3).verdict(score) == 'cannot separate: the 95% interval holds 0'
     assert Difference(-2.0, 0.1, 3).verdict(score, ceiling=99.6) == 'cannot separate: the frontier is at 100%'
     assert Difference(2.0, float('nan'), 1).verdict(score) == 'cannot separate: one seed, no interval'

@@ -94,13 +94,11 @@ class Difference:
             return 'cannot separate: one seed, no interval'
         if ceiling is not None and ceiling >= 100.0 - (score.resolution if score.val_images else 0.0):
             return 'cannot separate: the frontier is at 100%'
+        if self.mean - self.half_width <= 0 <= self.mean + self.half_width:
+            return 'cannot separate: the 95% interval holds 0'
         if abs(self.mean) < score.resolution:
             return f'cannot separate: within one validation image ({score.resolution:.2f} points)'
-        if self.mean - self.half_width > 0:
-            return 'above'
-        if self.mean + self.half_width < 0:
-            return 'below'
-        return 'cannot separate: the 95% interval holds 0'
+        return 'above' if self.mean > 0 else 'below'
 
 
 def paired_difference(a: Dict, b: Dict) -> Difference:

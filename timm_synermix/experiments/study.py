@@ -37,9 +37,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..method.presets import get_preset
-from .frontier import frontier_table, judge, plan_frontier, plot_frontier, point, score_of
+from .frontier import frontier_table, judge, plan_frontier, plot_frontier, point
 from .runner import Runner, RunnerError, RunSpec
-from .scores import paired_difference
+from .scores import Score, paired_difference
 
 __all__ = ['FULL', 'QUICK', 'BETA', 'DECOMPOSITION', 'recipe', 'regime_plans', 'decomposition_table', 'run_study',
            'main']
@@ -112,6 +112,11 @@ def _read(out, name, cfg):
     """The data set a finished study used, read without writing (for --report-only)."""
     from .fonts import read_font_dataset
     data = read_font_dataset(out / 'data' / name)
+    copy = out / f'data_manifest_{name}.json'
+    if data is None and copy.is_file():  # a clone holds the manifest's copy, not the data
+        manifest = json.loads(copy.read_text())
+        data = dict(root=str(out / 'data' / name), num_classes=len(manifest['classes']), counts=manifest['counts'],
+                    manifest=manifest)
     if data is None:
         raise RunnerError(f'{out} holds no study ({out / "data" / name} is missing): pass the --out of a study')
     settings = data['manifest']['settings']
@@ -200,17 +205,41 @@ def _section(regime, cfg, data, points, score, picture, missing):
             f'interval]):\n\n' + decomposition_table(points, epochs))
 
 
-def _write(runner, out_arg, cfg, plans, results, datasets, made_by):
-    """results.md, the frontier pictures and study.json from `results` (a planned run missing there is named as
-    unfinished); returns {regime: judge() rows}."""
-    out = runner.out
+def _points_of(plans, results):
+    """{regime: (points, names of unfinished runs)} from the runs in `results`."""
+    return {regime: ([point(results[s.name]) for s in planned if s.name in results],
+                     [s.name for s in planned if s.name not in results]) for regime, (_, planned) in plans.items()}
+
+
+def _recorded_points(out, plans):
+    """{regime: (points, names of runs the record lacks)} from `OUT/study.json`, the record a finished study keeps
+    of every run: what a clone of the repository holds, without the run folders."""
+    record = json.loads((out / 'study.json').read_text())
+    regimes = {}
+    for regime, (_, planned) in plans.items():
+        rows = {(r['role'], r['variant'], r['epochs'], r['seed']): r for r in record if r['regime'] == regime}
+        points, missing = [], []
+        for s in planned:
+            r = rows.get((s.role, s.variant, s.epochs, s.seed))
+            if r is None:
+                missing.append(s.name)
+                continue
+            points.append(dict(name=s.name, label=s.label, role=s.role, variant=s.variant, method=r['method'],
+                               intra=s.intra, epochs=s.epochs, seed=s.seed, beta=r['beta'], cost=r['cost'],
+                               top1=r['top1'], best=r['best_top1'], seconds=r['train_seconds'], run_dir=r['run']))
+        regimes[regime] = (points, missing)
+    return regimes
+
+
+def _write(out, out_arg, cfg, plans, regimes, datasets, made_by):
+    """results.md, the frontier pictures and study.json from {regime: (points, unfinished run names)}; returns
+    {regime: judge() rows}."""
     sections, everything, verdicts = [], [], {}
-    for regime, (data_name, planned) in plans.items():
-        points = [point(results[s.name]) for s in planned if s.name in results]
-        missing = [s.name for s in planned if s.name not in results]
-        score = score_of(runner, planned)
+    for regime, (points, missing) in regimes.items():
+        data = datasets[plans[regime][0]]
+        score = Score(last_k=cfg['last_k'], val_images=data['val'], split='unseen font families')
         picture = plot_frontier(points, out / f'frontier_{regime}.png', TITLES[regime])
-        sections.append(_section(regime, cfg, datasets[data_name], points, score, picture, missing))
+        sections.append(_section(regime, cfg, data, points, score, picture, missing))
         verdicts[regime] = judge(points, score)
         everything += [dict(regime=regime, method=p['method'], variant=p['variant'], role=p['role'],
                             epochs=p['epochs'], seed=p['seed'], beta=p['beta'], cost=p['cost'], top1=p['top1'],
@@ -227,10 +256,11 @@ def _write(runner, out_arg, cfg, plans, results, datasets, made_by):
 
 
 def run_study(out_dir, quick=False, seeds=None, workers=None, fonts_dirs=None, stream=None, report_only=False,
-              device='cpu'):
+              device='cpu', train_script=None):
     """ Build the data, pretrain the fine-tuning backbone, train every regime's ladder and variants, write the map.
     With `report_only`, write the map from the runs that have finished, naming the ones that have not; it reads
-    the data sets and runs and writes no data.
+    the data sets and runs (or, where the run folders are not there, the study's own record `study.json` and data
+    manifests) and writes no data.
 
     Returns:
         dict(table: results.md path, verdicts: {regime: judge() rows}, wall_s)
@@ -239,10 +269,12 @@ def run_study(out_dir, quick=False, seeds=None, workers=None, fonts_dirs=None, s
     cfg = dict(QUICK if quick else FULL)
     cfg.update({k: v for k, v in dict(seeds=seeds, workers=workers).items() if v})
     out = Path(out_dir).resolve()
-    if report_only and not (out / 'runs').is_dir():
+    recorded = report_only and not (out / 'runs').is_dir()
+    if recorded and not (out / 'study.json').is_file():
         raise RunnerError(f'{out} holds no study runs: pass the --out of a study')
     command = f'python -m timm_synermix.experiments.study --out {out_dir}' + (' --quick' if quick else '')
-    with Runner(out, command=command, workers=cfg['workers'], threads=1, stream=stream) as runner:
+    with Runner(out, command=command, workers=cfg['workers'], threads=1, stream=stream,
+                train_script=train_script) as runner:
         if report_only:
             datasets = {name: _read(out, name, cfg) for name in DATA}
         else:
@@ -250,15 +282,18 @@ def run_study(out_dir, quick=False, seeds=None, workers=None, fonts_dirs=None, s
         pretrain = _pretrain_spec(cfg, datasets['pretrain'], device)
         backbone = out / 'runs' / pretrain.name / 'model_best.safetensors'
         plans = regime_plans(cfg, {name: data['root'] for name, data in datasets.items()}, backbone, device)
-        if report_only:
-            results, _ = runner.gather(_union(plans))
+        if recorded:
+            regimes = _recorded_points(out, plans)
+            made_by = 'with --report-only, from the record study.json keeps of every finished run'
+        elif report_only:
+            regimes = _points_of(plans, runner.gather(_union(plans))[0])
             made_by = 'with --report-only: a report of the finished runs'
         else:
             runner.run([pretrain])
             runner.emit(f'study: {len(_union(plans))} runs over {len(plans)} regimes, {cfg["workers"]} at a time')
-            results = runner.run(_union(plans))
+            regimes = _points_of(plans, runner.run(_union(plans)))
             made_by = f'{(time.perf_counter() - start) / 60:.0f} min'
-        verdicts = _write(runner, out_dir, cfg, plans, results, datasets, made_by)
+        verdicts = _write(out, out_dir, cfg, plans, regimes, datasets, made_by)
     wall_s = time.perf_counter() - start
     return dict(table=str(out / 'results.md'), verdicts=verdicts, wall_s=wall_s)
 
