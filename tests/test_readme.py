@@ -50,10 +50,12 @@ def _check(command):
         from timm_synermix.trainer.args import parse_args
         from timm_synermix.trainer.config import apply_method
         apply_method(parse_args(words[words.index('train.py') + 1:])[0])
-    elif 'timm_synermix.experiments.frontier' in words or 'timm_synermix.experiments.compare' in words:
+    elif {'timm_synermix.experiments.frontier', 'timm_synermix.experiments.compare',
+          'timm-synermix-frontier'} & set(words):
         from timm_synermix.experiments import compare, frontier
-        module = frontier if 'timm_synermix.experiments.frontier' in words else compare
-        argv = [w for w in words[words.index('-m') + 2:] if w not in ('--plan-only', '--report-only')]
+        module = compare if 'timm_synermix.experiments.compare' in words else frontier
+        start = words.index('-m') + 2 if '-m' in words else 1
+        argv = [w for w in words[start:] if w not in ('--plan-only', '--report-only')]
         if not os.path.isdir(argv[0]):
             write_image_folder(argv[0])  # the dry run checks the plan against the data it names
         assert module.main(['--dry-run'] + argv) == 0, command
