@@ -2,13 +2,14 @@
 import json
 import math
 import os
+import pathlib
 
 import pytest
 
 from timm_synermix.experiments.frontier import (VARIANTS, flattening, frontier_at, judge, main as frontier_main,
                                                plan_frontier, _rungs)
 from timm_synermix.experiments.scores import Score
-from timm_synermix.experiments.study import FULL, regime_plans, run_study
+from timm_synermix.experiments.study import STUDIES, regime_plans, run_study
 
 from train_helpers import write_image_folder
 
@@ -66,15 +67,17 @@ def test_the_plan_runs_the_ladder_and_every_variant_over_every_seed():
 
 
 def test_the_three_regimes_share_what_they_can_and_each_variant_has_its_controls():
-    plans = regime_plans(FULL, {'scratch': 'data/scratch', 'finetune': 'data/finetune'}, 'backbone.safetensors')
+    study = STUDIES['glyphs']
+    plans = regime_plans(study, {'scratch': 'data/scratch', 'finetune': 'data/finetune'}, pathlib.Path('out'))
     assert set(plans) == {'scratch-short', 'scratch-long', 'finetune'}
-    short, long = plans['scratch-short'][1], plans['scratch-long'][1]
-    base = FULL['scratch']['epochs']
-    assert {s.epochs for s in long if s.role == 'variant'} == {base * FULL['scratch']['long_factor']}
+    short, long = plans['scratch-short'], plans['scratch-long']
+    assert {s.epochs for s in long if s.role == 'variant'} == {6 * 3}
     assert {s.name for s in short if s.role == 'ladder'} <= {s.name for s in long if s.role == 'ladder'}
-    assert all(s.extra[-2:] == ('--pretrained-path', 'backbone.safetensors') for s in plans['finetune'][1])
-    for regime, (data, specs) in plans.items():
-        assert all(s.name.startswith(f'{data}-') and s.data.endswith(data) for s in specs)
+    assert all(s.extra[-2:] == ('--pretrained-path', 'out/runs/pretrain-latin/model_best.safetensors')
+               for s in plans['finetune'])
+    for regime, specs in plans.items():
+        data = next(r.data for r in study.regimes if r.name == regime)
+        assert all(s.name.startswith(f'{data}-resnet10t-') and s.data.endswith(data) for s in specs)
         names = {s.variant for s in specs if s.role == 'variant'}
         assert 'clean-view' in names and 'baseline-supplemented' in names, regime
         for paired in ('paired', 'paired-distinct'):
@@ -125,7 +128,7 @@ def quick_study(tmp_path_factory):
     import matplotlib
     fonts = os.path.join(os.path.dirname(matplotlib.__file__), 'mpl-data', 'fonts', 'ttf')
     out = tmp_path_factory.mktemp('study')
-    return out, run_study(out, quick=True, fonts_dirs=[fonts])
+    return out, run_study(out, study='quick', sources=[fonts])
 
 
 def test_study_quick_runs_every_regime_end_to_end(quick_study):
@@ -154,10 +157,10 @@ def test_study_report_only_writes_no_data_and_refuses_a_folder_without_its_study
     with pytest.raises(RunnerError, match='holds no study runs'):
         run_study(tmp_path / 'empty', report_only=True)
     assert not (tmp_path / 'empty').exists()
-    with pytest.raises(RunnerError, match=r'holds a study made with other settings \(size, .*: add or drop --quick'):
+    with pytest.raises(RunnerError, match=r'holds a study made with other settings \(.*: pass the --study'):
         run_study(out, report_only=True)
     data = {p: p.stat().st_mtime_ns for p in (out / 'data').rglob('*')}
     before = (out / 'results.md').read_text()
-    run_study(out, quick=True, report_only=True)
+    run_study(out, study='quick', report_only=True)
     assert {p: p.stat().st_mtime_ns for p in (out / 'data').rglob('*')} == data
     assert (out / 'results.md').read_text().split('\n', 3)[3] == before.split('\n', 3)[3]

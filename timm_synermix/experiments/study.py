@@ -1,24 +1,24 @@
 """ When does SynerMix pay? The regime map: every variant against the plain-training frontier, per regime.
 
-Glyphs rendered from real font files (``fonts.py``), validated on font families never seen in training. In each
-regime baseline and MixUp train on a ladder of budgets; the frontier is the best top-1 they reach for a given cost
-(images through forward+backward, ``frontier.py``), and every SynerMix variant and control is judged by its
-distance above or below it at its own cost, mean ± std over seeds:
+A study is a set of data sets, pretraining runs and regimes (`Study`). In each regime baseline and MixUp train on a
+ladder of budgets; the frontier is the best top-1 they reach for a given cost (images through forward+backward,
+``frontier.py``), and every SynerMix variant and control is judged by its distance above or below it at its own
+cost, per seed, with its 95% interval. The studies (``STUDIES``):
 
-* ``scratch-short``: from scratch, the base epochs; the ladder 1x, 2x, 4x.
-* ``scratch-long``: from scratch, the variants at 3x the base epochs; the same ladder, extended to 8x and 11x so that
-  it reaches the cost of SynerMix-Intra's 3.6x passes instead of being held flat past 4x.
-* ``finetune``: a backbone pretrained once on the digits and Latin letters (all training fonts), fine-tuned on the
-  Greek and Cyrillic letters that are no homoglyph of a Latin one, with few fonts per class.
+* ``glyphs`` (``make study``): glyphs rendered from real font files (``fonts.py``), validated on font families never
+  seen in training; ``resnet10t`` at 24 px. ``scratch-short`` (from scratch, the base epochs; the ladder 1x, 2x, 4x),
+  ``scratch-long`` (the variants at 3x the base epochs, the ladder extended to 8x and 11x so that it reaches the cost
+  of SynerMix-Intra's 3.6x passes) and ``finetune`` (a backbone pretrained on the digits and Latin letters,
+  fine-tuned on the Greek and Cyrillic letters that are no homoglyph of a Latin one, with few fonts per class).
+* ``quick`` (``make study-quick``): the same pipeline on tiny settings, a smoke run.
 
 The variants: the paper's SynerMix and SynerMix-Intra on supplemented batches; paired batches (several pairs of
 a class per batch, and B/2 distinct classes); the intra term from the augmented view (1.0x); the intra term every
 4th step with plain batches between; the clean-view controls (β·CE(originals), docs/method.md §6); and the batch
 compositions alone (plain training and MixUp on supplemented and paired batches, repeated augmentation).
 
-β is not tuned here: every intra variant and control uses β = 0.4, the value the paper's holdout protocol chose
-for both SynerMix and SynerMix-Intra on this kind of data (124 glyph classes from scratch; ``docs/study.md``).
-Runs go two at a time, one torch thread each; finished runs are reused, so an interrupted study resumes.
+β is not tuned here: every intra variant and control uses β = 0.4 (``docs/study.md``). Runs go through the
+experiments' runner, two at a time, one torch thread each; an interrupted study resumes.
 
 Outputs in OUT: ``results.md`` (one section per regime), ``frontier_<regime>.png``, ``study.json`` (every run:
 regime, method, variant, epochs, seed, cost, top-1), ``data_manifest_<data>.json``.
@@ -33,18 +33,89 @@ import re
 import shlex
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Dict, Mapping, Optional, Tuple
 
 from ..method.presets import get_preset
 from .frontier import frontier_table, judge, plan_frontier, plot_frontier, point
 from .runner import Runner, RunnerError, RunSpec
 from .scores import Score, paired_difference
 
-__all__ = ['FULL', 'QUICK', 'BETA', 'DECOMPOSITION', 'recipe', 'regime_plans', 'decomposition_table', 'run_study',
-           'main']
+__all__ = ['Recipe', 'DataSet', 'Pretraining', 'Regime', 'Study', 'STUDIES', 'BETA', 'DECOMPOSITION',
+           'regime_plans', 'decomposition_table', 'run_study', 'main']
 
 BETA = 0.4
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """train.py's arguments shared by a study's runs of one model: SGD with cosine decay, crop-only augmentation
+    (no flips: a mirrored glyph is another character, a mirrored icon another drawing), no label smoothing."""
+    model: str
+    size: int
+    batch: int
+    lr: float
+    log_interval: int = 50
+    device: str = 'cpu'
+    extra: Tuple[str, ...] = ()
+
+    def args(self) -> Tuple[str, ...]:
+        return ('--model', self.model, '--img-size', str(self.size), '--device', self.device, '-j', '0',
+                '-b', str(self.batch), '--opt', 'sgd', '--lr', str(self.lr), '--momentum', '0.9',
+                '--weight-decay', '5e-4', '--sched', 'cosine', '--warmup-epochs', '0', '--smoothing', '0',
+                '--scale', '0.6', '1', '--ratio', '0.8', '1.25', '--hflip', '0', '--color-jitter', '0',
+                '--mixup-mode', 'elem', '--checkpoint-hist', '1', '--log-interval', str(self.log_interval),
+                '--val-split', 'val', *self.extra)
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A data set of a study: the builder ('fonts') and its arguments."""
+    kind: str
+    settings: Mapping
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """A backbone trained once (baseline, seed 0) for the fine-tuning regimes: its best weights, a local file."""
+    name: str
+    data: str
+    epochs: int
+    recipe: Recipe
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One map of the study: the plain ladder and the variants on one data set and recipe.
+
+    Args:
+        long_factor: The variants train `epochs × long_factor` epochs (the ladder's rungs stay multiples of
+            `epochs`, so regimes on one data set and recipe share them).
+        backbone: The `Pretraining` the runs start from (None: from scratch).
+    """
+    name: str
+    title: str
+    data: str
+    recipe: Recipe
+    epochs: int
+    ladder: Tuple[float, ...]
+    variants: Tuple[str, ...]
+    long_factor: int = 1
+    backbone: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    data: Dict[str, DataSet]
+    pretraining: Tuple[Pretraining, ...]
+    regimes: Tuple[Regime, ...]
+    seeds: Tuple[int, ...] = (0, 1, 2)
+    last_k: int = 3
+    workers: int = 2
+
+
 # Every variant and control (frontier.VARIANTS) in the short regimes; the long schedule takes the subset the
 # 3-hour budget allows (docs/study.md: what was traded).
 ALL = ('synermix', 'synermix-intra', 'clean-view', 'clean-view-mixup', 'baseline-supplemented',
@@ -54,61 +125,58 @@ ALL = ('synermix', 'synermix-intra', 'clean-view', 'clean-view-mixup', 'baseline
 LONG = ('synermix-intra', 'clean-view', 'baseline-supplemented', 'synermix-intra-aug-paired-distinct',
         'baseline-paired-distinct')
 SCRIPTS = ('latin', 'greek', 'cyrillic')
-FULL = dict(
-    model='resnet10t', size=24, batch=32, lr=0.05, seeds=(0, 1, 2), last_k=3, workers=2, log_interval=50,
-    scratch=dict(train_fonts=6, val_fonts=4, epochs=6, ladder=(1, 2, 4), long_ladder=(1, 2, 4, 8, 11), long_factor=3,
-                 variants=ALL, long_variants=LONG, scripts=SCRIPTS),
-    pretrain=dict(train_fonts=20, val_fonts=4, epochs=12, scripts=('latin',)),
-    finetune=dict(train_fonts=6, val_fonts=4, epochs=8, ladder=(1, 2, 4), variants=ALL, scripts=('greek', 'cyrillic')),
-)
+
+
+def _fonts(train, val, scripts):
+    return DataSet('fonts', dict(train_fonts_per_class=train, val_fonts_per_class=val, min_train_fonts=train,
+                                 scripts=scripts))
+
+
+_GLYPH = Recipe('resnet10t', 24, 32, 0.05)
+_TINY = Recipe('test_resnet', 16, 16, 0.05, log_interval=10)
 # A smoke run of the same pipeline. matplotlib's fonts draw Greek and Cyrillic in one design family only, too few
 # to hold one out, so the quick fine-tuning regime reuses the Latin classes.
-QUICK = dict(
-    model='test_resnet', size=16, batch=16, lr=0.05, seeds=(0,), last_k=1, workers=2, log_interval=10,
-    scratch=dict(train_fonts=3, val_fonts=2, epochs=1, ladder=(1, 2), long_ladder=(1, 2), long_factor=2,
-                 variants=('synermix-intra', 'clean-view', 'baseline-paired-distinct'),
-                 long_variants=('synermix-intra',), scripts=('latin',)),
-    pretrain=dict(train_fonts=3, val_fonts=2, epochs=1, scripts=('latin',)),
-    finetune=dict(train_fonts=3, val_fonts=2, epochs=1, ladder=(1, 2), variants=('synermix', 'mixup-supplemented'),
-                  scripts=('latin',)),
-)
-TITLES = {'scratch-short': 'From scratch, short schedule', 'scratch-long': 'From scratch, long schedule (3x epochs)',
-          'finetune': 'Fine-tuning a pretrained backbone on new classes'}
-DATA = ('scratch', 'pretrain', 'finetune')
+STUDIES = {study.name: study for study in (
+    Study('glyphs', data=dict(scratch=_fonts(6, 4, SCRIPTS), pretrain=_fonts(20, 4, ('latin',)),
+                              finetune=_fonts(6, 4, ('greek', 'cyrillic'))),
+          pretraining=(Pretraining('latin', 'pretrain', 12, _GLYPH),),
+          regimes=(Regime('scratch-short', 'From scratch, short schedule', 'scratch', _GLYPH, 6, (1, 2, 4), ALL),
+                   Regime('scratch-long', 'From scratch, long schedule (3x epochs)', 'scratch', _GLYPH, 6,
+                          (1, 2, 4, 8, 11), LONG, long_factor=3),
+                   Regime('finetune', 'Fine-tuning a pretrained backbone on new classes', 'finetune', _GLYPH, 8,
+                          (1, 2, 4), ALL, backbone='latin'))),
+    Study('quick', data=dict(scratch=_fonts(3, 2, ('latin',)), pretrain=_fonts(3, 2, ('latin',)),
+                             finetune=_fonts(3, 2, ('latin',))),
+          pretraining=(Pretraining('latin', 'pretrain', 1, _TINY),),
+          regimes=(Regime('scratch-short', 'From scratch, short schedule', 'scratch', _TINY, 1, (1, 2),
+                          ('synermix-intra', 'clean-view', 'baseline-paired-distinct')),
+                   Regime('scratch-long', 'From scratch, long schedule (2x epochs)', 'scratch', _TINY, 1, (1, 2),
+                          ('synermix-intra',), long_factor=2),
+                   Regime('finetune', 'Fine-tuning a pretrained backbone on new classes', 'finetune', _TINY, 1,
+                          (1, 2), ('synermix', 'mixup-supplemented'), backbone='latin')),
+          seeds=(0,), last_k=1),
+)}
 
 
-def recipe(cfg, device='cpu'):
-    """train.py arguments shared by every run: SGD with cosine decay, crop-only augmentation."""
-    # No flips: a mirrored glyph is another character (or none).
-    return ('--model', cfg['model'], '--img-size', str(cfg['size']), '--device', device, '-j', '0',
-            '-b', str(cfg['batch']), '--opt', 'sgd', '--lr', str(cfg['lr']), '--momentum', '0.9',
-            '--weight-decay', '5e-4', '--sched', 'cosine', '--warmup-epochs', '0', '--smoothing', '0',
-            '--scale', '0.6', '1', '--ratio', '0.8', '1.25', '--hflip', '0', '--color-jitter', '0',
-            '--mixup-mode', 'elem', '--checkpoint-hist', '1', '--log-interval', str(cfg['log_interval']),
-            '--val-split', 'val')
+def _manifest_copy(out, name, root):
+    # The manifest names every source file; those shipped inside Python packages lose this machine's prefix.
+    manifest = (Path(root) / 'manifest.json').read_text()
+    (out / f'data_manifest_{name}.json').write_text(re.sub(r'"[^"]*/site-packages/', '"<site-packages>/', manifest))
 
 
-def _font_settings(cfg, name):
-    part = cfg[name]
-    return dict(size=cfg['size'], scripts=part['scripts'], train_fonts_per_class=part['train_fonts'],
-                val_fonts_per_class=part['val_fonts'], min_train_fonts=part['train_fonts'])
-
-
-def _build(out, name, cfg, fonts_dirs, runner):
+def _build(out, name, dataset, size, sources, runner):
     from .fonts import build_font_dataset, dropped_note
-    data = build_font_dataset(out / 'data' / name, fonts_dirs=fonts_dirs, **_font_settings(cfg, name))
+    data = build_font_dataset(out / 'data' / name, fonts_dirs=sources, size=size, **dataset.settings)
     counts = {s: sum(data['counts'][s].values()) for s in ('train', 'val')}
     runner.emit(f'study: data {name}: {data["num_classes"]} classes, {counts["train"]} train / {counts["val"]} val '
                 f'images ({"reused" if data["reused"] else "written"})')
     if dropped_note(data['manifest']):
         runner.emit(f'study: data {name}: {dropped_note(data["manifest"])}')
-    # The manifest names every font file; those shipped inside Python packages lose this machine's prefix.
-    manifest = (Path(data['root']) / 'manifest.json').read_text()
-    (out / f'data_manifest_{name}.json').write_text(re.sub(r'"[^"]*/site-packages/', '"<site-packages>/', manifest))
+    _manifest_copy(out, name, data['root'])
     return dict(data, **counts)
 
 
-def _read(out, name, cfg):
+def _read(out, name, dataset, size):
     """The data set a finished study used, read without writing (for --report-only)."""
     from .fonts import read_font_dataset
     data = read_font_dataset(out / 'data' / name)
@@ -120,42 +188,50 @@ def _read(out, name, cfg):
     if data is None:
         raise RunnerError(f'{out} holds no study ({out / "data" / name} is missing): pass the --out of a study')
     settings = data['manifest']['settings']
-    wanted = _font_settings(cfg, name)
+    wanted = dict(dataset.settings, size=size)
     changed = [k for k, v in wanted.items() if settings.get(k) != (list(v) if isinstance(v, tuple) else v)]
     if changed:
         raise RunnerError(f'{out} holds a study made with other settings ({", ".join(changed)} of its {name} data): '
-                          f'add or drop --quick to match it')
+                          f'pass the --study (or --quick) it was made with')
     return dict(data, **{s: sum(data['counts'][s].values()) for s in ('train', 'val')})
 
 
-def _pretrain_spec(cfg, data, device):
-    """The fine-tuning regime's backbone: one run on the pretraining classes; its best weights as a local file."""
-    return RunSpec(name='pretrain-latin', preset=get_preset('baseline'), seed=0, epochs=cfg['pretrain']['epochs'],
-                   data=str(data['root']), last_k=cfg['last_k'], extra=recipe(cfg, device), variant='baseline',
-                   label='pretraining', role='pretrain')
+def _data_size(study, name):
+    """The image size a data set is drawn at: its regimes' (and pretraining's) recipe size."""
+    sizes = {r.recipe.size for r in study.regimes if r.data == name} | \
+        {p.recipe.size for p in study.pretraining if p.data == name}
+    return max(sizes)
 
 
-def regime_plans(cfg, roots, backbone, device='cpu'):
-    """{regime: (data name, specs)}: the three regimes' runs (scratch-short and -long share their ladder runs); a
-    run's name starts with its data set's."""
-    betas = {v: BETA for v in set(cfg['scratch']['variants']) | set(cfg['finetune']['variants'])}
-    s, f = cfg['scratch'], cfg['finetune']
-    common = dict(seeds=cfg['seeds'], last_k=cfg['last_k'], betas=betas)
-    scratch = dict(common, extra=recipe(cfg, device))
-    finetune = dict(common, extra=recipe(cfg, device) + ('--pretrained-path', str(backbone)))
-    short = plan_frontier(roots['scratch'], s['epochs'], s['ladder'], s['variants'], **scratch)
-    long = [spec for spec in plan_frontier(roots['scratch'], s['epochs'], s['long_ladder'], s['long_variants'],
-                                           long_epochs=s['epochs'] * s['long_factor'], **scratch)
-            if spec.role == 'ladder' or spec.epochs != s['epochs']]
-    tuned = plan_frontier(roots['finetune'], f['epochs'], f['ladder'], f['variants'], **finetune)
-    plans = {'scratch-short': ('scratch', short), 'scratch-long': ('scratch', long), 'finetune': ('finetune', tuned)}
-    return {regime: (data, [replace(spec, name=f'{data}-{spec.name}') for spec in specs])
-            for regime, (data, specs) in plans.items()}
+def _pretrain_spec(study, pretraining, roots):
+    return RunSpec(name=f'pretrain-{pretraining.name}', preset=get_preset('baseline'), seed=0,
+                   epochs=pretraining.epochs, data=str(roots[pretraining.data]), last_k=study.last_k,
+                   extra=pretraining.recipe.args(), variant='baseline', label='pretraining', role='pretrain')
+
+
+def _backbone(out, name):
+    return out / 'runs' / f'pretrain-{name}' / 'model_best.safetensors'
+
+
+def regime_plans(study, roots, out):
+    """{regime: specs}: every regime's runs, named after their data set and model (regimes on one data set and
+    recipe share their ladder runs)."""
+    betas = {v: BETA for r in study.regimes for v in r.variants}
+    plans = {}
+    for r in study.regimes:
+        extra = r.recipe.args() + (('--pretrained-path', str(_backbone(out, r.backbone))) if r.backbone else ())
+        specs = plan_frontier(roots[r.data], r.epochs, r.ladder, r.variants, study.seeds, extra=extra,
+                              last_k=study.last_k, betas=betas,
+                              long_epochs=r.epochs * r.long_factor if r.long_factor > 1 else None)
+        if r.long_factor > 1:
+            specs = [s for s in specs if s.role == 'ladder' or s.epochs != r.epochs]
+        plans[r.name] = [replace(s, name=f'{r.data}-{r.recipe.model}-{s.name}') for s in specs]
+    return plans
 
 
 def _union(plans):
     """Each run once: the regimes share runs."""
-    return list({spec.name: spec for _, specs in plans.values() for spec in specs}.values())
+    return list({spec.name: spec for specs in plans.values() for spec in specs}.values())
 
 
 # (variant, its composition control: the same batches without the intra term, the plain method of the ladder)
@@ -190,16 +266,21 @@ def decomposition_table(points, epochs):
     return '\n'.join(lines) + '\n'
 
 
-def _section(regime, cfg, data, points, score, picture, missing):
-    part = cfg['finetune' if regime == 'finetune' else 'scratch']
-    epochs = part['epochs'] * (part.get('long_factor', 1) if regime == 'scratch-long' else 1)
+def _describe(dataset, data):
+    settings = data['manifest']['settings']
+    return (f'{data["num_classes"]} classes, {data["train"]} training images ({settings["train_fonts_per_class"]} '
+            f'fonts per class), validation on {data["val"]} images of unseen font families')
+
+
+def _section(study, regime, dataset, data, points, score, picture, missing):
+    epochs = regime.epochs * regime.long_factor
     unfinished = (f'**Incomplete: {len(missing)} planned runs have not finished** ({", ".join(missing)}); the rows '
-                  f'below hold the seeds that have, and a row with fewer than {len(cfg["seeds"])} seeds is not a '
+                  f'below hold the seeds that have, and a row with fewer than {len(study.seeds)} seeds is not a '
                   f'result yet.\n\n') if missing else ''
-    return (f'## {TITLES[regime]} (`{regime}`)\n\n' + unfinished +
-            f'{data["num_classes"]} classes, {data["train"]} training images ({part["train_fonts"]} fonts per class), '
-            f'validation on {data["val"]} images of unseen font families; variants trained {epochs} epochs; '
-            f'seeds {", ".join(map(str, cfg["seeds"]))}; picture `{Path(picture).name}`.\n\n'
+    start = f'from the backbone `pretrain-{regime.backbone}`' if regime.backbone else 'from scratch'
+    return (f'## {regime.title} (`{regime.name}`)\n\n' + unfinished +
+            f'{_describe(dataset, data)}; {regime.recipe.model} at {regime.recipe.size} px, {start}; variants '
+            f'trained {epochs} epochs; seeds {", ".join(map(str, study.seeds))}; picture `{Path(picture).name}`.\n\n'
             + frontier_table(points, score) + '\nWhat the batch composition alone buys, and what the intra term '
             f'adds on the same batches, at {epochs} epochs (top-1 points, paired by seed: mean ± std [95% '
             f'interval]):\n\n' + decomposition_table(points, epochs))
@@ -208,7 +289,7 @@ def _section(regime, cfg, data, points, score, picture, missing):
 def _points_of(plans, results):
     """{regime: (points, names of unfinished runs)} from the runs in `results`."""
     return {regime: ([point(results[s.name]) for s in planned if s.name in results],
-                     [s.name for s in planned if s.name not in results]) for regime, (_, planned) in plans.items()}
+                     [s.name for s in planned if s.name not in results]) for regime, planned in plans.items()}
 
 
 def _recorded_points(out, plans):
@@ -216,7 +297,7 @@ def _recorded_points(out, plans):
     of every run: what a clone of the repository holds, without the run folders."""
     record = json.loads((out / 'study.json').read_text())
     regimes = {}
-    for regime, (_, planned) in plans.items():
+    for regime, planned in plans.items():
         rows = {(r['role'], r['variant'], r['epochs'], r['seed']): r for r in record if r['regime'] == regime}
         points, missing = [], []
         for s in planned:
@@ -231,57 +312,65 @@ def _recorded_points(out, plans):
     return regimes
 
 
-def _write(out, out_arg, cfg, plans, regimes, datasets, made_by):
+def _write(out, command, study, regimes, datasets, made_by):
     """results.md, the frontier pictures and study.json from {regime: (points, unfinished run names)}; returns
     {regime: judge() rows}."""
     sections, everything, verdicts = [], [], {}
-    for regime, (points, missing) in regimes.items():
-        data = datasets[plans[regime][0]]
-        score = Score(last_k=cfg['last_k'], val_images=data['val'], split='unseen font families')
-        picture = plot_frontier(points, out / f'frontier_{regime}.png', TITLES[regime])
-        sections.append(_section(regime, cfg, data, points, score, picture, missing))
-        verdicts[regime] = judge(points, score)
-        everything += [dict(regime=regime, method=p['method'], variant=p['variant'], role=p['role'],
+    for regime in study.regimes:
+        points, missing = regimes[regime.name]
+        data = datasets[regime.data]
+        score = Score(last_k=study.last_k, val_images=data['val'], split='held-out designs')
+        picture = plot_frontier(points, out / f'frontier_{regime.name}.png', regime.title)
+        sections.append(_section(study, regime, study.data[regime.data], data, points, score, picture, missing))
+        verdicts[regime.name] = judge(points, score)
+        everything += [dict(regime=regime.name, method=p['method'], variant=p['variant'], role=p['role'],
                             epochs=p['epochs'], seed=p['seed'], beta=p['beta'], cost=p['cost'], top1=p['top1'],
                             best_top1=p['best'], train_seconds=p['seconds'], run=Path(p['run_dir']).name)
                        for p in points]
-    header = (f'# The regime map\n\nMade by `python -m timm_synermix.experiments.study --out {out_arg}` '
-              f'({made_by}). {cfg["model"]} at {cfg["size"]} px, -b {cfg["batch"]}, SGD lr {cfg["lr"]} '
-              f'with cosine decay; top-1 is the mean of the last {cfg["last_k"]} epochs on unseen font families; '
-              f'cost is images through forward+backward; β = {BETA} for every intra variant and control. '
-              f'train.py arguments shared by every run: `{shlex.join(recipe(cfg))}`.\n\n')
+    recipes = {r.recipe.args(): r.recipe for r in study.regimes}
+    shared = f'`{shlex.join(next(iter(recipes)))}`' if len(recipes) == 1 else \
+        'per regime, `' + '`; `'.join(shlex.join(args) for args in recipes) + '`'
+    header = (f'# The regime map: `{study.name}`\n\nMade by `{command}` ({made_by}). Top-1 is the mean of the last '
+              f'{study.last_k} epochs on held-out designs; cost is images through forward+backward; β = {BETA} for '
+              f'every intra variant and control. train.py arguments shared by every run: {shared}.\n\n')
     (out / 'results.md').write_text(header + '\n'.join(sections))
     (out / 'study.json').write_text(json.dumps(everything, indent=1))
     return verdicts
 
 
-def run_study(out_dir, quick=False, seeds=None, workers=None, fonts_dirs=None, stream=None, report_only=False,
-              device='cpu', train_script=None):
-    """ Build the data, pretrain the fine-tuning backbone, train every regime's ladder and variants, write the map.
+def _datasets(out, study, report_only, sources, runner):
+    if report_only:
+        return {name: _read(out, name, ds, _data_size(study, name)) for name, ds in study.data.items()}
+    return {name: _build(out, name, ds, _data_size(study, name), sources, runner) for name, ds in study.data.items()}
+
+
+def run_study(out_dir, study='glyphs', seeds=None, workers=None, sources=None, stream=None, report_only=False,
+              train_script=None):
+    """ Build the data, pretrain the fine-tuning backbones, train every regime's ladder and variants, write the map.
     With `report_only`, write the map from the runs that have finished, naming the ones that have not; it reads
     the data sets and runs (or, where the run folders are not there, the study's own record `study.json` and data
     manifests) and writes no data.
+
+    Args:
+        study: A name in `STUDIES`, or a `Study`.
+        sources: Folders the data builders read (font folders; default: the system's).
 
     Returns:
         dict(table: results.md path, verdicts: {regime: judge() rows}, wall_s)
     """
     start = time.perf_counter()
-    cfg = dict(QUICK if quick else FULL)
-    cfg.update({k: v for k, v in dict(seeds=seeds, workers=workers).items() if v})
+    study = STUDIES[study] if isinstance(study, str) else study
+    study = replace(study, **{k: v for k, v in dict(seeds=tuple(seeds or ()), workers=workers).items() if v})
     out = Path(out_dir).resolve()
     recorded = report_only and not (out / 'runs').is_dir()
     if recorded and not (out / 'study.json').is_file():
         raise RunnerError(f'{out} holds no study runs: pass the --out of a study')
-    command = f'python -m timm_synermix.experiments.study --out {out_dir}' + (' --quick' if quick else '')
-    with Runner(out, command=command, workers=cfg['workers'], threads=1, stream=stream,
+    command = f'python -m timm_synermix.experiments.study --study {study.name} --out {out_dir}'
+    with Runner(out, command=command, workers=study.workers, threads=1, stream=stream,
                 train_script=train_script) as runner:
-        if report_only:
-            datasets = {name: _read(out, name, cfg) for name in DATA}
-        else:
-            datasets = {name: _build(out, name, cfg, fonts_dirs, runner) for name in DATA}
-        pretrain = _pretrain_spec(cfg, datasets['pretrain'], device)
-        backbone = out / 'runs' / pretrain.name / 'model_best.safetensors'
-        plans = regime_plans(cfg, {name: data['root'] for name, data in datasets.items()}, backbone, device)
+        datasets = _datasets(out, study, report_only, sources, runner)
+        roots = {name: data['root'] for name, data in datasets.items()}
+        plans = regime_plans(study, roots, out)
         if recorded:
             regimes = _recorded_points(out, plans)
             made_by = 'with --report-only, from the record study.json keeps of every finished run'
@@ -289,13 +378,12 @@ def run_study(out_dir, quick=False, seeds=None, workers=None, fonts_dirs=None, s
             regimes = _points_of(plans, runner.gather(_union(plans))[0])
             made_by = 'with --report-only: a report of the finished runs'
         else:
-            runner.run([pretrain])
-            runner.emit(f'study: {len(_union(plans))} runs over {len(plans)} regimes, {cfg["workers"]} at a time')
+            runner.run([_pretrain_spec(study, p, roots) for p in study.pretraining])
+            runner.emit(f'study: {len(_union(plans))} runs over {len(plans)} regimes, {study.workers} at a time')
             regimes = _points_of(plans, runner.run(_union(plans)))
             made_by = f'{(time.perf_counter() - start) / 60:.0f} min'
-        verdicts = _write(out, out_dir, cfg, plans, regimes, datasets, made_by)
-    wall_s = time.perf_counter() - start
-    return dict(table=str(out / 'results.md'), verdicts=verdicts, wall_s=wall_s)
+        verdicts = _write(out, command, study, regimes, datasets, made_by)
+    return dict(table=str(out / 'results.md'), verdicts=verdicts, wall_s=time.perf_counter() - start)
 
 
 def main(argv=None):
@@ -303,18 +391,19 @@ def main(argv=None):
         prog='python -m timm_synermix.experiments.study', description=__doc__.split('\n\n')[0].strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__[__doc__.index('Example'):],
         allow_abbrev=False)
+    parser.add_argument('--study', default='glyphs', choices=list(STUDIES), help='which study (default: glyphs)')
+    parser.add_argument('--quick', action='store_true', help='--study quick: tiny model, data and epochs, a minute')
     parser.add_argument('--out', default='results/study', help='output folder (default: results/study)')
-    parser.add_argument('--quick', action='store_true', help='tiny model, data and epochs: a smoke run (a minute)')
-    parser.add_argument('--seeds', nargs='+', type=int, default=None, help=f'seeds (default: {FULL["seeds"]})')
-    parser.add_argument('--workers', type=int, default=None, help='runs at a time (default: 2)')
+    parser.add_argument('--seeds', nargs='+', type=int, default=None, help='seeds (default: the study\'s)')
+    parser.add_argument('--workers', type=int, default=None, help='runs at a time (default: the study\'s)')
     parser.add_argument('--fonts', nargs='+', default=None, metavar='DIR',
                         help='font folders (default: the system\'s and matplotlib\'s)')
     parser.add_argument('--report-only', action='store_true',
                         help='train nothing and write no data: the tables and pictures from the finished runs')
     args = parser.parse_args(argv)
     try:
-        result = run_study(args.out, quick=args.quick, seeds=args.seeds, workers=args.workers, fonts_dirs=args.fonts,
-                           report_only=args.report_only)
+        result = run_study(args.out, study='quick' if args.quick else args.study, seeds=args.seeds,
+                           workers=args.workers, sources=args.fonts, report_only=args.report_only)
     except RunnerError as e:
         print(f'study: error: {e}', file=sys.stderr)
         return e.code
