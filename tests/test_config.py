@@ -17,7 +17,7 @@ def parser():
 
 def _args(**kw):
     base = dict(method=None, synermix=False, synermix_source=None, synermix_beta=None, mixup=0.0, cutmix=0.0,
-                cutmix_minmax=None, manifold_mixup=False, synermix_batches=None)
+                cutmix_minmax=None, manifold_mixup=False, synermix_batches=None, mixup_prob=1.0)
     base.update(kw)
     return argparse.Namespace(**base)
 
