@@ -124,11 +124,28 @@ def test_a_cutmix_run_is_recorded_and_logged_as_cutmix(tiny_imagefolder, tmp_pat
     (['--pretrained-keep-head'], '--pretrained-keep-head has no effect: it keeps the classifier of a '
                                  '--pretrained-path file; add --pretrained-path FILE, or drop it'),
     (['--manifold-layers', 'layer1'], '--manifold-layers layer1 has no effect'),
-    (['--method', 'baseline', '--mixup-mode', 'elem'], '--mixup-mode elem has no effect'),
-    (['--method', 'synermix-intra', '--mixup-switch-prob', '0.3'], '--mixup-switch-prob 0.3 has no effect'),
 ])
 def test_a_flag_with_no_effect_is_refused_before_data_is_read(flags, needle, capsys, tmp_path):
     assert needle in _refused(capsys, tmp_path, *flags)
+
+
+@pytest.mark.parametrize('flags, line', [
+    (['--method', 'baseline', '--mixup-mode', 'elem'], '--mixup-mode elem has no effect in this run: it sets how '
+                                                       'mixup or cutmix mixes, and this run does not mix'),
+    (['--method', 'synermix', '--mixup-switch-prob', '0.3'], '--mixup-switch-prob 0.3 has no effect in this run: it '
+                                                             'switches between mixup and cutmix, and this run does '
+                                                             'not have both'),
+    (['--mixup-prob', '0'], '--mixup-prob 0 has no effect in this run: it sets how often mixup or cutmix mixes, and '
+                            'this run does not mix'),
+])
+def test_timms_mixup_settings_without_mixing_are_warned_about_in_one_line(flags, line, caplog):
+    # one recipe serves every method of a comparison, as timm's train.py takes them silently
+    from timm_synermix.trainer.args import option_defaults
+    from timm_synermix.trainer.validation import check_no_effect
+    args, given = _resolved('data', *flags)
+    with caplog.at_level(logging.WARNING, logger='train'):
+        check_no_effect(args, given, option_defaults())
+    assert [r.getMessage() for r in caplog.records] == [line]
 
 
 def test_a_flag_at_its_default_is_never_refused_for_having_no_effect(tmp_path):

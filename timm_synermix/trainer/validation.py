@@ -15,7 +15,7 @@ from .config import inter_kind, run_preset
 from .errors import InputError
 
 __all__ = ['check_config_types', 'check_args', 'check_no_effect', 'check_output_path', 'check_output_dir',
-           'NOT_SUPPORTED', 'ACTS_ONLY']
+           'NOT_SUPPORTED', 'ACTS_ONLY', 'WARNED_ONLY']
 
 _logger = logging.getLogger('train')
 
@@ -307,8 +307,7 @@ def _mixes(args) -> bool:
 
 
 # Options that act only in some runs: (dest, whether it acts in the run as configured, what it does, how to make it
-# act). Given at another value than its default where it does not act, it is refused (a flag) or warned about (a
-# -c key: one config serves several methods, e.g. the shipped configs' mixup_mode).
+# act). Given at another value than its default where it does not act, it is refused.
 ACTS_ONLY = (
     ('synermix_every', lambda a: a.synermix, 'spaces out the intra term, which this run does not have',
      'add --synermix (or a synermix --method)'),
@@ -330,11 +329,16 @@ ACTS_ONLY = (
      'add --pretrained-path FILE'),
     ('manifold_layers', lambda a: a.manifold_mixup, 'chooses the layers of Manifold MixUp, which this run does not '
      'have', 'add --manifold-mixup (or --method manifold-mixup / synermix-manifold)'),
-    ('mixup_prob', _mixes, 'sets how often mixup or cutmix mixes, and this run does not mix', 'add --mixup 1.0'),
-    ('mixup_mode', _mixes, 'sets how mixup or cutmix mixes, and this run does not mix', 'add --mixup 1.0'),
-    ('mixup_off_epoch', _mixes, 'turns mixup or cutmix off, and this run does not mix', 'add --mixup 1.0'),
+)
+# timm's mixup settings (dest, whether it acts, what it does), which timm's train.py takes silently without mixing:
+# warned about, not refused, since one recipe serves every method of a comparison (the shipped configs' and the
+# study's --mixup-mode elem).
+WARNED_ONLY = (
+    ('mixup_prob', _mixes, 'sets how often mixup or cutmix mixes, and this run does not mix'),
+    ('mixup_mode', _mixes, 'sets how mixup or cutmix mixes, and this run does not mix'),
+    ('mixup_off_epoch', _mixes, 'turns mixup or cutmix off, and this run does not mix'),
     ('mixup_switch_prob', lambda a: a.mixup > 0 and (a.cutmix > 0 or a.cutmix_minmax is not None),
-     'switches between mixup and cutmix, and this run does not have both', 'give --mixup and --cutmix above 0'),
+     'switches between mixup and cutmix, and this run does not have both'),
 )
 
 
@@ -346,7 +350,8 @@ def _shown(value) -> str:
 
 def check_no_effect(args, given: Dict[str, str], defaults: Dict[str, Any]) -> None:
     """Refuse, in one line, a flag that would have no effect in the run as configured (`ACTS_ONLY`); warn about a
-    -c key that would not. Only values other than the default count: a default has nothing to lose.
+    -c key that would not, and about timm's mixup settings without mixing (`WARNED_ONLY`). Only values other than
+    the default count: a default has nothing to lose.
 
     Args:
         args: The method-resolved namespace.
@@ -354,17 +359,20 @@ def check_no_effect(args, given: Dict[str, str], defaults: Dict[str, Any]) -> No
         defaults: `args.option_defaults()`: the defaults before any -c file.
     """
     problems = []
-    for dest, acts, does, fix in ACTS_ONLY:
+    for dest, acts, does, *fix in ACTS_ONLY + WARNED_ONLY:
         value = getattr(args, dest)
         if dest not in given or value == defaults[dest] or acts(args):
             continue
         how = given[dest]
-        shown = how if value is True else f'{how} {_shown(value)}'
-        if how.startswith('-'):
-            problems.append(f'{shown} has no effect: it {does}; {fix}, or drop it')
-        else:
+        if not how.startswith('-'):  # a -c key: 'mixup_mode (configs/pets_resnet34.yaml)'
             _logger.warning(f'{dest}: {_shown(value)} in {how.split(" (", 1)[1][:-1]} has no effect in this run: it '
                             f'{does}')
+            continue
+        shown = how if value is True else f'{how} {_shown(value)}'
+        if fix:
+            problems.append(f'{shown} has no effect: it {does}; {fix[0]}, or drop it')
+        else:
+            _logger.warning(f'{shown} has no effect in this run: it {does}')
     if problems:
         raise InputError('; '.join(problems))
 
