@@ -68,16 +68,24 @@ def test_a_config_file_naming_the_method_and_mixup_0_is_refused(tmp_path):
         _resolved('-c', config)
 
 
-@pytest.mark.parametrize('flags, fix', [
-    (['--method', 'synermix', '--cutmix', '1'], 'or pass --synermix --cutmix 1 without --method (recorded as '
-                                                'synermix-cutmix)'),
-    (['--method', 'mixup', '--mixup', '0.4', '--cutmix', '1'], 'or pass --cutmix 1 --mixup 0.4 without --method '
-                                                               '(recorded as mixup-cutmix)'),
-    (['--method', 'clean-view-mixup', '--cutmix', '1'], 'drop --cutmix 1'),
+@pytest.mark.parametrize('flags, recorded', [
+    (['--method', 'synermix', '--cutmix', '1'], ('synermix-cutmix', 0.0)),
+    (['--method', 'synermix', '--mixup', '0', '--cutmix', '1'], ('synermix-cutmix', 0.0)),
+    (['--method', 'synermix', '--mixup', '0.1', '--cutmix', '1'], ('synermix-mixup-cutmix', 0.1)),
+    (['--method', 'mixup', '--cutmix', '1'], ('cutmix', 0.0)),
+    (['--method', 'synermix', '--synermix-beta', '0', '--cutmix', '1'], ('cutmix', 0.0)),
 ])
-def test_cutmix_with_a_mixup_preset_is_refused_naming_the_flags_that_train_it(flags, fix, capsys, tmp_path):
-    line = _refused(capsys, tmp_path, *flags)
-    assert f'--method {flags[1]} mixes with MixUp alone but --cutmix 1 was given: ' in line and line.endswith(fix)
+def test_cutmix_with_a_mixup_preset_is_honoured_and_recorded_as_cutmix(flags, recorded):
+    args, _ = _resolved('data', *flags)
+    assert (args.method, args.mixup, args.cutmix) == (*recorded, 1.0)
+
+
+@pytest.mark.parametrize('method, why', [('clean-view-mixup', 'is the control of SynerMix with MixUp alone'),
+                                         ('synermix-manifold', 'mixes hidden states, where CutMix boxes have no '
+                                                               'meaning')])
+def test_cutmix_with_a_preset_it_cannot_join_is_refused(method, why, capsys, tmp_path):
+    assert _refused(capsys, tmp_path, '--method', method, '--cutmix', '1').endswith(f'--method {method} {why}: '
+                                                                                     f'drop --cutmix 1')
 
 
 @pytest.mark.parametrize('flags, needle', [
@@ -93,7 +101,7 @@ def test_flags_that_never_mix_are_refused_rather_than_recorded_as_mixing(flags, 
 
 
 def test_a_cutmix_run_is_recorded_and_logged_as_cutmix(tiny_imagefolder, tmp_path, capsys):
-    code = main_in_process(tiny_imagefolder, *BASE, '--synermix', '--cutmix', '1', '--output', tmp_path,
+    code = main_in_process(tiny_imagefolder, *BASE, '--method', 'synermix', '--cutmix', '1', '--output', tmp_path,
                            '--experiment', 'cut')
     err = capsys.readouterr().err
     assert code == 0 and 'Method synermix-cutmix: synermix=True beta=0.1 source=original inter=cutmix' in err

@@ -297,7 +297,8 @@ def _add_synermix_args(parser):
                        help='method preset: baseline, mixup, manifold-mixup, synermix-intra, synermix-intra-aug, '
                             'synermix, synermix-manifold (the paper\'s), clean-view, clean-view-mixup (controls); '
                             'sets --synermix, --synermix-source, --mixup 1.0 if unset, --manifold-mixup; a flag '
-                            'that contradicts the preset (--mixup 0, --cutmix, --mixup-prob 0 included) is refused')
+                            'that contradicts the preset (--mixup 0, --mixup-prob 0) is refused; with --cutmix the '
+                            'run is recorded as a CutMix one (synermix-cutmix)')
     group.add_argument('--synermix', action='store_true', default=False,
                        help='SynerMix-Intra term: supplemented batches, two views, L = b*L_intra + (1-b)*L_inter')
     group.add_argument('--synermix-beta', type=float, default=None, metavar='BETA',

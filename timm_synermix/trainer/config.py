@@ -222,8 +222,8 @@ def apply_method(args: argparse.Namespace, given: Dict[str, str] = None) -> argp
         args.method = twin
     if args.synermix_beta is None or not args.synermix:
         args.synermix_beta = 0.0
-    if not args.method:
-        args.method = derive_method_name(args)
+    if not args.method or inter_name(args) in ('cutmix', 'mixup-cutmix'):
+        args.method = derive_method_name(args)  # the presets mix with MixUp alone: a CutMix run is named for it
     return args
 
 
@@ -260,25 +260,23 @@ def _apply_preset(args: argparse.Namespace, name: str, explicit: set) -> None:
 
 
 def _apply_preset_mixing(args: argparse.Namespace, preset: Preset, explicit: set) -> None:
-    """The preset's MixUp or Manifold MixUp: its alpha from --mixup, else the paper's 1.0."""
+    """The preset's MixUp or Manifold MixUp: its alpha from --mixup, else the paper's 1.0. CutMix may join or
+    replace MixUp (timm's flags), and the run is then recorded as what mixes (`derive_method_name`)."""
     name, mixing = preset.name, 'Manifold MixUp' if preset.inter == 'manifold' else 'MixUp'
-    if _cutmix_given(args):
+    if _cutmix_given(args) and (preset.inter == 'manifold' or preset.intra_mode == 'clean'):
         cutmix = f'--cutmix {args.cutmix:g}' if args.cutmix > 0 else '--cutmix-minmax'
-        fix = f'drop {cutmix}'
-        if preset.inter == 'mixup' and preset.intra_mode == 'synthesize':  # CutMix runs are named by their flags
-            flags = '--synermix ' * preset.intra + cutmix + (f' --mixup {args.mixup:g}' if args.mixup else '')
-            recorded = 'synermix-' * preset.intra + inter_name(args)
-            fix += f', or pass {flags} without --method (recorded as {recorded})'
-        raise InputError(f'--method {name} mixes with {mixing} alone but {cutmix} was given: {fix}')
+        why = 'mixes hidden states, where CutMix boxes have no meaning' if preset.inter == 'manifold' else \
+            'is the control of SynerMix with MixUp alone'
+        raise InputError(f'--method {name} {why}: drop {cutmix}')
     if preset.inter == 'mixup' and args.manifold_mixup:
         raise InputError(f'--method {name} uses MixUp: drop --manifold-mixup or use --method '
                          f'{"synermix-manifold" if preset.intra else "manifold-mixup"}')
-    if args.mixup <= 0 and 'mixup' in explicit:
+    if not _inter_given(args) and 'mixup' in explicit:
         raise InputError(f'--method {name} mixes with {mixing} but --mixup {args.mixup:g} turns it off: drop '
                          f'--mixup {args.mixup:g} (alpha {PAPER_MIXUP_ALPHA}), or use --method '
                          f'{_without_inter(preset)}')
     args.manifold_mixup = preset.inter == 'manifold'
-    if args.mixup <= 0:
+    if not _inter_given(args):
         args.mixup = PAPER_MIXUP_ALPHA
 
 
