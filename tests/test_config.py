@@ -17,7 +17,7 @@ def parser():
 
 def _args(**kw):
     base = dict(method=None, synermix=False, synermix_source=None, synermix_beta=None, mixup=0.0, cutmix=0.0,
-                cutmix_minmax=None, manifold_mixup=False, synermix_batches=None)
+                cutmix_minmax=None, manifold_mixup=False, synermix_batches=None, mixup_prob=1.0)
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -98,6 +98,22 @@ def test_method_never_overrides_an_explicit_flag(kw, needle):
     with pytest.raises(InputError) as e:
         apply_method(_args(**kw))
     assert needle in str(e.value) and '\n' not in str(e.value)
+
+
+def test_a_mixing_preset_fills_in_mixup_0_only_where_it_was_not_given():
+    assert apply_method(_args(method='synermix'), given={}).mixup == 1.0
+    assert apply_method(_args(method='synermix'), given={'mixup': 'mixup (timm_args.yaml)'}).mixup == 1.0
+    with pytest.raises(InputError, match='--method synermix mixes with MixUp but --mixup 0 turns it off'):
+        apply_method(_args(method='synermix'), given={'mixup': '--mixup'})
+
+
+@pytest.mark.parametrize('kw, name', [(dict(mixup=1.0), 'mixup'), (dict(cutmix=1.0), 'cutmix'),
+                                      (dict(mixup=0.5, cutmix=1.0), 'mixup-cutmix'),
+                                      (dict(cutmix_minmax=[0.2, 0.8]), 'cutmix'),
+                                      (dict(manifold_mixup=True), 'manifold-mixup'), ({}, None)])
+def test_the_inter_class_mixing_is_named_for_what_mixes(kw, name):
+    from timm_synermix.trainer.config import inter_name
+    assert inter_name(_args(**kw)) == name
 
 
 def test_load_config_unknown_key_names_closest(tmp_path, parser):

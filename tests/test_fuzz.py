@@ -1,7 +1,7 @@
 """A seeded fuzzer over train.py's flags and YAML values: every case either trains and reports a sane result, or
-stops with exit code 2 and one line, no traceback, and the output folder untouched (issue 13's contract).
+stops with exit code 2 and one line, no traceback, and the output folder untouched (docs/reliability.md).
 
-A second axis (issue 19) fires faults and events at seeded points of real runs: Ctrl-C, SIGTERM, two signals, or
+A second axis fires faults and events at seeded points of real runs: Ctrl-C, SIGTERM, two signals, or
 a full disk, inside a training step, an evaluation, a checkpoint, summary or results write or the safetensors
 export. Each run finishes, or stops with its code (2, 130, 143) and one line whose advice, followed, finishes it;
 the folder is never left with a temp file, a lock, results.json or a summary.csv ahead of last.pth.tar."""

@@ -1,6 +1,8 @@
 """Packaging: the wheel holds the package and its subpackages and nothing else (no tests, bench or results), with
-the console scripts; `timm-synermix-train` is train.py."""
+the console scripts; `timm-synermix-train` is train.py; the wheel installed without extras finishes every command
+it installs."""
 import configparser
+import json
 import os
 import pathlib
 import re
@@ -10,6 +12,8 @@ import sys
 import zipfile
 
 import pytest
+
+from train_helpers import write_image_folder
 
 try:
     import tomllib
@@ -95,7 +99,7 @@ def test_the_wheel_names_the_console_scripts_and_the_metadata(wheel):
     for extra in ('demo', 'test'):
         assert f'Provides-Extra: {extra}\n' in metadata
     requires = [line.split(': ', 1)[1] for line in metadata.splitlines() if line.startswith('Requires-Dist: ')]
-    for name in ('torch', 'torchvision', 'timm', 'safetensors', 'pyyaml', 'numpy'):
+    for name in ('torch', 'torchvision', 'timm', 'safetensors', 'pyyaml', 'numpy', 'matplotlib'):
         assert any(r.split(';')[0].startswith(name) and ';' not in r for r in requires), (name, requires)
 
 
@@ -115,3 +119,102 @@ def test_timm_synermix_train_is_train_py(tmp_path):
     assert proc.stdout.startswith('usage: train.py '), proc.stdout[:200]
     for flag in ('--synermix', '--batch-composition'):
         assert re.search(rf'^  {flag}[ ,]', proc.stdout, re.M), (flag, proc.stdout)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the base install: the wheel and its core dependencies, no extras
+# ---------------------------------------------------------------------------------------------------------------
+
+def _requirements_closure(requirements):
+    """The installed distributions `requirements` pull in, their own requirements included (extras left out)."""
+    from importlib import metadata
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    found, todo = {}, list(requirements)
+    while todo:
+        requirement = Requirement(todo.pop())
+        if requirement.marker is not None and not requirement.marker.evaluate({'extra': ''}):
+            continue
+        name = canonicalize_name(requirement.name)
+        if name not in found:
+            found[name] = metadata.distribution(requirement.name)
+            todo += found[name].requires or []
+    return found
+
+
+def _link_distributions(distributions, folder):
+    """Symlink every top-level module, package and .dist-info folder of `distributions` into `folder`."""
+    folder.mkdir()
+    for dist in distributions.values():
+        for top in {f.parts[0] for f in dist.files or () if f.parts[0] != '..'}:
+            if top != '__pycache__' and not top.endswith('.pth') and not (folder / top).exists():
+                (folder / top).symlink_to(dist.locate_file(top))
+
+
+@pytest.fixture(scope='module')
+def base_install(wheel, tmp_path_factory):
+    """A fresh venv holding the wheel, without extras, and the distributions its requirements pull in.
+
+    Installing torch afresh costs a minute and 5 GB per run. The fresh venv instead reads this venv's copies of
+    exactly the distributions the wheel's Requires-Dist pull in (computed with importlib.metadata, so scikit-learn
+    and mlxtend, which only the extras name, are absent), through a .pth naming a folder of symlinks to them; the
+    wheel itself is installed by pip, offline and without dependencies, as any user's install puts it there."""
+    root = tmp_path_factory.mktemp('base_install')
+    venv = root / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], check=True)
+    python = venv / 'bin' / 'python'
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(next(n for n in z.namelist() if n.endswith('.dist-info/METADATA'))).decode()
+    requires = [line.split(': ', 1)[1] for line in metadata.splitlines() if line.startswith('Requires-Dist: ')]
+    _link_distributions(_requirements_closure(requires), root / 'core')
+    site_packages = subprocess.run([str(python), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+    pathlib.Path(site_packages, 'core_dependencies.pth').write_text(f'{root / "core"}\n')
+    proc = subprocess.run([sys.executable, '-m', 'pip', '--python', str(python), 'install', '--no-deps', '--no-index',
+                           '-q', str(wheel)], capture_output=True, text=True, env={**os.environ, 'PIP_NO_INDEX': '1'})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    env = {key: value for key, value in os.environ.items() if key not in ('PYTHONPATH', 'VIRTUAL_ENV')}
+    env.update(OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1', PYTHONNOUSERSITE='1', MPLBACKEND='Agg')
+    return dict(bin=venv / 'bin', env=env, data=write_image_folder(root / 'data'), cwd=root)
+
+
+def _run(install, command, *args, timeout=600):
+    return subprocess.run([str(install['bin'] / command), *map(str, args)], capture_output=True, text=True,
+                          cwd=install['cwd'], env=install['env'], timeout=timeout)
+
+
+# test_resnet at 32 px, one epoch of 4 steps, on the 3-class ImageFolder of train_helpers
+TINY = ['--model', 'test_resnet', '--img-size', '32', '-b', '4', '--device', 'cpu', '-j', '0', '--lr', '0.05',
+        '--warmup-epochs', '0', '--val-split', 'validation']
+
+
+def test_the_base_install_has_matplotlib_and_not_scikit_learn(base_install):
+    proc = _run(base_install, 'python', '-c', 'import matplotlib, timm_synermix; print(timm_synermix.__file__)')
+    assert proc.returncode == 0 and str(base_install['cwd']) in proc.stdout, proc.stderr
+    proc = _run(base_install, 'python', '-c', 'import sklearn')
+    assert proc.returncode == 1 and 'ModuleNotFoundError' in proc.stderr
+
+
+def test_the_base_install_trains_skipping_the_feature_metrics_in_one_line(base_install, tmp_path):
+    proc = _run(base_install, 'timm-synermix-train', base_install['data'], *TINY, '--epochs', '1', '--method',
+                'synermix', '--output', tmp_path, '--experiment', 'base')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    skipped = [line for line in proc.stderr.splitlines() if 'Feature metrics skipped' in line]
+    assert len(skipped) == 1 and 'scikit-learn is not installed' in skipped[0]
+    results = json.loads((tmp_path / 'base' / 'results.json').read_text())
+    assert results['method'] == 'synermix' and results['finished'] and results['metrics'] == {}
+
+
+def test_the_base_install_plans_and_runs_a_frontier(base_install, tmp_path):
+    own = [base_install['data'], '--epochs', '1', '--ladder', '1', '--variants', 'synermix-intra', '--seeds', '0',
+           '--out', tmp_path, '--workers', '1']
+    proc = _run(base_install, 'timm-synermix-frontier', *own, '--dry-run', '--', *TINY)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3, proc.stderr[-3000:]
+    proc = _run(base_install, 'timm-synermix-frontier', *own, '--', *TINY)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (tmp_path / 'frontier.png').stat().st_size > 0 and (tmp_path / 'frontier.md').is_file()
+
+
+def test_the_base_install_runs_the_quick_study(base_install, tmp_path):
+    proc = _run(base_install, 'timm-synermix-study', '--quick', '--out', tmp_path / 'study')
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

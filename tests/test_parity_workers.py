@@ -1,4 +1,4 @@
-""" Parity with timm's train.py beyond `-j 0` (issue 19): loader workers, timm's MultiEpochsDataLoader, gradient
+""" Parity with timm's train.py beyond `-j 0`: loader workers, timm's MultiEpochsDataLoader, gradient
 accumulation, a bfloat16 model and one input channel; and an exact resume with loader workers.
 
 The parity tests follow test_train.py's (marker `parity`, docs/timm-parity.md): our train.py runs as a subprocess

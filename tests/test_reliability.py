@@ -1,4 +1,4 @@
-""" Reliability of train.py (issue 6): crash-safe checkpoints, exact resume, one-line input errors, no hangs.
+""" Reliability of train.py: crash-safe checkpoints, exact resume, one-line input errors, no hangs.
 
 - SIGKILL a real training run at a seeded random point (mid-epoch, or while a checkpoint is being written),
   resume it from the newest good checkpoint, and compare the final weights with an uninterrupted run's.

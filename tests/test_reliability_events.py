@@ -1,4 +1,4 @@
-""" Reliability of train.py, round 3 (issue 19): the numbers a user reads, the output folder, late signals.
+""" Reliability of train.py: the numbers a user reads, the output folder, late signals.
 
 Each test holds one promise. Bad input gets the contract of tests/test_reliability.py: one line naming the
 problem and the fix, exit code 2, and nothing written (the output root hashed before and after).

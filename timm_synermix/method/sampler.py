@@ -370,13 +370,24 @@ class PairedBatchSampler(SupplementedBatchSampler):
                 f'{self.num_pairs} pairs over {self.num_replicas} rank(s) do not fill one batch of '
                 f'{self.batch_size} with drop_last=True: lower batch_size.')
         if self.distinct_classes:
-            most = int(((self.counts + 1) // 2).max())
-            classes = int(np.count_nonzero(self.counts))
-            if pairs_per_batch > classes or most > self.num_batches:
-                raise ValueError(
-                    f'distinct_classes=True needs batch_size/2={pairs_per_batch} classes per batch and at most '
-                    f'{self.num_batches} pairs of one class per rank (the data has {classes} classes, up to {most} '
-                    f'pairs in one): lower batch_size, or use distinct_classes=False.')
+            self._check_distinct(pairs_per_batch)
+
+    def _check_distinct(self, pairs_per_batch: int) -> None:
+        """Each batch holds batch_size/2 classes, and a class's pairs go to distinct batches of the epoch."""
+        most = int(((self.counts + 1) // 2).max())
+        classes = int(np.count_nonzero(self.counts))
+        if pairs_per_batch <= classes and most <= self.num_batches:
+            return
+        # the largest batch_size that fits both: its batches are at most pairs_per_rank // most
+        limit = 2 * min(classes, self.pairs_per_rank // most)
+        batches = f'{self.num_batches} batch{"es" * (self.num_batches != 1)}'
+        why = (f'a batch holds {pairs_per_batch} different classes, one per pair, and the data has {classes}'
+               if pairs_per_batch > classes else
+               f'the largest class has {most} pairs, each in a batch of its own, and an epoch has {batches} per rank')
+        fix = f'use batch_size={limit} or less, or distinct_classes=False' if limit >= 2 else \
+            'use distinct_classes=False'
+        raise ValueError(f'distinct_classes=True with batch_size={self.batch_size}: {why}; {fix} (pairs of one '
+                         f'class may then share a batch).')
 
     def _pairs(self) -> np.ndarray:
         """The epoch's pairs [P, 2]: each class's images in a seeded random order, paired consecutively."""

@@ -11,7 +11,7 @@ from .config import load_config, parser_dests
 from .errors import InputError, to_flags
 from .validation import check_config_types
 
-__all__ = ['PROG', 'BATCH_COMPOSITIONS', 'build_parsers', 'parse_args', 'given_options']
+__all__ = ['PROG', 'BATCH_COMPOSITIONS', 'build_parsers', 'parse_args', 'given_options', 'option_defaults']
 
 PROG = 'train.py'
 BATCH_COMPOSITIONS = ('plain', 'supplemented', 'fixed', 'paired', 'paired-distinct')
@@ -56,11 +56,13 @@ def _add_model_args(parser):
     group = parser.add_argument_group('Model parameters')
     group.add_argument('--model', default='resnet50', type=str, metavar='MODEL',
                        help='Name of model to train (default: "resnet50")')
-    group.add_argument('--pretrained', action='store_true', default=False,
-                       help='Start with pretrained version of specified network (if avail)')
+    group.add_argument('--pretrained', action=argparse.BooleanOptionalAction, default=False,
+                       help='Start with pretrained version of specified network (if avail); --no-pretrained turns a '
+                            'config file\'s pretrained: true off')
     group.add_argument('--pretrained-path', default=None, type=str,
                        help='Load this checkpoint (safetensors, .pth, timm .pth.tar) as the pretrained weights, '
-                            'classifier reset as timm does (implies --pretrained, never downloads).')
+                            'classifier reset as timm does; loaded with or without --pretrained (timm\'s train.py '
+                            'loads it only with --pretrained), never downloads')
     group.add_argument('--pretrained-keep-head', action='store_true', default=False,
                        help='with --pretrained-path: keep the file\'s classifier when its class count equals '
                             '--num-classes (timm always resets it; only for the same classes in the same order)')
@@ -295,7 +297,8 @@ def _add_synermix_args(parser):
                        help='method preset: baseline, mixup, manifold-mixup, synermix-intra, synermix-intra-aug, '
                             'synermix, synermix-manifold (the paper\'s), clean-view, clean-view-mixup (controls); '
                             'sets --synermix, --synermix-source, --mixup 1.0 if unset, --manifold-mixup; a flag '
-                            'that contradicts the preset is refused')
+                            'that contradicts the preset (--mixup 0, --mixup-prob 0) is refused; with --cutmix the '
+                            'run is recorded as a CutMix one (synermix-cutmix)')
     group.add_argument('--synermix', action='store_true', default=False,
                        help='SynerMix-Intra term: supplemented batches, two views, L = b*L_intra + (1-b)*L_inter')
     group.add_argument('--synermix-beta', type=float, default=None, metavar='BETA',
@@ -390,15 +393,19 @@ def _add_more_timm_args(parser):
     group.add_argument('--use-multi-epochs-loader', action='store_true', default=False,
                        help='timm\'s MultiEpochsDataLoader')
     group.add_argument('--wandb-resume-id', default='', type=str, metavar='ID', help='wandb run id to resume')
-    # timm 1.0.31's task and loss selectors (train.py's definitions were not readable here; the loss names are
-    # those of timm's create_classification_loss): single-label classification is what this script trains.
+    _add_variable_size_args(group)
+    _add_distillation_args(group)
+
+
+def _add_loss_args(parser):
+    # This script's own (timm's train.py has neither): the loss by the names of timm's create_classification_loss,
+    # and the task, which states what is trained here and refuses the rest.
+    group = parser.add_argument_group('Task and loss')
     group.add_argument('--task', default=None, type=str,
-                       help='training task (timm 1.0.31): only single-label "classification" here')
+                       help='training task: only single-label "classification" here')
     group.add_argument('--loss', default=None, type=str,
                        help='training loss by name (timm\'s create_classification_loss: ce, bce, asl, poly, jsd; '
                             'with SynerMix the inter term\'s); default: from --jsd-loss/--bce-loss, else ce')
-    _add_variable_size_args(group)
-    _add_distillation_args(group)
 
 
 def _add_variable_size_args(group):
@@ -452,7 +459,7 @@ def build_parsers():
                         help='YAML config file specifying default arguments (keys: argparse dest names)')
     for add in (_add_dataset_args, _add_model_args, _add_device_args, _add_optimizer_args, _add_schedule_args,
                 _add_augmentation_args, _add_batch_norm_args, _add_ema_args, _add_misc_args, _add_more_timm_args,
-                _add_synermix_args):
+                _add_loss_args, _add_synermix_args):
         add(parser)
     return config_parser, parser
 
@@ -496,3 +503,8 @@ def given_options(argv) -> dict:
     given.update({dest: flags.get(dest, dest) for dest in vars(parser.parse_args(remaining))})
     return given
 
+
+
+def option_defaults() -> dict:
+    """{dest: default} of train.py's own options, before any -c file (which `parse_args` sets as defaults)."""
+    return {action.dest: action.default for action in build_parsers()[1]._actions}

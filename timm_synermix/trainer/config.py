@@ -12,8 +12,8 @@ import yaml
 from .errors import InputError
 from ..method.presets import PAPER_MIXUP_ALPHA, PRESETS, Preset, find_preset, get_preset
 
-__all__ = ['RUN_IDENTITY', 'RESUMABLE', 'identity_changes', 'RunArgs', 'settle', 'parser_dests', 'load_config', 'args_to_yaml',
-           'derive_method_name', 'apply_method', 'run_preset', 'inter_kind']
+__all__ = ['RUN_IDENTITY', 'RESUMABLE', 'identity_changes', 'RunArgs', 'settle', 'parser_dests', 'load_config',
+           'args_to_yaml', 'derive_method_name', 'apply_method', 'run_preset', 'inter_kind', 'inter_name']
 
 _logger = logging.getLogger(__name__)
 
@@ -136,8 +136,17 @@ def inter_kind(args: argparse.Namespace):
     return 'manifold' if args.manifold_mixup else ('mixup' if _inter_given(args) else None)
 
 
+def inter_name(args: argparse.Namespace):
+    """What the inter-class mixing is, by name: 'mixup', 'cutmix', 'mixup-cutmix', 'manifold-mixup' or None."""
+    kind = inter_kind(args)
+    if kind != 'mixup':
+        return 'manifold-mixup' if kind else None
+    return 'mixup-cutmix' if args.mixup > 0 and _cutmix_given(args) else ('cutmix' if _cutmix_given(args) else 'mixup')
+
+
 def derive_method_name(args: argparse.Namespace) -> str:
-    """Name of a run configured by flags rather than --method: the paper preset's name where one matches.
+    """Name of a run configured by flags rather than --method: the paper preset's name where one matches, else
+    the intra part and the mixing joined ('synermix-cutmix', 'mixup-cutmix', 'cutmix').
 
     Args:
         args: Namespace with synermix, synermix_source, synermix_beta, mixup, cutmix, cutmix_minmax,
@@ -149,25 +158,33 @@ def derive_method_name(args: argparse.Namespace) -> str:
                                      cutmix_minmax=None, manifold_mixup=False))  # 'synermix'
         ```
     """
-    cutmix = _cutmix_given(args)
     inter = inter_kind(args)
     intra = args.synermix and args.synermix_beta != 0  # a run without the intra term is never named after SynerMix
-    if inter == 'mixup' and cutmix:  # the presets use MixUp; a CutMix run is labelled as the variant it is
-        variant = 'mixup-cutmix' if args.mixup > 0 else 'cutmix'
-        return 'synermix-' + variant if intra else variant
+    if inter_name(args) in ('cutmix', 'mixup-cutmix'):  # the presets mix with MixUp alone
+        return 'synermix-' + inter_name(args) if intra else inter_name(args)
     return find_preset(intra, (args.synermix_source or 'original') if inter is None else 'original', inter).name
 
 
-def apply_method(args: argparse.Namespace) -> argparse.Namespace:
+def _explicit(given: Dict[str, str]) -> set:
+    """The options a --method preset honours or refuses even at their default value (`--mixup 0`): those on the
+    command line, and a -c file's keys when that file names the method too. A command-line --method overrides a
+    file's keys, as any flag does (a timm args.yaml holds every option, `mixup: 0.0` among them)."""
+    method_in_file = not given.get('method', '-').startswith('-')
+    return {dest for dest, how in given.items() if how.startswith('-') or method_in_file}
+
+
+def apply_method(args: argparse.Namespace, given: Dict[str, str] = None) -> argparse.Namespace:
     """Resolve --method into the flags it stands for, reject conflicting flags, resolve the β default.
 
     A preset sets synermix / synermix_source / manifold_mixup and, when no inter-class alpha was
     given, the paper's mixup alpha 1.0. Without --method the flags are kept and `args.method` is
     derived from them. β defaults to 0.1 with an inter-class mixup and 0.5 for the intra term
-    alone, and must lie in [0, 1].
+    alone, and must lie in [0, 1]. The recorded `args.method` names what trains (docs/training.md).
 
     Args:
         args: Parsed train.py namespace (modified in place).
+        given: `args.given_options(argv)`: an option set there at its default (`--mixup 0`) is honoured or
+            refused, never replaced by a preset's value. Without it only values other than the default count.
 
     Returns:
         `args`, resolved.
@@ -178,14 +195,21 @@ def apply_method(args: argparse.Namespace) -> argparse.Namespace:
         assert args.synermix and args.mixup == 1.0 and args.synermix_beta == 0.1
         ```
     """
+    explicit = _explicit(given or {})
+    if args.method not in PRESETS and args.method == derive_method_name(args):
+        args.method = None  # a name args.yaml recorded for a run of flags (synermix-cutmix), with those flags
     if args.method:
-        _apply_preset(args, args.method)
+        _apply_preset(args, args.method, explicit)
     elif args.manifold_mixup:
         if _cutmix_given(args):
             raise InputError('--manifold-mixup mixes hidden states and cannot use CutMix: drop '
                              '--cutmix/--cutmix-minmax')
         if args.mixup <= 0:
+            if 'mixup' in explicit:
+                raise InputError(f'--manifold-mixup mixes with --mixup as its alpha, and --mixup {args.mixup:g} '
+                                 f'never mixes: drop --mixup {args.mixup:g} (alpha 1.0), or drop --manifold-mixup')
             args.mixup = PAPER_MIXUP_ALPHA
+    _check_never_mixes(args)
     args.synermix_source = args.synermix_source or 'original'
     _resolve_beta(args)
     _resolve_composition(args)
@@ -198,12 +222,16 @@ def apply_method(args: argparse.Namespace) -> argparse.Namespace:
         args.method = twin
     if args.synermix_beta is None or not args.synermix:
         args.synermix_beta = 0.0
-    if not args.method:
-        args.method = derive_method_name(args)
+    if not args.method or inter_name(args) in ('cutmix', 'mixup-cutmix'):
+        args.method = derive_method_name(args)  # the presets mix with MixUp alone: a CutMix run is named for it
     return args
 
 
-def _apply_preset(args: argparse.Namespace, name: str) -> None:
+def _without_inter(preset: Preset) -> str:
+    return find_preset(preset.intra, preset.source, None, preset.intra_mode).name
+
+
+def _apply_preset(args: argparse.Namespace, name: str, explicit: set) -> None:
     """Set the flags --method NAME stands for; a flag that contradicts the preset is refused, never overridden."""
     try:
         preset = get_preset(name)
@@ -221,23 +249,48 @@ def _apply_preset(args: argparse.Namespace, name: str) -> None:
         given = '--synermix' if args.synermix else '--synermix-source'
         raise InputError(f'--method {name} has no intra term but {given} was given: drop {given} or use '
                          f'--method synermix-intra / synermix')
-    if preset.inter == 'manifold':
-        if _cutmix_given(args):
-            raise InputError(f'--method {name} mixes hidden states (Manifold MixUp): drop --cutmix/--cutmix-minmax')
-        args.manifold_mixup = True
-        if args.mixup <= 0:
-            args.mixup = PAPER_MIXUP_ALPHA
-    elif preset.inter == 'mixup':
-        if args.manifold_mixup:
-            raise InputError(f'--method {name} uses MixUp: drop --manifold-mixup or use --method '
-                             f'{"synermix-manifold" if preset.intra else "manifold-mixup"}')
-        if not _inter_given(args):
-            args.mixup = PAPER_MIXUP_ALPHA
-    elif _inter_given(args) or args.manifold_mixup:
-        raise InputError(f'--method {name} has no inter-class mixing but --mixup/--cutmix/--manifold-mixup was '
-                         f'given: drop them or use --method {"synermix" if preset.intra else "mixup"}')
+    if preset.inter is None:
+        if _inter_given(args) or args.manifold_mixup:
+            raise InputError(f'--method {name} has no inter-class mixing but --mixup/--cutmix/--manifold-mixup was '
+                             f'given: drop them or use --method {"synermix" if preset.intra else "mixup"}')
+    else:
+        _apply_preset_mixing(args, preset, explicit)
     if preset.intra and args.synermix_beta is None:
         args.synermix_beta = preset.default_beta
+
+
+def _apply_preset_mixing(args: argparse.Namespace, preset: Preset, explicit: set) -> None:
+    """The preset's MixUp or Manifold MixUp: its alpha from --mixup, else the paper's 1.0. CutMix may join or
+    replace MixUp (timm's flags), and the run is then recorded as what mixes (`derive_method_name`)."""
+    name, mixing = preset.name, 'Manifold MixUp' if preset.inter == 'manifold' else 'MixUp'
+    if _cutmix_given(args) and (preset.inter == 'manifold' or preset.intra_mode == 'clean'):
+        cutmix = f'--cutmix {args.cutmix:g}' if args.cutmix > 0 else '--cutmix-minmax'
+        why = 'mixes hidden states, where CutMix boxes have no meaning' if preset.inter == 'manifold' else \
+            'is the control of SynerMix with MixUp alone'
+        raise InputError(f'--method {name} {why}: drop {cutmix}')
+    if preset.inter == 'mixup' and args.manifold_mixup:
+        raise InputError(f'--method {name} uses MixUp: drop --manifold-mixup or use --method '
+                         f'{"synermix-manifold" if preset.intra else "manifold-mixup"}')
+    if not _inter_given(args) and 'mixup' in explicit:
+        raise InputError(f'--method {name} mixes with {mixing} but --mixup {args.mixup:g} turns it off: drop '
+                         f'--mixup {args.mixup:g} (alpha {PAPER_MIXUP_ALPHA}), or use --method '
+                         f'{_without_inter(preset)}')
+    args.manifold_mixup = preset.inter == 'manifold'
+    if not _inter_given(args):
+        args.mixup = PAPER_MIXUP_ALPHA
+
+
+def _check_never_mixes(args: argparse.Namespace) -> None:
+    """--mixup-prob 0 never mixes: a run with mixing configured would train without it under a mixing name."""
+    if inter_kind(args) is None or args.mixup_prob > 0:
+        return
+    if args.method:
+        raise InputError(f'--mixup-prob 0 never mixes, so --method {args.method} would train without its '
+                         f'{"Manifold MixUp" if args.manifold_mixup else "MixUp"}: use --method '
+                         f'{_without_inter(get_preset(args.method))}, or a --mixup-prob above 0')
+    mixing = '--manifold-mixup' if args.manifold_mixup else '--mixup/--cutmix'
+    raise InputError(f'--mixup-prob 0 never mixes, so {mixing} would have no effect: drop them and --mixup-prob for '
+                     f'a run without mixing, or give a --mixup-prob above 0')
 
 
 def _resolve_beta(args: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ['World', 'init_distributed_device']
+__all__ = ['World', 'init_distributed_device', 'report_to_torchrun']
 
 
 class World(NamedTuple):
@@ -35,3 +35,20 @@ def init_distributed_device(args) -> World:
     if world.device.startswith('cuda:'):
         torch.cuda.set_device(world.device)
     return world
+
+
+def report_to_torchrun(line: str) -> None:
+    """Hand a one-line error to torchrun, which then shows it as the failed rank's root cause in its own report
+    (else it shows a link to its docs). torchrun names the file in TORCHELASTIC_ERROR_FILE, per rank; the format is
+    that of its `ErrorHandler.record_exception`, with the line in place of a traceback."""
+    path = os.environ.get('TORCHELASTIC_ERROR_FILE')
+    if not path:
+        return
+    import json
+    import time
+    try:
+        with open(path, 'w') as f:
+            json.dump({'message': {'message': line, 'extraInfo': {'py_callstack': line,
+                                                                  'timestamp': str(int(time.time()))}}}, f)
+    except OSError:  # the line is on stderr already
+        pass

@@ -31,14 +31,15 @@ def first_line(exc: BaseException, prefer=('size mismatch', 'Missing key', 'Unex
     return (lines[0] if lines else type(exc).__name__)[:240]
 
 
-# Library parameter name -> train.py flag.
+# Library parameter name -> train.py flag (for a boolean: the flag, or {'True': flag, 'False': flag} where False has
+# a flag of its own).
 PARAM_FLAGS = {
     'beta': '--synermix-beta',
     'source': '--synermix-source',
     'num_per_class': '--synermix-num-synth',
     'intra_every': '--synermix-every',
     'supplement_every': '--synermix-every',
-    'distinct_classes': '--batch-composition paired-distinct',
+    'distinct_classes': {'True': '--batch-composition paired-distinct', 'False': '--batch-composition paired'},
     'original_scale': '--synermix-orig-scale',
     'allow_singleton_classes': '--allow-singleton-classes',
     'fixed_size': '--synermix-fixed-size',
@@ -59,8 +60,10 @@ _PARAM_RE = re.compile(r'\b(' + '|'.join(PARAM_FLAGS) + r')=("?)([^\s,:;"]*)\2')
 def to_flags(message: str) -> str:
     """A library message in train.py's terms: 'beta=1.5 is outside [0, 1]' -> '--synermix-beta 1.5 is ...'."""
     def flag(match):
-        value = match.group(3)
+        name, value = match.group(1), match.group(3)
+        if isinstance(PARAM_FLAGS[name], dict):
+            return PARAM_FLAGS[name][value]
         if value in ('True', 'False'):
-            return PARAM_FLAGS[match.group(1)] if value == 'True' else 'no ' + PARAM_FLAGS[match.group(1)]
-        return f'{PARAM_FLAGS[match.group(1)]} {value}'.rstrip()
+            return PARAM_FLAGS[name] if value == 'True' else 'no ' + PARAM_FLAGS[name]
+        return f'{PARAM_FLAGS[name]} {value}'.rstrip()
     return _PARAM_RE.sub(flag, message)

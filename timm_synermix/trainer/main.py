@@ -26,11 +26,11 @@ from functools import partial
 import torch
 
 from ..method.sampler import dataset_labels
-from .args import PROG, parse_args
+from .args import PROG, given_options, option_defaults, parse_args
 from .checkpoint import create_saver, load_training_checkpoint
-from .config import apply_method, args_to_yaml, parser_dests, settle
+from .config import apply_method, args_to_yaml, inter_name, parser_dests, settle
 from .data import class_names, create_datasets, num_classes_from_data
-from .distributed import init_distributed_device
+from .distributed import init_distributed_device, report_to_torchrun
 from .errors import AgreedError, InputError, first_line
 from .loaders import create_eval_loader, create_train_loader, create_train_sampler, reference_batch_size
 from .lock import ExperimentLock
@@ -41,7 +41,7 @@ from .outputs import init_wandb, write_final_outputs
 from .resume import check_resumed_settings, interrupted_line, resolve_auto_resume, restore_state, resume_task
 from .state import LossMeters, RngState, TrainingState
 from .tasks import check_teacher_head, create_task, mixup_switches, prepare_task
-from .validation import check_args, check_output_dir, check_output_path
+from .validation import check_args, check_no_effect, check_output_dir, check_output_path
 
 __all__ = ['main']
 
@@ -65,6 +65,7 @@ def main(argv=None) -> int:
         # PIPE_BUF bytes is not interleaved with another rank's.
         sys.stderr.write(f'{PROG}: error: {e}\n')
         sys.stderr.flush()
+        report_to_torchrun(f'{PROG}: error: {e}')
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             if isinstance(e, AgreedError):
                 torch.distributed.barrier()  # every rank has printed it before torchrun stops the rest
@@ -76,8 +77,10 @@ def train(argv) -> int:
     from timm import utils
     utils.setup_default_logging()
     args, parser = parse_args(argv)
-    apply_method(args)
+    given = given_options(argv)
+    apply_method(args, given)
     check_args(args)
+    check_no_effect(args, given, option_defaults())
     args_text = args_to_yaml(args, parser_dests(parser))  # as timm: the options as given, before anything derived
     import_device_modules(args)
     args = settle(args, init_distributed_device(args))
@@ -228,7 +231,7 @@ def log_setup(run) -> None:
     if not run.primary:
         return
     _logger.info(f'Method {args.method}: synermix={args.synermix} beta={args.synermix_beta} '
-                 f'source={args.synermix_source} inter={args.inter_kind} '
+                 f'source={args.synermix_source} inter={inter_name(args)} '
                  f'batches={args.synermix_batches}')
     mode = args.synermix_batches
     if mode == 'supplemented':  # simulated only for this mode: the others have one size

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 __all__ = ['apply_cifar_stem', 'mismatched_keys', 'create_train_model', 'create_model_from_args', 'create_run_model']
 
@@ -74,13 +74,27 @@ def mismatched_keys(model: nn.Module, state_dict: Dict[str, torch.Tensor], ignor
     return out
 
 
+def _weights_format(path: str) -> str:
+    """'safetensors', 'torch' (a zip or a pickle, as torch.save writes) or '' (neither), from the first bytes."""
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    if head[:2] == b'PK' or head[:1] == b'\x80':
+        return 'torch'
+    header_size = int.from_bytes(head[:8], 'little') if len(head) >= 9 else 0
+    return 'safetensors' if 0 < header_size < 100_000_000 and head[8:9] == b'{' else ''
+
+
 def _read_weights(path: str) -> Dict[str, torch.Tensor]:
     from timm.models import load_state_dict
+    fix = 'pass a .safetensors, .pth or timm .pth.tar file of weights'
+    if not _weights_format(path):
+        raise InputError(f'--pretrained-path {path!r} is not a weights file (neither safetensors nor torch.save '
+                         f'data): {fix}')
     try:
         return load_state_dict(path)
-    except Exception as e:
+    except Exception as e:  # truncated, or a pickle of more than tensors
         raise InputError(f'--pretrained-path {path!r} could not be read ({type(e).__name__}: '
-                         f'{str(e).splitlines()[0] if str(e) else ""}): pass a .safetensors, .pth or timm .pth.tar')
+                         f'{first_line(e)[:160]}): {fix}')
 
 
 def _fit_error(path: str, model_name: str, bad: List[str]) -> InputError:
@@ -94,6 +108,9 @@ def _load_pretrained(model_name: str, num_classes: int, pretrained_path: str, ci
                      kwargs: Dict) -> nn.Module:
     """The model with `pretrained_path`'s weights (see `create_train_model`)."""
     from timm.models import create_model
+    if os.path.isdir(pretrained_path):
+        raise InputError(f'--pretrained-path {pretrained_path!r} is a folder: pass the weights file in it (e.g. '
+                         f'model.safetensors)')
     if not os.path.isfile(pretrained_path):
         raise InputError(f'--pretrained-path {pretrained_path!r} does not exist: pass a local weights file')
     pretrained_sd = _read_weights(pretrained_path)
@@ -168,7 +185,16 @@ def create_train_model(
     from timm.models import create_model, load_checkpoint
     kwargs['num_classes'] = num_classes
     if not pretrained_path:
-        model = create_model(model_name, pretrained=pretrained, **kwargs)
+        try:
+            model = create_model(model_name, pretrained=pretrained, **kwargs)
+        except (OSError, RuntimeError) as e:
+            if not pretrained:
+                raise
+            # timm's train.py ends here in the hub's traceback (offline, or weights that do not exist)
+            raise InputError(f'--pretrained: no weights for --model {model_name} ({type(e).__name__}: '
+                             f'{first_line(e)[:160]}): pass a local weights file with --pretrained-path FILE, or '
+                             f'train from scratch with --no-pretrained (it also turns a config file\'s pretrained: '
+                             f'true off)')
         if cifar_stem:
             if pretrained:
                 _logger.warning('--cifar-stem replaces the pretrained conv1 with a new, randomly initialised 3x3 '

@@ -71,7 +71,6 @@ def write_final_outputs(run, dataset_eval, eval_loader_full, cifar_stem: bool) -
         cifar_stem: Recorded in the safetensors metadata.
     """
     import json
-    import logging
     from timm.utils.model import unwrap_model
     from .checkpoint import export_safetensors, to_weights_only
     from .config import RUN_IDENTITY
@@ -99,7 +98,10 @@ def write_final_outputs(run, dataset_eval, eval_loader_full, cifar_stem: bool) -
             try:
                 metrics = compute_feature_metrics(features, labels, logits.argmax(1))
             except ValueError as e:  # e.g. too few eval images for a silhouette: the trained run still counts
-                logging.getLogger('train').warning(f'Feature metrics skipped: {e}')
+                _logger.warning(f'Feature metrics skipped: {e}')
+            except ImportError as e:  # scikit-learn comes with the demo extra only: the base install finishes
+                _logger.warning(f'Feature metrics skipped: scikit-learn is not installed ({e}): pip install '
+                                f'"timm-synermix[demo]" to have them, or pass --no-feature-metrics')
     results['metrics'] = to_weights_only(metrics) if metrics is not None else {}
     best = os.path.join(out, 'model_best.pth.tar')
     if not os.path.exists(best):

@@ -6,14 +6,18 @@ what only exists later (the data, the model, a checkpoint) sit where that is mad
 """
 import argparse
 import difflib
+import logging
 import os
 from typing import Any, Dict, List
 
 from .checkpoint import newest_good_checkpoint
-from .config import inter_kind
+from .config import inter_kind, run_preset
 from .errors import InputError
 
-__all__ = ['check_config_types', 'check_args', 'check_output_path', 'check_output_dir', 'NOT_SUPPORTED']
+__all__ = ['check_config_types', 'check_args', 'check_no_effect', 'check_output_path', 'check_output_dir',
+           'NOT_SUPPORTED', 'ACTS_ONLY', 'WARNED_ONLY']
+
+_logger = logging.getLogger('train')
 
 
 def _type_name(kind) -> str:
@@ -32,7 +36,7 @@ def _fits(value: Any, kind) -> bool:
 
 def _value_problem(action: argparse.Action, value: Any) -> str:
     """Why `value` does not fit `action` (as parsed from the command line), or ''."""
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
         return '' if isinstance(value, bool) else 'true or false (a YAML boolean, not a string)'
     if value is None:
         return '' if action.default is None else f'{_type_name(action.type)}, not empty'
@@ -257,6 +261,11 @@ def _losses_and_teachers(args) -> List[str]:
 
 def _batches(args) -> List[str]:
     problems = []
+    fixed = args.synermix_fixed_size
+    if args.synermix_batches == 'fixed' and fixed is not None and fixed < args.batch_size:
+        problems.append(f'--synermix-fixed-size {fixed} is below -b {args.batch_size}: a fixed batch holds the -b '
+                        f'images and tops them up to that size; use --synermix-fixed-size {args.batch_size} or more, '
+                        f'or leave it out (the 95th percentile of this data\'s supplemented sizes)')
     if args.synermix_batches == 'fixed' and args.aug_repeats > 1:
         problems.append(f'--synermix-batches fixed with --aug-repeats {args.aug_repeats:g}: fixed-size batches top up '
                         f'with images of their own classes, which repeats would skew; use --synermix-batches '
@@ -289,6 +298,81 @@ def check_args(args) -> None:
     problems = _ranges(args) + _optimizer_ranges(args) + _synermix_values(args) + _names(args) + _augmix(args) + \
         _streams(args) + _scheduled(args) + _device(args) + _losses_and_teachers(args) + _batches(args)
     problems += [f'{why}' for why, given in NOT_SUPPORTED.values() if given(args)]
+    if problems:
+        raise InputError('; '.join(problems))
+
+
+def _mixes(args) -> bool:
+    return inter_kind(args) is not None
+
+
+# Options that act only in some runs: (dest, whether it acts in the run as configured, what it does, how to make it
+# act). Given at another value than its default where it does not act, it is refused.
+ACTS_ONLY = (
+    ('synermix_every', lambda a: a.synermix, 'spaces out the intra term, which this run does not have',
+     'add --synermix (or a synermix --method)'),
+    ('synermix_num_synth', lambda a: a.synermix and run_preset(a).intra_mode == 'synthesize',
+     'sets the features the intra term synthesizes, which this run does not synthesize',
+     'add --synermix (or a synermix --method)'),
+    ('synermix_orig_scale', lambda a: a.synermix and a.synermix_source == 'original',
+     'resizes the originals, which only the intra term on them reads', 'add --synermix (or a synermix --method)'),
+    ('synermix_joint_pass', lambda a: a.synermix and a.synermix_source == 'original',
+     'joins the passes of the originals and the augmented view, which this run does not have',
+     'add --synermix (or a synermix --method)'),
+    ('synermix_fixed_size', lambda a: a.synermix_batches == 'fixed', 'sizes fixed batches, which this run does '
+     'not have', 'add --batch-composition fixed'),
+    ('allow_singleton_classes', lambda a: a.synermix_batches != 'plain', 'lets a class of one image into '
+     'supplemented or paired batches, and this run has plain ones', 'add --synermix or a --batch-composition'),
+    ('batch_order', lambda a: a.synermix_batches == 'plain', 'orders plain batches, and this run has '
+     'supplemented, fixed or paired ones', 'use --batch-composition plain'),
+    ('pretrained_keep_head', lambda a: bool(a.pretrained_path), 'keeps the classifier of a --pretrained-path file',
+     'add --pretrained-path FILE'),
+    ('manifold_layers', lambda a: a.manifold_mixup, 'chooses the layers of Manifold MixUp, which this run does not '
+     'have', 'add --manifold-mixup (or --method manifold-mixup / synermix-manifold)'),
+)
+# timm's mixup settings (dest, whether it acts, what it does), which timm's train.py takes silently without mixing:
+# warned about, not refused, since one recipe serves every method of a comparison (the shipped configs' and the
+# study's --mixup-mode elem).
+WARNED_ONLY = (
+    ('mixup_prob', _mixes, 'sets how often mixup or cutmix mixes, and this run does not mix'),
+    ('mixup_mode', _mixes, 'sets how mixup or cutmix mixes, and this run does not mix'),
+    ('mixup_off_epoch', _mixes, 'turns mixup or cutmix off, and this run does not mix'),
+    ('mixup_switch_prob', lambda a: a.mixup > 0 and (a.cutmix > 0 or a.cutmix_minmax is not None),
+     'switches between mixup and cutmix, and this run does not have both'),
+)
+
+
+def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ' '.join(map(_shown, value))
+    return f'{value:g}' if isinstance(value, float) else f'{value}'
+
+
+def check_no_effect(args, given: Dict[str, str], defaults: Dict[str, Any]) -> None:
+    """Refuse, in one line, a flag that would have no effect in the run as configured (`ACTS_ONLY`); warn about a
+    -c key that would not, and about timm's mixup settings without mixing (`WARNED_ONLY`). Only values other than
+    the default count: a default has nothing to lose.
+
+    Args:
+        args: The method-resolved namespace.
+        given: `args.given_options(argv)`.
+        defaults: `args.option_defaults()`: the defaults before any -c file.
+    """
+    problems = []
+    for dest, acts, does, *fix in ACTS_ONLY + WARNED_ONLY:
+        value = getattr(args, dest)
+        if dest not in given or value == defaults[dest] or acts(args):
+            continue
+        how = given[dest]
+        if not how.startswith('-'):  # a -c key: 'mixup_mode (configs/pets_resnet34.yaml)'
+            _logger.warning(f'{dest}: {_shown(value)} in {how.split(" (", 1)[1][:-1]} has no effect in this run: it '
+                            f'{does}')
+            continue
+        shown = how if value is True else f'{how} {_shown(value)}'
+        if fix:
+            problems.append(f'{shown} has no effect: it {does}; {fix[0]}, or drop it')
+        else:
+            _logger.warning(f'{shown} has no effect in this run: it {does}')
     if problems:
         raise InputError('; '.join(problems))
 
