@@ -207,7 +207,7 @@ def test_the_base_install_trains_skipping_the_feature_metrics_in_one_line(base_i
 
 def test_the_base_install_plans_and_runs_a_frontier(base_install, tmp_path):
     own = [base_install['data'], '--epochs', '1', '--ladder', '1', '--variants', 'synermix-intra', '--seeds', '0',
-           '--out', tmp_path, '--workers', '1']
+           '--last-k', '1', '--out', tmp_path, '--workers', '1']
     proc = _run(base_install, 'timm-synermix-frontier', *own, '--dry-run', '--', *TINY)
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 3, proc.stderr[-3000:]
     proc = _run(base_install, 'timm-synermix-frontier', *own, '--', *TINY)

@@ -499,7 +499,9 @@ def given_options(argv) -> dict:
         given['config'] = '-c/--config'
     if args_config.debug:
         given['debug'] = '--debug'
-    flags = {a.dest: max(a.option_strings, key=len) if a.option_strings else a.dest for a in parser._actions}
+    # The flag's own name: the longest spelling, never the --no- form of a yes/no flag.
+    flags = {a.dest: max([o for o in a.option_strings if not o.startswith('--no-')] or a.option_strings, key=len)
+             if a.option_strings else a.dest for a in parser._actions}
     given.update({dest: flags.get(dest, dest) for dest in vars(parser.parse_args(remaining))})
     return given
 

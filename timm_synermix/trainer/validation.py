@@ -364,8 +364,8 @@ def check_no_effect(args, given: Dict[str, str], defaults: Dict[str, Any]) -> No
         if dest not in given or value == defaults[dest] or acts(args):
             continue
         how = given[dest]
-        if not how.startswith('-'):  # a -c key: 'mixup_mode (configs/pets_resnet34.yaml)'
-            _logger.warning(f'{dest}: {_shown(value)} in {how.split(" (", 1)[1][:-1]} has no effect in this run: it '
+        if not how.startswith('-'):  # a -c key: "key 'mixup_mode' of configs/pets_resnet34.yaml"
+            _logger.warning(f'{dest}: {_shown(value)} in {how.split(" of ", 1)[1]} has no effect in this run: it '
                             f'{does}')
             continue
         shown = how if value is True else f'{how} {_shown(value)}'
