@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install fonts test demo bench bench-quick gpu-check study study-quick clean
+.PHONY: install fonts icons test demo bench bench-quick gpu-check study study-quick clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -28,6 +28,22 @@ fonts:
 		dpkg -s $(FONT_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FONT_PACKAGES) >/dev/null; }; \
 	else echo "fonts: not root or no apt-get: skipping the Debian font packages ($(FONT_PACKAGES))"; fi
+
+# The icon data set in data/icons (timm_synermix/experiments/icons.py, docs/icons.md): Debian's icon theme packages,
+# SVG rendered by librsvg's rsvg-convert (apt needs root); without them the build says what to install and exits 2.
+ICON_PACKAGES := librsvg2-bin papirus-icon-theme breeze-icon-theme adwaita-icon-theme numix-icon-theme \
+	numix-icon-theme-circle faba-icon-theme moka-icon-theme faenza-icon-theme obsidian-icon-theme oxygen-icon-theme \
+	tango-icon-theme elementary-icon-theme elementary-xfce-icon-theme paper-icon-theme suru-icon-theme \
+	yaru-theme-icon mate-icon-theme deepin-icon-theme gnome-colors gnome-icon-theme gnome-icon-theme-gartoon \
+	gnome-icon-theme-nuovo gnome-icon-theme-suede gnome-icon-theme-yasis lxde-icon-theme mint-y-icons \
+	sugar-icon-theme
+
+icons: $(STAMP)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		dpkg -s $(ICON_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(ICON_PACKAGES) >/dev/null; }; \
+	else echo "icons: not root or no apt-get: skipping the Debian icon theme packages ($(ICON_PACKAGES))"; fi
+	$(PY) -m timm_synermix.experiments.icons data/icons
 
 test: $(STAMP)
 	$(PY) -m pytest tests
