@@ -128,7 +128,7 @@ def quick_study(tmp_path_factory):
     import matplotlib
     fonts = os.path.join(os.path.dirname(matplotlib.__file__), 'mpl-data', 'fonts', 'ttf')
     out = tmp_path_factory.mktemp('study')
-    return out, run_study(out, study='quick', sources=[fonts])
+    return out, run_study(out, study='quick', sources={'fonts': [fonts]})
 
 
 def test_study_quick_runs_every_regime_end_to_end(quick_study):

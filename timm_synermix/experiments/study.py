@@ -50,20 +50,26 @@ BETA = 0.4
 
 @dataclass(frozen=True)
 class Recipe:
-    """train.py's arguments shared by a study's runs of one model: SGD with cosine decay, crop-only augmentation
-    (no flips: a mirrored glyph is another character, a mirrored icon another drawing), no label smoothing."""
+    """train.py's arguments shared by a study's runs of one model: cosine decay, crop-only augmentation (no flips:
+    a mirrored glyph is another character, a mirrored icon another drawing), no label smoothing."""
     model: str
     size: int
     batch: int
     lr: float
+    opt: str = 'sgd'
+    weight_decay: str = '5e-4'
+    warmup_epochs: int = 0
     log_interval: int = 50
     device: str = 'cpu'
+    workers: int = 0
     extra: Tuple[str, ...] = ()
 
     def args(self) -> Tuple[str, ...]:
-        return ('--model', self.model, '--img-size', str(self.size), '--device', self.device, '-j', '0',
-                '-b', str(self.batch), '--opt', 'sgd', '--lr', str(self.lr), '--momentum', '0.9',
-                '--weight-decay', '5e-4', '--sched', 'cosine', '--warmup-epochs', '0', '--smoothing', '0',
+        momentum = ('--momentum', '0.9') if self.opt == 'sgd' else ()
+        return ('--model', self.model, '--img-size', str(self.size), '--device', self.device, '-j', str(self.workers),
+                '-b', str(self.batch), '--opt', self.opt, '--lr', str(self.lr), *momentum,
+                '--weight-decay', self.weight_decay,
+                '--sched', 'cosine', '--warmup-epochs', str(self.warmup_epochs), '--smoothing', '0',
                 '--scale', '0.6', '1', '--ratio', '0.8', '1.25', '--hflip', '0', '--color-jitter', '0',
                 '--mixup-mode', 'elem', '--checkpoint-hist', '1', '--log-interval', str(self.log_interval),
                 '--val-split', 'val', *self.extra)
@@ -71,7 +77,7 @@ class Recipe:
 
 @dataclass(frozen=True)
 class DataSet:
-    """A data set of a study: the builder ('fonts') and its arguments."""
+    """A data set of a study: its builder (`BUILDERS`: 'fonts' or 'icons') and the builder's arguments."""
     kind: str
     settings: Mapping
 
@@ -127,12 +133,19 @@ LONG = ('synermix-intra', 'clean-view', 'baseline-supplemented', 'synermix-intra
 SCRIPTS = ('latin', 'greek', 'cyrillic')
 
 
+# The icon regimes: the paper's forms, the clean-view controls and the batch compositions (frontier.VARIANTS).
+ICON_VARIANTS = ('synermix', 'synermix-intra', 'clean-view', 'clean-view-mixup', 'baseline-supplemented',
+                 'mixup-supplemented', 'synermix-paired-distinct', 'baseline-paired-distinct', 'mixup-paired-distinct')
+
+
 def _fonts(train, val, scripts):
     return DataSet('fonts', dict(train_fonts_per_class=train, val_fonts_per_class=val, min_train_fonts=train,
                                  scripts=scripts))
 
 
 _GLYPH = Recipe('resnet10t', 24, 32, 0.05)
+_ICON = Recipe('resnet10t', 32, 32, 0.05)
+_ICONS = DataSet('icons', {})
 _TINY = Recipe('test_resnet', 16, 16, 0.05, log_interval=10)
 # A smoke run of the same pipeline. matplotlib's fonts draw Greek and Cyrillic in one design family only, too few
 # to hold one out, so the quick fine-tuning regime reuses the Latin classes.
@@ -145,6 +158,13 @@ STUDIES = {study.name: study for study in (
                           (1, 2, 4, 8, 11), LONG, long_factor=3),
                    Regime('finetune', 'Fine-tuning a pretrained backbone on new classes', 'finetune', _GLYPH, 8,
                           (1, 2, 4), ALL, backbone='latin'))),
+    # Icons in colour drawn by independent designers (icons.py), validated on held-out theme families: fine-tuning a
+    # backbone pretrained on Latin glyphs (a domain shift) and from scratch.
+    Study('icons', data=dict(glyphs=_fonts(20, 4, ('latin',)), icons=_ICONS),
+          pretraining=(Pretraining('latin', 'glyphs', 12, _ICON),),
+          regimes=(Regime('icons-finetune', 'Icons: fine-tuning a backbone pretrained on glyphs', 'icons', _ICON, 8,
+                          (1, 2, 4), ICON_VARIANTS, backbone='latin'),
+                   Regime('icons-scratch', 'Icons from scratch', 'icons', _ICON, 8, (1, 2, 4), ICON_VARIANTS))),
     Study('quick', data=dict(scratch=_fonts(3, 2, ('latin',)), pretrain=_fonts(3, 2, ('latin',)),
                              finetune=_fonts(3, 2, ('latin',))),
           pretraining=(Pretraining('latin', 'pretrain', 1, _TINY),),
@@ -164,13 +184,26 @@ def _manifest_copy(out, name, root):
     (out / f'data_manifest_{name}.json').write_text(re.sub(r'"[^"]*/site-packages/', '"<site-packages>/', manifest))
 
 
+# Per data kind: (module, its builder, its reader, the builder's argument for the folders it reads).
+BUILDERS = {'fonts': ('fonts', 'build_font_dataset', 'read_font_dataset', 'fonts_dirs'),
+            'icons': ('icons', 'build_icon_dataset', 'read_icon_dataset', 'roots')}
+
+
+def _builder(kind, which):
+    import importlib
+    module, build, read, _ = BUILDERS[kind]
+    return getattr(importlib.import_module(f'{__package__}.{module}'), build if which == 'build' else read)
+
+
 def _build(out, name, dataset, size, sources, runner):
-    from .fonts import build_font_dataset, dropped_note
-    data = build_font_dataset(out / 'data' / name, fonts_dirs=sources, size=size, **dataset.settings)
+    from .fonts import dropped_note
+    found = sources.get(dataset.kind)
+    kwargs = {BUILDERS[dataset.kind][3]: found} if found else {}
+    data = _builder(dataset.kind, 'build')(out / 'data' / name, size=size, **kwargs, **dataset.settings)
     counts = {s: sum(data['counts'][s].values()) for s in ('train', 'val')}
     runner.emit(f'study: data {name}: {data["num_classes"]} classes, {counts["train"]} train / {counts["val"]} val '
                 f'images ({"reused" if data["reused"] else "written"})')
-    if dropped_note(data['manifest']):
+    if dataset.kind == 'fonts' and dropped_note(data['manifest']):
         runner.emit(f'study: data {name}: {dropped_note(data["manifest"])}')
     _manifest_copy(out, name, data['root'])
     return dict(data, **counts)
@@ -178,8 +211,7 @@ def _build(out, name, dataset, size, sources, runner):
 
 def _read(out, name, dataset, size):
     """The data set a finished study used, read without writing (for --report-only)."""
-    from .fonts import read_font_dataset
-    data = read_font_dataset(out / 'data' / name)
+    data = _builder(dataset.kind, 'read')(out / 'data' / name)
     copy = out / f'data_manifest_{name}.json'
     if data is None and copy.is_file():  # a clone holds the manifest's copy, not the data
         manifest = json.loads(copy.read_text())
@@ -214,8 +246,8 @@ def _backbone(out, name):
 
 
 def regime_plans(study, roots, out):
-    """{regime: specs}: every regime's runs, named after their data set and model (regimes on one data set and
-    recipe share their ladder runs)."""
+    """{regime: specs}: every regime's runs, named after their data set, model and backbone (regimes on one data set,
+    recipe and backbone share their ladder runs)."""
     betas = {v: BETA for r in study.regimes for v in r.variants}
     plans = {}
     for r in study.regimes:
@@ -225,13 +257,19 @@ def regime_plans(study, roots, out):
                               long_epochs=r.epochs * r.long_factor if r.long_factor > 1 else None)
         if r.long_factor > 1:
             specs = [s for s in specs if s.role == 'ladder' or s.epochs != r.epochs]
-        plans[r.name] = [replace(s, name=f'{r.data}-{r.recipe.model}-{s.name}') for s in specs]
+        prefix = f'{r.data}-{r.recipe.model}' + (f'-from-{r.backbone}' if r.backbone else '')
+        plans[r.name] = [replace(s, name=f'{prefix}-{s.name}') for s in specs]
     return plans
 
 
 def _union(plans):
-    """Each run once: the regimes share runs."""
-    return list({spec.name: spec for specs in plans.values() for spec in specs}.values())
+    """Each run once: the regimes share runs (a name two different runs share is a study's mistake)."""
+    runs = {}
+    for spec in (spec for specs in plans.values() for spec in specs):
+        if runs.setdefault(spec.name, spec) != spec:
+            raise RunnerError(f'two different runs of the study are named {spec.name}: give their regimes other data, '
+                              f'models or backbones')
+    return list(runs.values())
 
 
 # (variant, its composition control: the same batches without the intra term, the plain method of the ladder)
@@ -267,9 +305,15 @@ def decomposition_table(points, epochs):
 
 
 def _describe(dataset, data):
-    settings = data['manifest']['settings']
-    return (f'{data["num_classes"]} classes, {data["train"]} training images ({settings["train_fonts_per_class"]} '
-            f'fonts per class), validation on {data["val"]} images of unseen font families')
+    manifest = data['manifest']
+    if dataset.kind == 'icons':
+        held_out = [f['name'] for f in manifest['families'] if f['split'] == 'val']
+        trained = sum(f['split'] == 'train' for f in manifest['families'])
+        return (f'{data["num_classes"]} icon names, {data["train"]} training images (one per theme, {trained} theme '
+                f'families), validation on {data["val"]} images of the held-out families {", ".join(held_out)}')
+    return (f'{data["num_classes"]} classes, {data["train"]} training images '
+            f'({manifest["settings"]["train_fonts_per_class"]} fonts per class), validation on {data["val"]} images '
+            f'of unseen font families')
 
 
 def _section(study, regime, dataset, data, points, score, picture, missing):
@@ -339,6 +383,7 @@ def _write(out, command, study, regimes, datasets, made_by):
 
 
 def _datasets(out, study, report_only, sources, runner):
+    sources = sources or {}
     if report_only:
         return {name: _read(out, name, ds, _data_size(study, name)) for name, ds in study.data.items()}
     return {name: _build(out, name, ds, _data_size(study, name), sources, runner) for name, ds in study.data.items()}
@@ -353,7 +398,7 @@ def run_study(out_dir, study='glyphs', seeds=None, workers=None, sources=None, s
 
     Args:
         study: A name in `STUDIES`, or a `Study`.
-        sources: Folders the data builders read (font folders; default: the system's).
+        sources: {data kind: folders its builder reads} (`BUILDERS`; default: the system's fonts and icons).
 
     Returns:
         dict(table: results.md path, verdicts: {regime: judge() rows}, wall_s)
@@ -398,12 +443,15 @@ def main(argv=None):
     parser.add_argument('--workers', type=int, default=None, help='runs at a time (default: the study\'s)')
     parser.add_argument('--fonts', nargs='+', default=None, metavar='DIR',
                         help='font folders (default: the system\'s and matplotlib\'s)')
+    parser.add_argument('--icons', nargs='+', default=None, metavar='DIR',
+                        help='folders of icon themes (default: /usr/share/icons)')
     parser.add_argument('--report-only', action='store_true',
                         help='train nothing and write no data: the tables and pictures from the finished runs')
     args = parser.parse_args(argv)
     try:
         result = run_study(args.out, study='quick' if args.quick else args.study, seeds=args.seeds,
-                           workers=args.workers, sources=args.fonts, report_only=args.report_only)
+                           workers=args.workers, sources=dict(fonts=args.fonts, icons=args.icons),
+                           report_only=args.report_only)
     except RunnerError as e:
         print(f'study: error: {e}', file=sys.stderr)
         return e.code
