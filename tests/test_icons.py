@@ -71,7 +71,7 @@ def _write_themes(root):
     a hicolor theme. """
     apps = ('48x48/apps', dict(Size=48, Context='Applications', Type='Fixed'))
     symbolic = ('symbolic/apps', dict(Size=16, MinSize=8, MaxSize=512, Context='Applications', Type='Scalable'))
-    for name, (style, colour, classes, inherits) in list(THEMES.items()) + [('hicolor', ('filled', (0, 0, 0), CLASSES, ''))]:
+    for name, (style, colour, classes, inherits) in [*THEMES.items(), ('hicolor', ('filled', (0, 0, 0), CLASSES, ''))]:
         folder = root / name / '48x48' / 'apps'
         folder.mkdir(parents=True)
         (root / name / 'symbolic' / 'apps').mkdir(parents=True)
@@ -83,7 +83,8 @@ def _write_themes(root):
         if name in ALIASED:
             os.symlink('shape-00.png', folder / 'alias-name.png')
     os.symlink('shape-04.png', root / 'Zeta' / '48x48' / 'apps' / 'shape-05.png')
-    shutil.copyfile(root / 'Numix' / '48x48' / 'apps' / 'shape-07.png', root / 'Eps' / '48x48' / 'apps' / 'shape-07.png')
+    shutil.copyfile(root / 'Numix' / '48x48' / 'apps' / 'shape-07.png',
+                    root / 'Eps' / '48x48' / 'apps' / 'shape-07.png')
     return root
 
 
@@ -211,7 +212,8 @@ def test_no_themes_exits_2_saying_what_to_install(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / 'out'), '--roots', str(tmp_path)])
     assert exit_info.value.code == 2
-    assert 'apt-get install papirus-icon-theme' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'apt-get install papirus-icon-theme' in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / 'out').exists()
 
 

@@ -41,6 +41,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -238,9 +239,11 @@ def render_icon(path, size):
     librsvg's ``rsvg-convert`` (the renderer GTK draws these icons with), PNG with Pillow. """
     from PIL import Image
     if path.endswith(_VECTOR):
-        png = subprocess.run(['rsvg-convert', '--width', str(size), '--height', str(size), '--keep-aspect-ratio',
-                              path], capture_output=True, check=True, timeout=60).stdout
-        image = Image.open(io.BytesIO(png))
+        done = subprocess.run(['rsvg-convert', '--width', str(size), '--height', str(size), '--keep-aspect-ratio',
+                               path], capture_output=True, timeout=60)
+        if done.returncode != 0:
+            raise ValueError('rsvg-convert: ' + done.stderr.decode(errors='replace').strip()[-200:])
+        image = Image.open(io.BytesIO(done.stdout))
     else:
         image = Image.open(path)
     return np.asarray(_fit(image.convert('RGBA'), size))
@@ -396,7 +399,8 @@ def _family_table(themes, family_of, icons):
     members = {}
     for t in parents:
         members.setdefault(family_of[t], set()).add(t)
-    order = sorted(parents, key=lambda t: (family_of[t], bool(parents[t] & members[family_of[t]]), -len(icons[t]), t))
+    order = sorted(parents, key=lambda t: (family_of[t], bool(parents[t] & members[family_of[t]]),
+                                           -len(icons[t]), t))
     name_of_root = {}
     for theme in order:
         name_of_root.setdefault(family_of[theme], theme)
@@ -415,7 +419,8 @@ def _split(families, val_families, seed):
                              f'the families here: {", ".join(names)}.')
         chosen = [families[v] for v in val_families]
     if not chosen or set(chosen) == set(names):
-        raise ValueError(f'val_families must hold out some but not all of the {len(names)} families, got {val_families!r}.')
+        raise ValueError(f'val_families must hold out some but not all of the {len(names)} families, '
+                         f'got {val_families!r}.')
     return sorted(set(chosen))
 
 
@@ -427,12 +432,12 @@ def _take_images(cls, feats, family, split_of, order, val_per_family):
         drawing = cls['drawings'].get(theme)
         if drawing is None or drawing['file'] not in feats:
             continue
-        feat = feats[drawing['file']]
+        feat, group = feats[drawing['file']], family[theme]
         if taken_feats and _near_copies([feat], taken_feats).any():
             continue
-        if split_of[family[theme]] == 'val' and val_per_family and per_family.get(family[theme], 0) >= val_per_family:
+        if split_of[group] == 'val' and val_per_family and per_family.get(group, 0) >= val_per_family:
             continue
-        per_family[family[theme]] = per_family.get(family[theme], 0) + 1
+        per_family[group] = per_family.get(group, 0) + 1
         taken.append(theme)
         taken_feats.append(feat)
     return taken
@@ -445,11 +450,13 @@ def _cap(themes, family, cap, rng):
     for theme in themes:
         queues.setdefault(family[theme], []).append(theme)
     order = [sorted(queues)[i] for i in rng.permutation(len(queues))]
-    picked = []
-    while len(picked) < (cap or len(themes)) and any(queues[f] for f in order):
+    picked, limit = [], cap or len(themes)
+    while len(picked) < limit:
         for f in order:
-            if queues[f] and len(picked) < (cap or len(themes)):
+            if queues[f] and len(picked) < limit:
                 picked.append(queues[f].pop(0))
+        if not any(queues.values()):
+            break
     return picked
 
 
@@ -471,7 +478,7 @@ def _index(settings):
     joins = _package_joins(themes, packages)
     family_of = _union_find(list(icons), [(a, b) for a, b, _ in joins])
     families = _name_families(icons, family_of)
-    names = sorted(n for n, f in families.items() if len(f) > settings['min_train_families'])  # +1 for val
+    names = sorted(n for n, f in families.items() if len(f) >= settings['min_train_families'] + 1)  # and a val one
     files = {icons[t][n][1] for t in icons for n in names if n in icons[t]}
     real = {f: os.path.realpath(f) for f in files}
     digests = {r: _sha256(r) for r in set(real.values())}
@@ -499,12 +506,12 @@ def _visible(rgba, background):
 
 
 def _render_all(classes, size, background):
-    """ {file: RGBA pixels} of every drawing and [(file, reason)] of those that did not render or do not
+    """ {file: RGBA pixels} of every drawing, and [{file, reason}] of those that did not render or do not
     show on the background. """
     files = sorted({d['file'] for c in classes for d in c['drawings'].values()})
     if any(f.endswith(_VECTOR) for f in files) and shutil.which('rsvg-convert') is None:
         raise ValueError('rsvg-convert not found: install librsvg\'s renderer (apt-get install librsvg2-bin).')
-    by_real, pixels, failed = {}, {}, []
+    by_real, pixels, left_out = {}, {}, []
     for f in files:
         real = os.path.realpath(f)
         if real not in by_real:
@@ -512,22 +519,23 @@ def _render_all(classes, size, background):
                 by_real[real] = render_icon(real, size)
             except (OSError, ValueError, subprocess.SubprocessError) as e:  # a broken file is skipped, not fatal
                 by_real[real] = None
-                failed.append(dict(file=f, reason=f'{type(e).__name__}: {str(e)[:200]}'))
+                left_out.append(dict(file=f, reason=f'{type(e).__name__}: {str(e)[:200]}'))
         if by_real[real] is None:
             continue
         if _visible(by_real[real], background):
             pixels[f] = by_real[real]
         else:
-            failed.append(dict(file=f, reason='does not show on the background'))
-    return pixels, failed
+            left_out.append(dict(file=f, reason='does not show on the background'))
+    return pixels, left_out
 
 
 def _plan(index, settings):
-    """ Classes with their train and val themes, families, split, joins and render failures. """
+    """ Classes with their train and val themes, families, split, joins and the drawings left out. """
     icons, themes = index['icons'], index['themes']
     classes = _plan_classes(icons, index['shas'], index['family_of'], index['families'], index['names'])
-    classes = [c for c in classes if len({index['family_of'][t] for t in c['drawings']}) > settings['min_train_families']]
-    pixels, failed = _render_all(classes, settings['size'], settings['background'])
+    enough = settings['min_train_families'] + 1  # and one val family
+    classes = [c for c in classes if len({index['family_of'][t] for t in c['drawings']}) >= enough]
+    pixels, left_out = _render_all(classes, settings['size'], settings['background'])
     feats = {f: _features(p) for f, p in pixels.items()}
     family, order = _family_table(themes, index['family_of'], icons)
     rates = _copy_rates(classes, feats, family, order)
@@ -556,7 +564,7 @@ def _plan(index, settings):
     rates = [dict(families=[a, b], near_copies=c, shared_classes=n, rate=round(c / n, 3))
              for (a, b), (c, n) in rates.items() if n >= _COPY_MIN and c > 0]
     return dict(classes=kept, pixels=pixels, family=family, order=order, split_of=split_of, joins=joins,
-                failed=failed, copy_rates=sorted(rates, key=lambda r: -r['rate']))
+                left_out=left_out, copy_rates=sorted(rates, key=lambda r: -r['rate']))
 
 
 def _safe(name):
@@ -586,8 +594,8 @@ def _manifest(index, plan, settings, digest):
             p = index['packages'][theme]
             entry['packages'][p['package']] = p['version']
     for entry in families.values():
-        entry['images'] = {s: sum(i['family'] == entry['name'] and i['split'] == s for c in classes for i in c['images'])
-                           for s in ('train', 'val')}
+        entry['images'] = {s: sum(i['family'] == entry['name'] and i['split'] == s
+                                  for c in classes for i in c['images']) for s in ('train', 'val')}
     counts = {s: {c['name']: c[s] for c in classes} for s in ('train', 'val')}
     return dict(
         kind=_KIND, version=_VERSION, digest=digest, settings=settings, renderer=_renderer(),
@@ -598,7 +606,7 @@ def _manifest(index, plan, settings, digest):
         val_families=sorted(f for f, s in split_of.items() if s == 'val'),
         families=sorted(families.values(), key=lambda f: f['name']),
         joins=[dict(themes=[a, b], why=why) for a, b, why in plan['joins']],
-        family_copy_rates=plan['copy_rates'], classes=classes, failed=plan['failed'], counts=counts)
+        family_copy_rates=plan['copy_rates'], classes=classes, left_out=plan['left_out'], counts=counts)
 
 
 def _swap_in(tmp_dir, out_dir):
@@ -741,7 +749,8 @@ def main(argv=None):
                         help=f'held-out families, comma-separated names or a count (default: '
                              f'{",".join(DEFAULT_VAL_FAMILIES)})')
     parser.add_argument('--min-train-families', type=int, default=8, help='drop classes drawn by fewer train families')
-    parser.add_argument('--val-per-family', type=_cap_arg, default=1, help='most val images per class and family; 0 for all')
+    parser.add_argument('--val-per-family', type=_cap_arg, default=1,
+                        help='most val images per class and family; 0 for all')
     parser.add_argument('--train-per-class', type=_cap_arg, default=None, help='most train images per class; 0 for all')
     parser.add_argument('--val-per-class', type=_cap_arg, default=None, help='most val images per class; 0 for all')
     parser.add_argument('--max-classes', type=_cap_arg, default=None, help='keep the most drawn classes; 0 for all')
@@ -754,8 +763,9 @@ def main(argv=None):
             val_families=args.val_families, min_train_families=args.min_train_families,
             val_per_family=args.val_per_family, train_per_class=args.train_per_class,
             val_per_class=args.val_per_class, max_classes=args.max_classes, seed=args.seed)
-    except ValueError as e:
-        parser.error(str(e))  # exits 2
+    except ValueError as e:  # one line saying what is missing, not the long usage parser.error prints
+        print(f'{parser.prog}: {e}', file=sys.stderr)
+        raise SystemExit(2)
     manifest = folder['manifest']
     n_train, n_val = (sum(folder['counts'][s].values()) for s in ('train', 'val'))
     used = [f for f in manifest['families'] if f['used_themes']]
