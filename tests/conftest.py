@@ -1,14 +1,33 @@
 import os
 import random
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+# One intra-op thread, as every train.py subprocess gets (train_helpers.train_env): the in-process runs then compute
+# what a subprocess computes, and on a busy 2-core machine (or beside a second xdist worker) more threads spin
+# against each other and run several times slower.
+torch.set_num_threads(1)
+
 
 def pytest_configure(config):
     config.addinivalue_line('markers', "parity: compares a run of our train.py with numbers recorded from timm's own "
                                        "train.py under a portable numeric setting (train_helpers.PORTABLE_NUMERICS)")
+
+
+def pytest_collection_modifyitems(items):
+    """The parity tests share one interpreter under the portable setting (train_helpers.portable_run): under
+    `-n 2 --dist loadgroup` they run on one xdist worker, which starts it once."""
+    for item in items:
+        if item.get_closest_marker('parity') is not None:
+            item.add_marker(pytest.mark.xdist_group('parity'))
+
+
+def pytest_sessionfinish(session):
+    if 'train_helpers' in sys.modules:
+        sys.modules['train_helpers'].PORTABLE_TRAINER_PROCESS.close()
 
 
 def pytest_runtest_setup(item):
