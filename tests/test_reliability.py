@@ -431,9 +431,12 @@ def test_a_non_finite_loss_stops_every_rank_naming_the_step(tiny_imagefolder, tm
         pytest.skip('torchrun not installed next to the interpreter')
     proc = run_train(tiny_imagefolder, *BASE, '--lr', 'inf', '-b', '2', '--output', tmp_path, '--experiment', 'nan',
                      '--dist-timeout', '60', check=False, torchrun=2)
-    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if 'train.py: error: loss is not finite' in x]
-    assert proc.returncode != 0 and len(lines) == 2, (proc.stdout + proc.stderr)[-3000:]
+    output = proc.stdout + proc.stderr
+    lines = [x for x in output.splitlines() if x.startswith('train.py: error: loss is not finite')]   # one per rank
+    assert proc.returncode != 0 and len(lines) == 2, output[-3000:]
     assert all('at epoch 0, step 1' in x for x in lines)   # the first step's update makes the second step's loss inf
+    # torchrun's own failure report gives the line as the root cause (distributed.report_to_torchrun)
+    assert f'traceback : {lines[0]}' in output.partition('Root Cause')[2], output[-3000:]
 
 
 def test_a_run_of_unreadable_images_stops_in_one_line_and_the_command_reruns(tiny_imagefolder, tmp_path):
