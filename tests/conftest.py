@@ -17,12 +17,25 @@ def pytest_configure(config):
                                        "train.py under a portable numeric setting (train_helpers.PORTABLE_NUMERICS)")
 
 
+# module-scoped fixtures that take seconds to build (a wheel and a venv, the quick study and demo, a trained run) ->
+# the xdist group of the tests that use them
+SHARED_BUILDS = {'wheel': 'packaging', 'base_install': 'packaging', 'quick_study': 'quick_study',
+                 'quick_demo': 'quick_demo', 'trained': 'trained_run'}
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist's own, which reads the groups into the test ids
 def pytest_collection_modifyitems(items):
-    """The parity tests share one interpreter under the portable setting (train_helpers.portable_run): under
-    `-n 2 --dist loadgroup` they run on one xdist worker, which starts it once."""
+    """Under `-n 2 --dist loadgroup` (make test) the tests that share something built once run on one xdist worker,
+    which builds it once: the parity tests share one interpreter under the portable setting
+    (train_helpers.portable_run), and the tests that use a fixture of SHARED_BUILDS share what it built. A test
+    already in a group (test_train.py's method_runs) keeps it."""
     for item in items:
-        if item.get_closest_marker('parity') is not None:
-            item.add_marker(pytest.mark.xdist_group('parity'))
+        if item.get_closest_marker('xdist_group') is not None:
+            continue
+        group = 'parity' if item.get_closest_marker('parity') is not None else \
+            next((SHARED_BUILDS[name] for name in item.fixturenames if name in SHARED_BUILDS), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_sessionfinish(session):
