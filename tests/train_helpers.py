@@ -108,8 +108,8 @@ PORTABLE_TRAINER = os.path.join(ROOT, 'tests', 'portable_trainer.py')
 class _PortableTrainer:
     """One interpreter started under PORTABLE_NUMERICS that runs train.py's main(argv) on request
     (tests/portable_trainer.py): the parity runs pay its imports once. Each run seeds every RNG it draws from
-    (timm's random_seed: torch, numpy, random) and reads no state an earlier run left: the pinned numbers are the
-    same in any order and as separate processes."""
+    (timm's random_seed: torch, numpy, random) and reads no state an earlier run left: the pinned numbers came out
+    the same with the runs in file order, reversed and shuffled, as they do one process per run."""
 
     def __init__(self):
         self.proc = None
@@ -117,6 +117,7 @@ class _PortableTrainer:
 
     def run(self, argv, timeout=600):
         if self.proc is None or self.proc.poll() is not None:
+            self.close()
             # the datasets library reads its cache and offline switches at import: one cache for this interpreter
             self.cache = tempfile.mkdtemp(prefix='portable-hf-')
             self.proc = subprocess.Popen([PYTHON, PORTABLE_TRAINER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -127,24 +128,29 @@ class _PortableTrainer:
         try:
             self.proc.stdin.write(json.dumps({'argv': [str(a) for a in argv], 'log': log}) + '\n')
             self.proc.stdin.flush()
-            if not select.select([self.proc.stdout], [], [], timeout)[0]:
-                self.close()
-                raise AssertionError(f'the portable trainer did not answer within {timeout} s')
-            reply = self.proc.stdout.readline()
+            answered = select.select([self.proc.stdout], [], [], timeout)[0]
+            reply = self.proc.stdout.readline() if answered else ''
             with open(log) as f:
                 output = f.read()
         finally:
             os.unlink(log)
+        if not answered:
+            self.close(kill=True)
+            raise AssertionError(f'the portable trainer did not answer within {timeout} s:\n{output[-6000:]}')
         if not reply:
             raise AssertionError(f'the portable trainer exited ({self.proc.wait()}):\n{output[-6000:]}')
         return json.loads(reply)['code'], output
 
-    def close(self):
+    def close(self, kill=False):
         if self.proc is not None:
+            if kill:
+                self.proc.kill()
             self.proc.stdin.close()   # it exits at the end of its input
             self.proc.wait(timeout=60)
-            shutil.rmtree(self.cache, ignore_errors=True)
             self.proc = None
+        if self.cache is not None:
+            shutil.rmtree(self.cache, ignore_errors=True)
+            self.cache = None
 
 
 PORTABLE_TRAINER_PROCESS = _PortableTrainer()
