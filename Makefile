@@ -29,9 +29,8 @@ fonts:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FONT_PACKAGES) >/dev/null; }; \
 	else echo "fonts: not root or no apt-get: skipping the Debian font packages ($(FONT_PACKAGES))"; fi
 
-# Two xdist workers, one per core: while one trains in-process, the other runs a test that waits on a subprocess
-# (the packaging venv, torchrun, a study). Tests that share a built fixture or a cached run share a worker
-# (xdist_group; tests/conftest.py).
+# Two xdist workers, one per core (each test trains on one thread). Tests that share a built fixture or a cached run
+# share a worker (xdist_group; tests/conftest.py).
 test: $(STAMP)
 	$(PY) -m pytest tests -n 2 --dist loadgroup
 

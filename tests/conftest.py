@@ -39,6 +39,7 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_sessionfinish(session):
+    """The parity tests' shared interpreter ends with the session (of this xdist worker)."""
     if 'train_helpers' in sys.modules:
         sys.modules['train_helpers'].PORTABLE_TRAINER_PROCESS.close()
 
