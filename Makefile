@@ -45,8 +45,10 @@ icons: $(STAMP)
 	else echo "icons: not root or no apt-get: skipping the Debian icon theme packages ($(ICON_PACKAGES))"; fi
 	$(PY) -m timm_synermix.experiments.icons data/icons
 
+# Two xdist workers, one per core (each test trains on one thread). Tests that share a built fixture or a cached run
+# share a worker (xdist_group; tests/conftest.py).
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n 2 --dist loadgroup
 
 demo: $(STAMP)
 	$(PY) -m timm_synermix.experiments.demo

@@ -10,8 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from train_helpers import (ROOT, assert_same_as_timm, per_epoch, portable_env, read_summary, run_train,  # noqa: F401
-                           tiny_imagefolder, train_env)
+from train_helpers import (assert_same_as_timm, per_epoch, portable_run, read_summary, run_in_process,  # noqa: F401
+                           tiny_imagefolder)
 
 PLAIN = ['--model', 'test_resnet', '--num-classes', '3', '--img-size', '32', '-b', '4', '--epochs', '2', '--device',
          'cpu', '-j', '0', '--sched', 'cosine', '--warmup-epochs', '0', '--lr', '0.05', '--seed', '7',
@@ -19,9 +19,11 @@ PLAIN = ['--model', 'test_resnet', '--num-classes', '3', '--img-size', '32', '-b
 
 
 def hf_run(kind, data, tmp_path, *extra, check=True, portable=False):
-    env = (portable_env if portable else train_env)(HF_DATASETS_OFFLINE='1', HF_DATASETS_CACHE=str(tmp_path / 'cache'))
-    return run_train('--dataset', f'{kind}/{data}', '--data-dir', tmp_path / 'cache', *PLAIN, *extra, '--output',
-                     tmp_path, '--experiment', kind, env=env, check=check)
+    """In-process, or under the parity tests' portable setting (train_helpers.portable_run); the data set's cache in
+    --data-dir."""
+    argv = ['--dataset', f'{kind}/{data}', '--data-dir', tmp_path / 'cache', *PLAIN, *extra, '--output', tmp_path,
+            '--experiment', kind]
+    return portable_run(*argv, check=check) if portable else run_in_process(*argv, check=check)
 
 
 def test_hfds_labels_come_from_the_label_column_and_match_the_image_folder(tiny_imagefolder, tmp_path):

@@ -1,8 +1,8 @@
 """ Parity with timm's train.py beyond `-j 0`: loader workers, timm's MultiEpochsDataLoader, gradient
 accumulation, a bfloat16 model and one input channel; and an exact resume with loader workers.
 
-The parity tests follow test_train.py's (marker `parity`, docs/timm-parity.md): our train.py runs as a subprocess
-under train_helpers.PORTABLE_NUMERICS, and its per-epoch (train loss, eval loss, top-1) must equal what timm's own
+The parity tests follow test_train.py's (marker `parity`, docs/timm-parity.md): our train.py runs in a subprocess
+under train_helpers.PORTABLE_NUMERICS (the one the parity runs share), and its per-epoch (train loss, eval loss, top-1) must equal what timm's own
 train.py (pytorch-image-models aa4b5850 with train_helpers.RECORDED_BUILD) printed for the same flags on the same
 tiny ImageFolder, recorded once side by side.
 """
@@ -15,7 +15,7 @@ from timm.data import resolve_data_config
 
 from test_train import PARITY_FLAGS
 from train_helpers import (assert_same_as_timm, load_ckpt, max_diff, parity_run, read_summary,  # noqa: F401
-                           run_train, tiny_imagefolder)
+                           run_in_process, tiny_imagefolder)
 from timm_synermix.trainer.loaders import channel_data_config
 
 
@@ -65,8 +65,8 @@ def test_a_mid_epoch_resume_with_the_multi_epochs_loader_is_refused_in_one_line(
     could be shortened: the resume would train more than an epoch."""
     flags = [tiny_imagefolder, *PARITY_FLAGS, '--use-multi-epochs-loader', '--no-feature-metrics', '--output',
              tmp_path, '--experiment', 'mel']
-    run_train(*flags, '--recovery-interval', '1', '--stop-epoch', '1')
-    proc = run_train(*flags, '--resume', tmp_path / 'mel' / 'recovery-0-1.pth.tar', check=False)
+    run_in_process(*flags, '--recovery-interval', '1', '--stop-epoch', '1')
+    proc = run_in_process(*flags, '--resume', tmp_path / 'mel' / 'recovery-0-1.pth.tar', check=False)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert 'timm\'s MultiEpochsDataLoader starts each epoch at its first batch, and the checkpoint stopped at batch ' \
            '2 of epoch 0: resume from an epoch checkpoint' in proc.stderr
@@ -112,8 +112,8 @@ def test_one_input_channel_gets_one_mean_and_std():
 
 def test_one_input_channel_trains_without_the_prefetcher(tiny_imagefolder, tmp_path):
     """timm's train.py stops at its first batch here: Normalize with three means on a one-channel image."""
-    run_train(tiny_imagefolder, *PARITY_FLAGS, '--in-chans', '1', '--input-img-mode', 'L', '--no-prefetcher',
-              '--no-feature-metrics', '--output', tmp_path, '--experiment', 'grey')
+    run_in_process(tiny_imagefolder, *PARITY_FLAGS, '--in-chans', '1', '--input-img-mode', 'L', '--no-prefetcher',
+                   '--no-feature-metrics', '--output', tmp_path, '--experiment', 'grey')
     _, rows = read_summary(tmp_path / 'grey')
     assert len(rows) == 2 and all(math.isfinite(float(r['eval_loss'])) for r in rows)
 
@@ -140,9 +140,9 @@ def test_resuming_an_epoch_checkpoint_with_workers_continues_bit_identically(fla
     after the first resumed one, in timm's batch order)."""
     common = [tiny_imagefolder, *PARITY_FLAGS, '-j', '2', '--epochs', '3', *flags, '--no-feature-metrics',
               '--output', tmp_path]
-    run_train(*common, '--experiment', 'whole')
-    run_train(*common, '--experiment', 'resumed', '--stop-epoch', '1')
-    run_train(*common, '--experiment', 'resumed', '--resume', tmp_path / 'resumed' / 'last.pth.tar')
+    run_in_process(*common, '--experiment', 'whole')
+    run_in_process(*common, '--experiment', 'resumed', '--stop-epoch', '1')
+    run_in_process(*common, '--experiment', 'resumed', '--resume', tmp_path / 'resumed' / 'last.pth.tar')
     assert read_summary(tmp_path / 'whole') == read_summary(tmp_path / 'resumed')
     whole, resumed = (load_ckpt(tmp_path / name / 'last.pth.tar') for name in ('whole', 'resumed'))
     assert max_diff(whole['state_dict'], resumed['state_dict']) == 0.0

@@ -1,7 +1,8 @@
 """ Reliability of train.py: crash-safe checkpoints, exact resume, one-line input errors, no hangs.
 
-- SIGKILL a real training run at a seeded random point (mid-epoch, or while a checkpoint is being written),
-  resume it from the newest good checkpoint, and compare the final weights with an uninterrupted run's.
+- SIGKILL a real training run (a subprocess) at a seeded random point (mid-epoch, or while a checkpoint is being
+  written), resume it from the newest good checkpoint, and compare the final weights with an uninterrupted run's
+  (both in-process: one torch thread, as the subprocess).
 - Bad input: one parametrised matrix, each row asserting the one-line message, the exit code and that the
   output folder's files are unchanged (hashed before and after). Most rows call train.py's main(argv)
   in-process (seconds saved on imports); rows marked 'subprocess' also check the exit code and that no
@@ -21,9 +22,8 @@ import torch
 import torch.nn as nn
 import yaml
 
-from train_helpers import (COMMON, ROOT, hash_tree, load_ckpt, max_diff,
-                           out_root, read_summary, run_train, tiny_imagefolder, train_cmd, train_env,  # noqa: F401
-                           write_image_folder)
+from train_helpers import (COMMON, ROOT, hash_tree, load_ckpt, max_diff, out_root, read_summary,  # noqa: F401
+                           run_in_process, run_train, tiny_imagefolder, train_cmd, train_env, write_image_folder)
 from train_helpers import main_in_process as _main
 from timm_synermix.trainer.checkpoint import SAVE_DELAY_ENV, newest_good_checkpoint
 
@@ -63,7 +63,7 @@ KILL_CASES = {
 def test_sigkill_then_resume_matches_uninterrupted_run(case, tiny_imagefolder, out_root):
     extra, env = KILL_CASES[case]['extra'], KILL_CASES[case]['env']
     ref_dir = os.path.join(out_root, f'kill-{case}-ref')
-    run_train(tiny_imagefolder, *CRASH_ARGS, *extra, '--output', out_root, '--experiment', f'kill-{case}-ref')
+    run_in_process(tiny_imagefolder, *CRASH_ARGS, *extra, '--output', out_root, '--experiment', f'kill-{case}-ref')
 
     # the kill point: seeded, so a failure reproduces; SYNERMIX_KILL_SEED=n tries other points
     rng = random.Random(f'{case}-{os.environ.get("SYNERMIX_KILL_SEED", "0")}')
@@ -93,8 +93,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(case, tiny_imagefolder, o
     resume = newest_good_checkpoint(exp_dir)
     assert resume is not None
     # a different --seed on the resume command: the sampler and RNG states come from the checkpoint
-    run_train(tiny_imagefolder, *CRASH_ARGS, *extra, '--output', out_root, '--experiment', f'kill-{case}',
-              '--resume', resume, '--seed', '8')
+    run_in_process(tiny_imagefolder, *CRASH_ARGS, *extra, '--output', out_root, '--experiment', f'kill-{case}',
+                   '--resume', resume, '--seed', '8')
     a, b = load_ckpt(os.path.join(ref_dir, 'last.pth.tar')), load_ckpt(last)
     assert max_diff(a['state_dict'], b['state_dict']) == 0.0, f'resumed from {resume}'
     assert max_diff(a['state_dict_ema'], b['state_dict_ema']) == 0.0
@@ -422,7 +422,7 @@ def test_ctrl_c_and_sigterm_stop_at_a_safe_point_with_a_resumable_checkpoint(sig
     assert os.path.basename(resume).startswith('recovery-') and os.path.isfile(resume)
     ckpt = load_ckpt(resume)
     assert ckpt['synermix']['next_batch'] is not None   # mid-epoch: the step after the signal
-    run_train(*command[2:command.index('--epochs')], '--epochs', '3', *command[command.index('--epochs') + 2:])
+    run_in_process(*command[2:command.index('--epochs')], '--epochs', '3', *command[command.index('--epochs') + 2:])
     assert (folder / 'results.json').is_file()
 
 
@@ -431,9 +431,12 @@ def test_a_non_finite_loss_stops_every_rank_naming_the_step(tiny_imagefolder, tm
         pytest.skip('torchrun not installed next to the interpreter')
     proc = run_train(tiny_imagefolder, *BASE, '--lr', 'inf', '-b', '2', '--output', tmp_path, '--experiment', 'nan',
                      '--dist-timeout', '60', check=False, torchrun=2)
-    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if 'train.py: error: loss is not finite' in x]
-    assert proc.returncode != 0 and len(lines) == 2, (proc.stdout + proc.stderr)[-3000:]
+    output = proc.stdout + proc.stderr
+    lines = [x for x in output.splitlines() if x.startswith('train.py: error: loss is not finite')]   # one per rank
+    assert proc.returncode != 0 and len(lines) == 2, output[-3000:]
     assert all('at epoch 0, step 1' in x for x in lines)   # the first step's update makes the second step's loss inf
+    # torchrun's own failure report gives the line as the root cause (distributed.report_to_torchrun)
+    assert f'traceback : {lines[0]}' in output.partition('Root Cause')[2], output[-3000:]
 
 
 def test_a_run_of_unreadable_images_stops_in_one_line_and_the_command_reruns(tiny_imagefolder, tmp_path):
@@ -445,7 +448,7 @@ def test_a_run_of_unreadable_images_stops_in_one_line_and_the_command_reruns(tin
         path.write_bytes(b'not an image')
     argv = [data, *BASE, '--output', tmp_path / 'out', '--experiment', 'unreadable']
     for _ in range(2):   # the printed advice, "rerun the same command", gets the same answer, not a refusal
-        proc = run_train(*argv, check=False)
+        proc = run_in_process(*argv, check=False)
         lines = [x for x in proc.stderr.splitlines() if x.startswith('train.py: error:')]
         assert proc.returncode == 2 and 'Traceback' not in proc.stderr and len(lines) == 1, proc.stderr[-2000:]
         assert 'images could not be read in epoch 0 (Failed to load 10 consecutive samples)' in lines[0]

@@ -1,9 +1,10 @@
-""" Acceptance tests for train.py (run as a subprocess, as a user would).
+""" Acceptance tests for train.py: its main(argv) in-process, as the command line calls it (train_helpers); the
+torchrun runs as subprocesses, as a user would start them.
 
 A tiny ImageFolder of random PNGs (3 classes x 6 train / 2 validation images, 40 px) is written once per
 session; every run trains test_resnet at 32 px on CPU for one epoch of 4 steps. Runs are cached per session
-so tests that need the output of a method's run (safetensors, fine-tuning) reuse it. Resume, crashes and bad
-input: test_reliability.py.
+(per xdist worker: the tests that share one are in the xdist group 'method_runs') so tests that need the output of
+a method's run (safetensors, fine-tuning) reuse it. Resume, crashes and bad input: test_reliability.py.
 """
 import glob
 import json
@@ -16,8 +17,11 @@ import torch
 import yaml
 
 from train_helpers import (COMMON, ROOT, RUNS, TORCHRUN, assert_same_as_timm, load_ckpt, method_run,  # noqa: F401
-                           out_root, parity_run, read_summary, run_train, save_teacher,
+                           out_root, parity_run, read_summary, run_in_process, run_train, save_teacher,
                            tiny_imagefolder, write_image_folder)
+
+# the tests that read a cached method_run: on one xdist worker, which trains each once
+method_runs = pytest.mark.xdist_group('method_runs')
 
 METHODS = ['baseline', 'mixup', 'manifold-mixup', 'synermix-intra', 'synermix-intra-aug', 'synermix',
            'synermix-manifold']
@@ -31,6 +35,7 @@ RESULT_KEYS = {'method', 'best_top1', 'best_epoch', 'last_k', 'last_k_mean_top1'
 # one epoch per method
 # ---------------------------------------------------------------------------------------------------------------
 
+@method_runs
 @pytest.mark.parametrize('method', METHODS)
 def test_method_one_epoch_writes_outputs(method, tiny_imagefolder, out_root):
     extra = ('--no-prefetcher',) if method == 'synermix-manifold' else ()
@@ -87,6 +92,7 @@ def test_method_one_epoch_writes_outputs(method, tiny_imagefolder, out_root):
     assert ckpt['task_state']['step'] == 4  # 18 images // batch 4 = 4 steps
 
 
+@method_runs
 def test_log_shows_loss_terms_and_supplemented_batch(tiny_imagefolder, out_root):
     method_run('synermix', tiny_imagefolder, out_root)
     proc = RUNS[('synermix', ())][1]
@@ -106,14 +112,15 @@ def test_config_keys_become_defaults(tiny_imagefolder, tmp_path):
     cfg.write_text(yaml.safe_dump({'model': 'test_resnet', 'img_size': 32, 'batch_size': 4, 'epochs': 1,
                                    'smoothing': 0.0, 'sched': 'step', 'warmup_epochs': 0, 'lr': 0.01,
                                    'workers': 0, 'method': 'synermix-intra', 'synermix_beta': 0.3}))
-    run_train('-c', cfg, tiny_imagefolder, '--device', 'cpu', '--output', tmp_path, '--experiment', 'cfg',
-              '--synermix-beta', '0.4')
+    run_in_process('-c', cfg, tiny_imagefolder, '--device', 'cpu', '--output', tmp_path, '--experiment', 'cfg',
+                   '--synermix-beta', '0.4')
     with open(tmp_path / 'cfg' / 'args.yaml') as f:
         args = yaml.safe_load(f)
     assert args['method'] == 'synermix-intra' and args['synermix_beta'] == 0.4  # command line beats the file
     assert args['img_size'] == 32 and args['smoothing'] == 0.0
 
 
+@method_runs
 def test_val_holdout_is_stratified_split_of_train(tiny_imagefolder, out_root):
     out = method_run('synermix-intra', tiny_imagefolder, out_root, ('--val-holdout', '0.3333'))
     feats = np.load(os.path.join(out, 'features.npz'))
@@ -126,6 +133,7 @@ def test_val_holdout_is_stratified_split_of_train(tiny_imagefolder, out_root):
 # weights: model_best.safetensors through timm, fine-tuning from --pretrained-path
 # ---------------------------------------------------------------------------------------------------------------
 
+@method_runs
 def test_model_best_safetensors_loads_through_timm(tiny_imagefolder, out_root):
     import timm
     out = method_run('baseline', tiny_imagefolder, out_root)
@@ -144,6 +152,7 @@ def test_model_best_safetensors_loads_through_timm(tiny_imagefolder, out_root):
     assert model.get_classifier().out_features == 3
 
 
+@method_runs
 @pytest.mark.parametrize('source', ['pth.tar', 'safetensors'])
 def test_pretrained_path_resets_head_and_loads_backbone(source, tiny_imagefolder, out_root, tmp_path):
     src_dir = method_run('baseline', tiny_imagefolder, out_root)
@@ -152,8 +161,8 @@ def test_pretrained_path_resets_head_and_loads_backbone(source, tiny_imagefolder
     src_sd = load_ckpt(os.path.join(src_dir, 'last.pth.tar'))['state_dict']
     exp = f'finetune-{source}'
     # lr 0: the new run's weights are the loaded ones, so the saved checkpoint shows what was loaded
-    run_train(five_classes, *COMMON, '--method', 'synermix', '--pretrained-path', src, '--num-classes', '5',
-              '--lr', '0', '--weight-decay', '0', '--output', out_root, '--experiment', exp)
+    run_in_process(five_classes, *COMMON, '--method', 'synermix', '--pretrained-path', src, '--num-classes', '5',
+                   '--lr', '0', '--weight-decay', '0', '--output', out_root, '--experiment', exp)
     sd = load_ckpt(os.path.join(out_root, exp, 'last.pth.tar'))['state_dict']
     assert sd['fc.weight'].shape[0] == 5 and src_sd['fc.weight'].shape[0] == 3
     for k, v in sd.items():
@@ -184,8 +193,8 @@ def test_torchrun_two_procs_match_single_process_without_batchnorm(tiny_imagefol
     argv = [tiny_imagefolder, *common, '--model', 'test_vit', '--model-kwargs', 'img_size=32', '--method', 'baseline',
             '--no-aug', '--lr', '0.05', '--output', out_root, '--no-feature-metrics']
     # --batch-order seeded: the single process cuts the same global batches as the two ranks share
-    run_train(*argv, '-b', '8', '--experiment', 'vit-single', '--batch-order', 'seeded')
-    run_train(*argv, '-b', '8', '--experiment', 'vit-single-lr0', '--lr', '0', '--batch-order', 'seeded')
+    run_in_process(*argv, '-b', '8', '--experiment', 'vit-single', '--batch-order', 'seeded')
+    run_in_process(*argv, '-b', '8', '--experiment', 'vit-single-lr0', '--lr', '0', '--batch-order', 'seeded')
     proc = run_train(*argv, '-b', '4', '--experiment', 'vit-ddp', '--batch-order', 'seeded', torchrun=2)
     assert 'distributed mode' in proc.stdout + proc.stderr
     single, ddp = (_conv_linear_weights(os.path.join(out_root, e)) for e in ('vit-single', 'vit-ddp'))
@@ -201,7 +210,7 @@ def test_torchrun_synermix_finishes_close_to_single_process(tiny_imagefolder, ou
         pytest.skip('torchrun not installed next to the interpreter')
     common = [a for a in COMMON if a not in ('-b', '4')]
     argv = [tiny_imagefolder, *common, '--method', 'synermix', '--no-aug', '--lr', '0.01', '--output', out_root]
-    run_train(*argv, '-b', '8', '--experiment', 'single')
+    run_in_process(*argv, '-b', '8', '--experiment', 'single')
     run_train(*argv, '-b', '4', '--experiment', 'ddp', torchrun=2)
     _, single = read_summary(os.path.join(out_root, 'single'))
     _, ddp = read_summary(os.path.join(out_root, 'ddp'))
@@ -220,10 +229,10 @@ def test_torchrun_synermix_finishes_close_to_single_process(tiny_imagefolder, ou
 
 def test_cifar_config_runs_end_to_end(tiny_imagefolder, out_root):
     # the shipped CIFAR-100 file on the tiny ImageFolder: CIFAR stem, cutout-like erasing, elem mixup
-    run_train('-c', os.path.join(ROOT, 'configs', 'cifar100_resnet18.yaml'), tiny_imagefolder, '--dataset', '',
-              '--val-split', 'validation', '--num-classes', '3', '--epochs', '1', '-b', '4', '-j', '0',
-              '--device', 'cpu', '--method', 'synermix', '--no-feature-metrics', '--output', out_root,
-              '--experiment', 'cifar-config')
+    run_in_process('-c', os.path.join(ROOT, 'configs', 'cifar100_resnet18.yaml'), tiny_imagefolder, '--dataset', '',
+                   '--val-split', 'validation', '--num-classes', '3', '--epochs', '1', '-b', '4', '-j', '0',
+                   '--device', 'cpu', '--method', 'synermix', '--no-feature-metrics', '--output', out_root,
+                   '--experiment', 'cifar-config')
     with open(os.path.join(out_root, 'cifar-config', 'args.yaml')) as f:
         args = yaml.safe_load(f)
     assert args['cifar_stem'] and args['reprob'] == 1.0 and args['mixup_mode'] == 'elem' and args['mixup'] == 1.0
@@ -246,13 +255,14 @@ def test_shipped_configs_parse():
 
 def test_too_few_eval_images_for_metrics_still_finish_the_run(tmp_path):
     data = write_image_folder(tmp_path / 'data', n_train=4, n_val=1)   # 3 eval images for 3 classes: no silhouette
-    proc = run_train(data, *COMMON, '--method', 'synermix', '--output', tmp_path / 'out', '--experiment', 'few')
+    proc = run_in_process(data, *COMMON, '--method', 'synermix', '--output', tmp_path / 'out', '--experiment', 'few')
     with open(tmp_path / 'out' / 'few' / 'results.json') as f:
         results = json.load(f)
     assert results['metrics'] == {} and results['method'] == 'synermix'
     assert 'Feature metrics skipped' in proc.stdout + proc.stderr
 
 
+@method_runs
 @pytest.mark.parametrize('batches', ['paired', 'fixed'])
 def test_one_batch_shape_modes_train_with_every_step_the_same_size(batches, tiny_imagefolder, out_root):
     extra = ('--synermix-batches', batches) + (('--synermix-fixed-size', '6') if batches == 'fixed' else ())
@@ -267,6 +277,7 @@ def test_one_batch_shape_modes_train_with_every_step_the_same_size(batches, tiny
 # timm's flags
 # ---------------------------------------------------------------------------------------------------------------
 
+@method_runs
 def test_rsb_recipe_bce_loss_trains_with_synermix(tiny_imagefolder, out_root):
     # ResNet-Strikes-Back: BCE with a target threshold on top of MixUp/CutMix; SynerMix's intra term stays CE
     out = method_run('synermix', tiny_imagefolder, out_root,
@@ -278,8 +289,9 @@ def test_rsb_recipe_bce_loss_trains_with_synermix(tiny_imagefolder, out_root):
 
 
 # The parity tests (marker `parity`; `.ci/run` runs them a second time under another outer numeric setting): each
-# runs our train.py without SynerMix as a subprocess under train_helpers.PORTABLE_NUMERICS and compares its
-# per-epoch (train loss, eval loss, top-1) with the numbers that timm's own train.py (pytorch-image-models aa4b5850,
+# runs our train.py without SynerMix in a subprocess under train_helpers.PORTABLE_NUMERICS (one interpreter that the
+# parity runs share, train_helpers.portable_run; a torchrun run its own) and compares its per-epoch (train loss,
+# eval loss, top-1) with the numbers that timm's own train.py (pytorch-image-models aa4b5850,
 # with train_helpers.RECORDED_BUILD: timm 1.0.31, torch 2.14.1, Pillow 13.0.0) printed for the same flags on the
 # same tiny ImageFolder under the same setting, where both gave the same floats. How to check it on another machine
 # or build: docs/timm-parity.md, "Across machines".
@@ -322,6 +334,7 @@ def test_without_synermix_a_torchrun_run_reproduces_timms_train_py(tiny_imagefol
     np.testing.assert_allclose(ours, timm_numbers, rtol=1e-6, atol=0)
 
 
+@method_runs
 def test_a_head_larger_than_the_data_trains_with_a_warning_as_timm_allows(tiny_imagefolder, out_root):
     out = method_run('synermix', tiny_imagefolder, out_root, ('--num-classes', '5'))
     log = RUNS[('synermix', ('--num-classes', '5'))][1].stderr + RUNS[('synermix', ('--num-classes', '5'))][1].stdout
@@ -344,9 +357,9 @@ def test_distillation_with_synermix_puts_the_teacher_on_the_augmented_view(tiny_
     from timm.models._hub import save_for_hf
     torch.manual_seed(0)
     save_for_hf(timm.create_model('test_resnet', num_classes=3), str(tmp_path / 'teacher'), safe_serialization=True)
-    proc = run_train(tiny_imagefolder, *COMMON, '--method', 'synermix', '--kd-model-name',
-                     f'local-dir:{tmp_path / "teacher"}', '--distill-loss-weight', '0.5', '--no-feature-metrics',
-                     '--output', tmp_path, '--experiment', 'kd-synermix')
+    proc = run_in_process(tiny_imagefolder, *COMMON, '--method', 'synermix', '--kd-model-name',
+                          f'local-dir:{tmp_path / "teacher"}', '--distill-loss-weight', '0.5', '--no-feature-metrics',
+                          '--output', tmp_path, '--experiment', 'kd-synermix')
     assert "Creating KD teacher model: 'local-dir:" in proc.stdout + proc.stderr
     _, rows = read_summary(tmp_path / 'kd-synermix')
     assert float(rows[0]['train_loss_intra']) > 0 and np.isfinite(float(rows[0]['train_loss_inter']))
@@ -373,8 +386,8 @@ def test_augmix_recipe_without_synermix_reproduces_timms_train_py(tiny_imagefold
 
 
 def recipe_run(name, recipe, data, out_root):
-    proc = run_train(data, *COMMON, *recipe, '--synermix', '--no-feature-metrics', '--output', out_root,
-                     '--experiment', name)
+    proc = run_in_process(data, *COMMON, *recipe, '--synermix', '--no-feature-metrics', '--output', out_root,
+                          '--experiment', name)
     return os.path.join(out_root, name), proc.stdout + proc.stderr
 
 
@@ -396,6 +409,7 @@ def test_deit_recipe_with_repeated_augmentation_trains_with_synermix(tiny_imagef
     assert float(rows[0]['train_loss_intra']) > 0 and np.isfinite(float(rows[0]['eval_loss']))
 
 
+@method_runs
 def test_model_dtype_bfloat16_trains_and_saves_bfloat16_weights(tiny_imagefolder, out_root):
     out = method_run('synermix', tiny_imagefolder, out_root, ('--model-dtype', 'bfloat16', '--no-prefetcher'))
     _, rows = read_summary(out)
@@ -418,6 +432,7 @@ def test_distillation_without_synermix_reproduces_timms_train_py(tiny_imagefolde
 SMALL_TIMM_FLAGS = ('--save-images', '--use-multi-epochs-loader', '-j', '1', '--device-modules', 'json')
 
 
+@method_runs
 def test_save_images_writes_each_logged_training_batch(tiny_imagefolder, out_root):
     from PIL import Image
     out = method_run('synermix', tiny_imagefolder, out_root, SMALL_TIMM_FLAGS)
@@ -426,12 +441,14 @@ def test_save_images_writes_each_logged_training_batch(tiny_imagefolder, out_roo
         assert image.height == 32 and image.width % 32 == 0 and image.width >= 4 * 32   # one row of 32 px images
 
 
+@method_runs
 def test_multi_epochs_loader_and_device_modules_are_accepted_and_train(tiny_imagefolder, out_root):
     out = method_run('synermix', tiny_imagefolder, out_root, SMALL_TIMM_FLAGS)
     with open(os.path.join(out, 'results.json')) as f:
         assert json.load(f)['finished'] is True
 
 
+@method_runs
 def test_a_named_loss_is_timms_and_becomes_the_inter_criterion(tiny_imagefolder, out_root):
     out = method_run('synermix-intra', tiny_imagefolder, out_root, ('--loss', 'poly'))
     log = RUNS[('synermix-intra', ('--loss', 'poly'))][1]
@@ -440,6 +457,7 @@ def test_a_named_loss_is_timms_and_becomes_the_inter_criterion(tiny_imagefolder,
     assert float(rows[0]['train_loss_intra']) > 0
 
 
+@method_runs
 def test_val_interval_evaluates_and_checkpoints_every_nth_epoch_and_the_last(tiny_imagefolder, out_root):
     out = method_run('baseline', tiny_imagefolder, out_root, ('--epochs', '3', '--val-interval', '2'))
     _, rows = read_summary(out)
@@ -458,7 +476,7 @@ def test_head_init_scale_and_bias_set_the_classifier():
 def test_an_args_yaml_written_by_timms_train_py_loads_and_trains(tiny_imagefolder, tmp_path):
     # tests/data/timm_args.yaml: written by timm's own train.py (1.0.29.dev0) on a tiny ImageFolder, paths neutralised
     config = os.path.join(ROOT, 'tests', 'data', 'timm_args.yaml')
-    run_train('-c', config, tiny_imagefolder, '--epochs', '1', '--output', tmp_path, '--experiment', 'timm-args')
+    run_in_process('-c', config, tiny_imagefolder, '--epochs', '1', '--output', tmp_path, '--experiment', 'timm-args')
     with open(tmp_path / 'timm-args' / 'results.json') as f:
         assert json.load(f)['method'] == 'baseline'
 
@@ -466,8 +484,8 @@ def test_an_args_yaml_written_by_timms_train_py_loads_and_trains(tiny_imagefolde
 def test_resume_with_more_epochs_continues_the_longer_schedule(tiny_imagefolder, tmp_path):
     common = [tiny_imagefolder, *COMMON, '--sched', 'cosine', '--no-feature-metrics', '--output', tmp_path,
               '--experiment', 'longer']
-    run_train(*common, '--epochs', '3')
-    run_train(*common, '--epochs', '4', '--resume', tmp_path / 'longer' / 'last.pth.tar')
+    run_in_process(*common, '--epochs', '3')
+    run_in_process(*common, '--epochs', '4', '--resume', tmp_path / 'longer' / 'last.pth.tar')
     _, rows = read_summary(tmp_path / 'longer')
     # cosine over 4 epochs from lr 0.05: epoch 3 trains at 0.05 * (1 + cos(3π/4)) / 2 = 0.00732, not at 0
     assert [int(r['epoch']) for r in rows] == [0, 1, 2, 3]
@@ -477,12 +495,12 @@ def test_resume_with_more_epochs_continues_the_longer_schedule(tiny_imagefolder,
 def test_resume_auto_starts_then_continues_and_stop_epoch_keeps_the_schedule(tiny_imagefolder, tmp_path):
     common = [tiny_imagefolder, *COMMON, '--sched', 'cosine', '--no-feature-metrics', '--output', tmp_path,
               '--experiment', 'auto', '--epochs', '4', '--resume', 'auto']
-    run_train(*common, '--stop-epoch', '2', '--save-epochs', '1')
+    run_in_process(*common, '--stop-epoch', '2', '--save-epochs', '1')
     folder = tmp_path / 'auto'
     with open(folder / 'results.json') as f:
         assert json.load(f)['finished'] is False   # a stopped run never reads as the finished schedule
     assert load_ckpt(folder / 'milestone-1.pth.tar')['epoch'] == 0
-    run_train(*common)
+    run_in_process(*common)
     _, rows = read_summary(folder)
     assert [int(r['epoch']) for r in rows] == [0, 1, 2, 3]
     assert float(rows[1]['lr']) == pytest.approx(0.05 * (1 + np.cos(np.pi / 4)) / 2, rel=1e-4)

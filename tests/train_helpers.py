@@ -1,13 +1,22 @@
-""" Shared by the train.py tests: a tiny ImageFolder, train.py as a subprocess or in-process, cached runs.
+""" Shared by the train.py tests: a tiny ImageFolder, train.py in-process or as a subprocess, cached runs.
 
 Every run trains test_resnet at 32 px on CPU, one thread per process (on a shared 2-core box more
 threads are 10x slower), on 3 classes x 6 training images: 4 steps of batch 4 per epoch.
+
+A run is in-process (run_in_process: train.py's main(argv) in the test's interpreter) unless the test is about
+the process: a signal, an exit as a process, torchrun, the HF_HUB_OFFLINE read at import. Importing timm and the
+trainer costs ~3 s of CPU, a tiny run a fraction of a second. The parity runs need PORTABLE_NUMERICS, read when
+torch is imported: they share one subprocess started under it (portable_run).
 """
 import csv
 import hashlib
+import json
 import os
+import select
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -82,12 +91,77 @@ def portable_env(**extra):
     return env
 
 
-def parity_run(*args, torchrun=0, env=None):
-    """Run train.py under PORTABLE_NUMERICS; return the per-epoch (train loss, eval loss, eval top-1) of the run
-    named by --output/--experiment."""
-    run_train(*args, '--no-feature-metrics', torchrun=torchrun, env=env or portable_env())
+def parity_run(*args, torchrun=0):
+    """Run train.py under PORTABLE_NUMERICS (a torchrun run as its own subprocess, the others in the shared portable
+    interpreter); return the per-epoch (train loss, eval loss, eval top-1) of the run named by --output/--experiment."""
+    if torchrun:
+        run_train(*args, '--no-feature-metrics', torchrun=torchrun, env=portable_env())
+    else:
+        portable_run(*args, '--no-feature-metrics')
     args = [str(a) for a in args]
     return per_epoch(os.path.join(args[args.index('--output') + 1], args[args.index('--experiment') + 1]))
+
+
+PORTABLE_TRAINER = os.path.join(ROOT, 'tests', 'portable_trainer.py')
+
+
+class _PortableTrainer:
+    """One interpreter started under PORTABLE_NUMERICS that runs train.py's main(argv) on request
+    (tests/portable_trainer.py): the parity runs pay its imports once. Each run seeds every RNG it draws from
+    (timm's random_seed: torch, numpy, random) and reads no state an earlier run left: the pinned numbers came out
+    the same with the runs in file order, reversed and shuffled, as they do one process per run."""
+
+    def __init__(self):
+        self.proc = None
+        self.cache = None
+
+    def run(self, argv, timeout=600):
+        if self.proc is None or self.proc.poll() is not None:
+            self.close()
+            # the datasets library reads its cache and offline switches at import: one cache for this interpreter
+            self.cache = tempfile.mkdtemp(prefix='portable-hf-')
+            self.proc = subprocess.Popen([PYTHON, PORTABLE_TRAINER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         cwd=ROOT, text=True,
+                                         env=portable_env(HF_DATASETS_OFFLINE='1', HF_DATASETS_CACHE=self.cache))
+        fd, log = tempfile.mkstemp(prefix='portable-run-', suffix='.log')
+        os.close(fd)
+        try:
+            self.proc.stdin.write(json.dumps({'argv': [str(a) for a in argv], 'log': log}) + '\n')
+            self.proc.stdin.flush()
+            answered = select.select([self.proc.stdout], [], [], timeout)[0]
+            reply = self.proc.stdout.readline() if answered else ''
+            with open(log) as f:
+                output = f.read()
+        finally:
+            os.unlink(log)
+        if not answered:
+            self.close(kill=True)
+            raise AssertionError(f'the portable trainer did not answer within {timeout} s:\n{output[-6000:]}')
+        if not reply:
+            raise AssertionError(f'the portable trainer exited ({self.proc.wait()}):\n{output[-6000:]}')
+        return json.loads(reply)['code'], output
+
+    def close(self, kill=False):
+        if self.proc is not None:
+            if kill:
+                self.proc.kill()
+            self.proc.stdin.close()   # it exits at the end of its input
+            self.proc.wait(timeout=60)
+            self.proc = None
+        if self.cache is not None:
+            shutil.rmtree(self.cache, ignore_errors=True)
+            self.cache = None
+
+
+PORTABLE_TRAINER_PROCESS = _PortableTrainer()
+
+
+def portable_run(*args, check=True):
+    """train.py's main(args) in the shared interpreter under PORTABLE_NUMERICS; returns (exit code, output)."""
+    code, output = PORTABLE_TRAINER_PROCESS.run(args)
+    if check and code != 0:
+        raise AssertionError(f'train.py failed ({code}) under PORTABLE_NUMERICS:\n{output[-6000:]}')
+    return code, output
 
 
 def per_epoch(folder):
@@ -201,14 +275,15 @@ RUNS = {}
 
 
 def method_run(method, data, out_root, extra=()):
-    """Output folder of a one-epoch run of `method` (run once per session)."""
+    """Output folder of a one-epoch in-process run of `method` (run once per session, per xdist worker: tests that
+    share a run are in one xdist_group)."""
     key = (method, tuple(extra))
     if key not in RUNS:
         exp = method + ('-' + '-'.join(a.strip('-') for a in extra) if extra else '')
         # feature metrics (sklearn) cost a few seconds: computed for the SynerMix run only
         metrics = () if method == 'synermix' else ('--no-feature-metrics',)
-        proc = run_train(data, *COMMON, '--method', method, '--output', out_root, '--experiment', exp, *extra,
-                         *metrics)
+        proc = run_in_process(data, *COMMON, '--method', method, '--output', out_root, '--experiment', exp, *extra,
+                              *metrics)
         RUNS[key] = (os.path.join(out_root, exp), proc)
     return RUNS[key][0]
 
@@ -220,12 +295,29 @@ def load_train_module():
 
 
 def main_in_process(*argv):
-    """train.py's main(argv) in this process; returns the exit code."""
+    """train.py's main(argv) in this process; returns the exit code. What main() sets for the process is put back:
+    timm's setup_default_logging adds a root handler bound to this test's stderr and sets the root level to INFO
+    (left as it was, later tests' caplog and log output would depend on which in-process run came first)."""
     import logging
-    handlers = list(logging.getLogger().handlers)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
         return load_train_module().main([str(a) for a in argv])
     except SystemExit as e:
         return e.code
-    finally:  # main() adds a stream handler bound to this test's captured stderr
-        logging.getLogger().handlers[:] = handlers
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def run_in_process(*args, check=True):
+    """run_train's result in-process: main(args) with its stdout and stderr captured, as a CompletedProcess."""
+    import contextlib
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main_in_process(*args)
+    proc = subprocess.CompletedProcess([str(a) for a in args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f'train.py failed ({code}) in-process:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}')
+    return proc

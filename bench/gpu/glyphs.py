@@ -16,12 +16,12 @@ GLYPH_BETA = 0.4   # timm_synermix.experiments.study.BETA: the beta the paper's 
 
 def glyph_command(cfg, data_root: str, method: str, run_dir: Path) -> list:
     """train.py arguments: the study's recipe on the GPU; SynerMix with the study's beta."""
-    from timm_synermix.experiments.study import recipe
+    from timm_synermix.experiments.study import Recipe
     g = cfg['glyph']
-    args = recipe(dict(model=g['model'], size=g['size'], batch=g['batch'], lr=g['lr'], log_interval=100, last_k=3))
-    args[args.index('--device') + 1] = cfg['device']
-    args[args.index('-j') + 1] = str(g['workers'])
-    args += ['--method', method, '--epochs', str(g['epochs']), '--seed', '0', '--no-feature-metrics',
+    args = list(Recipe(g['model'], g['size'], g['batch'], g['lr'], log_interval=100, device=cfg['device'],
+                       workers=g['workers']).args())
+    args += ['--method', method, '--epochs', str(g['epochs']), '--seed', '0', '--report-last-k', '3',
+             '--no-feature-metrics',
              '--output', str(run_dir.parent), '--experiment', run_dir.name]
     args += ['--synermix-beta', str(GLYPH_BETA)] if method == 'synermix' else []
     args += ['--amp', '--amp-dtype', 'bfloat16', '--channels-last'] if g['amp'] else []

@@ -49,7 +49,7 @@ import numpy as np
 from .fonts import _sha256
 
 __all__ = ['DEFAULT_VAL_FAMILIES', 'LINEAGE', 'read_theme', 'find_themes', 'theme_icons', 'theme_packages',
-           'render_icon', 'build_icon_dataset', 'main']
+           'render_icon', 'build_icon_dataset', 'read_icon_dataset', 'main']
 
 _VECTOR = ('.svg', '.svgz')
 _BITMAP = ('.png',)
@@ -656,6 +656,12 @@ def _read_manifest(out_dir):
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) and manifest.get('kind') == _KIND else None
+
+
+def read_icon_dataset(out_dir):
+    """ The data set `build_icon_dataset` wrote in `out_dir` (as it returns it, `reused` True), or None; reads only. """
+    manifest = _read_manifest(os.path.abspath(out_dir))
+    return None if manifest is None else _result(os.path.abspath(out_dir), manifest, reused=True)
 
 
 def _result(out_dir, manifest, reused):
