@@ -67,6 +67,16 @@ gpu-check: $(STAMP)
 study: $(STAMP) fonts
 	$(PY) -m timm_synermix.experiments.study --out results/study
 
+study-icons: $(STAMP) fonts icons
+	$(PY) -m timm_synermix.experiments.study --study icons --out results/icons
+
+study-families: $(STAMP) fonts
+	$(PY) -m timm_synermix.experiments.study --study families --out results/families
+
+# On a machine with one CUDA GPU; --dry-run checks the plan and prints its time estimate anywhere.
+study-gpu: $(STAMP) fonts icons
+	$(PY) -m timm_synermix.experiments.study --study gpu --out results/gpu
+
 study-quick: $(STAMP)
 	$(PY) -m timm_synermix.experiments.study --quick --out study_output/quick
 

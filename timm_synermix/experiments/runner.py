@@ -340,18 +340,22 @@ class Runner:
                                   'split: remove it')
         resolved = {}
         for spec in specs:
-            try:
-                args, _ = parse_args(spec.argv(self.out))
-                apply_method(args)
-                check_args(args)
-            except InputError as e:
-                raise RunnerError(f'run {spec.name}: train.py refuses its arguments: {e}')
-            if spec.epochs < spec.last_k:
-                raise RunnerError(f'run {spec.name} trains {spec.epochs} epochs and is scored on the last '
-                                  f'{spec.last_k}: use --last-k {spec.epochs} or more epochs')
-            resolved[spec.name] = args
+            resolved[spec.name] = self.check_command(spec)
             self.identity(spec)
         return resolved
+
+    def check_command(self, spec: RunSpec):
+        """train.py's own checks of the spec's command, before it reads data; returns its resolved options."""
+        try:
+            args, _ = parse_args(spec.argv(self.out))
+            apply_method(args)
+            check_args(args)
+        except InputError as e:
+            raise RunnerError(f'run {spec.name}: train.py refuses its arguments: {e}')
+        if spec.epochs < spec.last_k:
+            raise RunnerError(f'run {spec.name} trains {spec.epochs} epochs and is scored on the last '
+                              f'{spec.last_k}: use --last-k {spec.epochs} or more epochs')
+        return args
 
     def record(self, spec: RunSpec) -> Dict:
         """What a run is: its command (output folder aside) and the fingerprint of its data and named files."""

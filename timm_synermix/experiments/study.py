@@ -10,6 +10,13 @@ cost, per seed, with its 95% interval. The studies (``STUDIES``):
   ``scratch-long`` (the variants at 3x the base epochs, the ladder extended to 8x and 11x so that it reaches the cost
   of SynerMix-Intra's 3.6x passes) and ``finetune`` (a backbone pretrained on the digits and Latin letters,
   fine-tuned on the Greek and Cyrillic letters that are no homoglyph of a Latin one, with few fonts per class).
+* ``icons`` (``make study-icons``): icons of the freedesktop names as drawn by Debian's icon themes (``icons.py``),
+  validated on held-out theme families; ``resnet10t`` at 32 px, fine-tuned from a backbone pretrained on Latin glyphs
+  (a domain shift) and from scratch.
+* ``families`` (``make study-families``): the design card's three families (``resnet10t``, ``mobilenetv3_small_100``,
+  Swin-T) on the glyph fine-tuning regime, each at a size it learns at on a CPU, each from its own glyph backbone.
+* ``gpu`` (``make study-gpu``): the three families fine-tuned on icons at 64 px on one CUDA GPU, one seed; its plan
+  and time estimate are checked on any machine with ``--dry-run``.
 * ``quick`` (``make study-quick``): the same pipeline on tiny settings, a smoke run.
 
 The variants: the paper's SynerMix and SynerMix-Intra on supplemented batches; paired batches (several pairs of
@@ -77,9 +84,11 @@ class Recipe:
 
 @dataclass(frozen=True)
 class DataSet:
-    """A data set of a study: its builder (`BUILDERS`: 'fonts' or 'icons') and the builder's arguments."""
+    """A data set of a study: its builder (`BUILDERS`: 'fonts' or 'icons') and the builder's arguments; `expected`
+    is (training images, classes) as built from Debian bookworm's packages, for the plan's estimate before a build."""
     kind: str
     settings: Mapping
+    expected: Tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -138,14 +147,44 @@ ICON_VARIANTS = ('synermix', 'synermix-intra', 'clean-view', 'clean-view-mixup',
                  'mixup-supplemented', 'synermix-paired-distinct', 'baseline-paired-distinct', 'mixup-paired-distinct')
 
 
-def _fonts(train, val, scripts):
+# The model families' regimes: the paper's forms, the clean-view control and the supplemented-batch controls.
+FAMILY_VARIANTS = ('synermix', 'synermix-intra', 'clean-view', 'baseline-supplemented', 'mixup-supplemented',
+                   'synermix-paired-distinct')
+
+
+def _fonts(train, val, scripts, expected=(0, 0)):
     return DataSet('fonts', dict(train_fonts_per_class=train, val_fonts_per_class=val, min_train_fonts=train,
-                                 scripts=scripts))
+                                 scripts=scripts), expected)
 
 
 _GLYPH = Recipe('resnet10t', 24, 32, 0.05)
 _ICON = Recipe('resnet10t', 32, 32, 0.05)
-_ICONS = DataSet('icons', {})
+_ICONS = DataSet('icons', {}, expected=(3747, 245))
+_LATIN = _fonts(20, 4, ('latin',), expected=(1240, 62))
+# The design card's three families at sizes each learns at on this CPU (docs/icons.md, "model sizes"): MobileNetV3
+# does not learn at 32 px; Swin-T (the smallest registered timm Swin) trains at 32 px with a 4x4 window, and only
+# with AdamW and a warm-up (SGD at the recipe's lr stays at chance).
+_SWIN_ARGS = ('--model-kwargs', 'img_size={size}', 'window_size=4', '--warmup-lr', '1e-5')
+
+
+def _families(size_cnn, size_mobile, size_swin, device='cpu', workers=0, extra=()):
+    swin = tuple(a.format(size=size_swin) for a in _SWIN_ARGS)
+    common = dict(device=device, workers=workers)
+    return (Recipe('resnet10t', size_cnn, 32, 0.05, extra=extra, **common),
+            Recipe('mobilenetv3_small_100', size_mobile, 32, 0.05, extra=extra, **common),
+            Recipe('swin_tiny_patch4_window7_224', size_swin, 32, 3e-4, opt='adamw', weight_decay='0.05',
+                   warmup_epochs=1, extra=swin + extra, **common))
+
+
+def _family_regimes(recipes, data, epochs, ladder, variants, title):
+    return tuple(Regime(f'{data}-{r.model.split("_")[0]}', f'{title}: {r.model} at {r.size} px', data, r, epochs,
+                        ladder, variants, backbone=f'latin-{r.model}') for r in recipes)
+
+
+_CPU_FAMILIES = _families(32, 48, 32)
+# On one GPU, 64 px (the two CNNs) and 64 px Swin-T; bfloat16 autocast and channels-last as the GPU check runs.
+_GPU_FAMILIES = _families(64, 64, 64, device='cuda', workers=4, extra=('--amp', '--amp-dtype', 'bfloat16',
+                                                                         '--channels-last'))
 _TINY = Recipe('test_resnet', 16, 16, 0.05, log_interval=10)
 # A smoke run of the same pipeline. matplotlib's fonts draw Greek and Cyrillic in one design family only, too few
 # to hold one out, so the quick fine-tuning regime reuses the Latin classes.
@@ -160,11 +199,23 @@ STUDIES = {study.name: study for study in (
                           (1, 2, 4), ALL, backbone='latin'))),
     # Icons in colour drawn by independent designers (icons.py), validated on held-out theme families: fine-tuning a
     # backbone pretrained on Latin glyphs (a domain shift) and from scratch.
-    Study('icons', data=dict(glyphs=_fonts(20, 4, ('latin',)), icons=_ICONS),
+    Study('icons', data=dict(glyphs=_LATIN, icons=_ICONS),
           pretraining=(Pretraining('latin', 'glyphs', 12, _ICON),),
           regimes=(Regime('icons-finetune', 'Icons: fine-tuning a backbone pretrained on glyphs', 'icons', _ICON, 8,
                           (1, 2, 4), ICON_VARIANTS, backbone='latin'),
                    Regime('icons-scratch', 'Icons from scratch', 'icons', _ICON, 8, (1, 2, 4), ICON_VARIANTS))),
+    # The design card's three families (ResNet, MobileNetV3, Swin-T) on the glyph fine-tuning regime.
+    Study('families', data=dict(pretrain=_LATIN, finetune=_fonts(6, 4, ('greek', 'cyrillic'), expected=(372, 62))),
+          pretraining=tuple(Pretraining(f'latin-{r.model}', 'pretrain', 12, r) for r in _CPU_FAMILIES),
+          regimes=_family_regimes(_CPU_FAMILIES, 'finetune', 8, (1, 2, 4), FAMILY_VARIANTS,
+                                  'Glyph fine-tuning')),
+    # A part of the map for one GPU (make study-gpu; its plan is checked on CPU by --dry-run): the three families
+    # fine-tuned on icons from glyph backbones at 64 px, one seed, four runs at a time on the one device.
+    Study('gpu', data=dict(pretrain=_LATIN, icons=_ICONS),
+          pretraining=tuple(Pretraining(f'latin-{r.model}', 'pretrain', 12, r) for r in _GPU_FAMILIES),
+          regimes=_family_regimes(_GPU_FAMILIES, 'icons', 5, (1, 2, 4), ('synermix', 'synermix-intra', 'clean-view'),
+                                  'Icon fine-tuning on a GPU'),
+          seeds=(0,), workers=4),
     Study('quick', data=dict(scratch=_fonts(3, 2, ('latin',)), pretrain=_fonts(3, 2, ('latin',)),
                              finetune=_fonts(3, 2, ('latin',))),
           pretraining=(Pretraining('latin', 'pretrain', 1, _TINY),),
@@ -431,6 +482,37 @@ def run_study(out_dir, study='glyphs', seeds=None, workers=None, sources=None, s
     return dict(table=str(out / 'results.md'), verdicts=verdicts, wall_s=time.perf_counter() - start)
 
 
+# The GPU plan's estimate, from bench/results_gpu.txt (an H200): resnet18 at 64 px trained 2,960 images/s plain and
+# 1,970 with SynerMix (originals counted), and each run spent about 12 s outside training (start-up, evaluation).
+GPU_IMAGES_PER_S = 2000
+GPU_RUN_OVERHEAD_S = 15
+
+
+def dry_run(study, out, stream=None):
+    """Check a study's plan without data, training or writing: every command through train.py's checks (on a
+    machine without the plan's device, as if on the CPU), names unique; print the commands and, for a CUDA plan, the
+    time estimate. Returns the estimated seconds one run at a time (0 for a CPU plan)."""
+    stream = stream or sys.stdout
+    study = STUDIES[study] if isinstance(study, str) else study
+    out = Path(out).resolve()
+    roots = {name: str(out / 'data' / name) for name in study.data}
+    specs = [_pretrain_spec(study, p, roots) for p in study.pretraining] + _union(regime_plans(study, roots, out))
+    runner = Runner(out, stream=stream)
+    passes = 0.0
+    for spec in specs:
+        args = runner.check_command(replace(spec, extra=tuple('cpu' if a == 'cuda' else a for a in spec.extra)))
+        images, classes = study.data[next(k for k, v in roots.items() if v == spec.data)].expected
+        passes += spec.estimated_passes(args, images, classes)
+        print(f'{spec.role:8s} {shlex.join(runner.command_of(spec))}', file=stream)
+    gpu = any('cuda' in spec.extra for spec in specs)
+    serial = passes / GPU_IMAGES_PER_S + GPU_RUN_OVERHEAD_S * len(specs) if gpu else 0.0
+    print(f'# {len(specs)} runs, {passes / 1e6:.2f} M image passes' + (
+        f'; on one GPU at about {GPU_IMAGES_PER_S} images/s and {GPU_RUN_OVERHEAD_S} s per run outside training: '
+        f'{serial / 60:.1f} min one run at a time, {serial / 60 / study.workers:.1f} min at {study.workers} at a time '
+        f'if the GPU keeps up (small batches leave it launch-bound)' if gpu else ''), file=stream)
+    return serial
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='python -m timm_synermix.experiments.study', description=__doc__.split('\n\n')[0].strip(),
@@ -445,10 +527,16 @@ def main(argv=None):
                         help='font folders (default: the system\'s and matplotlib\'s)')
     parser.add_argument('--icons', nargs='+', default=None, metavar='DIR',
                         help='folders of icon themes (default: /usr/share/icons)')
-    parser.add_argument('--report-only', action='store_true',
-                        help='train nothing and write no data: the tables and pictures from the finished runs')
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument('--report-only', action='store_true',
+                      help='train nothing and write no data: the tables and pictures from the finished runs')
+    mode.add_argument('--dry-run', action='store_true',
+                      help='check the plan and print its commands (and a GPU plan\'s time estimate); no data, no runs')
     args = parser.parse_args(argv)
     try:
+        if args.dry_run:
+            dry_run('quick' if args.quick else args.study, args.out)
+            return 0
         result = run_study(args.out, study='quick' if args.quick else args.study, seeds=args.seeds,
                            workers=args.workers, sources=dict(fonts=args.fonts, icons=args.icons),
                            report_only=args.report_only)
