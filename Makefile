@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install fonts icons test demo bench bench-quick gpu-check study study-quick clean
+.PHONY: install fonts icons test demo bench bench-quick gpu-check study study-icons study-families study-gpu study-quick clean
 
 $(PY):
 	python3 -m venv $(VENV)
