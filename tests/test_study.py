@@ -164,3 +164,34 @@ def test_study_report_only_writes_no_data_and_refuses_a_folder_without_its_study
     run_study(out, study='quick', report_only=True)
     assert {p: p.stat().st_mtime_ns for p in (out / 'data').rglob('*')} == data
     assert (out / 'results.md').read_text().split('\n', 3)[3] == before.split('\n', 3)[3]
+
+
+def test_the_gpu_study_plan_checks_on_a_cpu_and_fits_eight_minutes_on_one_gpu(tmp_path, capsys):
+    from timm_synermix.experiments.study import dry_run
+    serial = dry_run('gpu', tmp_path / 'gpu')
+    lines = capsys.readouterr().out.splitlines()
+    commands = [line for line in lines if not line.startswith('#')]
+    assert len(commands) == 30 and all('--device cuda' in c and '--img-size 64' in c for c in commands)
+    assert {m for c in commands for m in ('resnet10t', 'mobilenetv3_small_100', 'swin_tiny_patch4_window7_224')
+            if f'--model {m}' in c} == {'resnet10t', 'mobilenetv3_small_100', 'swin_tiny_patch4_window7_224'}
+    assert serial / STUDIES['gpu'].workers <= 8 * 60 and lines[-1].startswith('# 30 runs, ')
+    assert not (tmp_path / 'gpu').exists()
+
+
+def test_the_families_train_each_model_at_a_size_it_learns_at_from_its_own_glyph_backbone():
+    study = STUDIES['families']
+    sizes = {r.recipe.model: (r.recipe.size, r.recipe.opt, r.backbone) for r in study.regimes}
+    assert sizes == {'resnet10t': (32, 'sgd', 'latin-resnet10t'),
+                     'mobilenetv3_small_100': (48, 'sgd', 'latin-mobilenetv3_small_100'),
+                     'swin_tiny_patch4_window7_224': (32, 'adamw', 'latin-swin_tiny_patch4_window7_224')}
+    assert {p.name for p in study.pretraining} == {r.backbone for r in study.regimes}
+
+
+def test_two_different_runs_under_one_name_are_a_study_mistake():
+    from dataclasses import replace
+    from timm_synermix.experiments.runner import RunnerError
+    from timm_synermix.experiments.study import _union
+    plans = regime_plans(STUDIES['glyphs'], {'scratch': 'a', 'finetune': 'b'}, pathlib.Path('out'))
+    clash = replace(plans['finetune'][0], name=plans['scratch-short'][0].name)
+    with pytest.raises(RunnerError, match='two different runs of the study are named scratch-resnet10t-baseline'):
+        _union({'x': plans['scratch-short'], 'y': [clash]})
