@@ -421,13 +421,14 @@ def _write_tree(out_dir, fonts, picks, manifest):
             shutil.rmtree(old_dir, ignore_errors=True)
 
 
-def _read_manifest(out_dir):
+def _read_manifest(out_dir, kind='timm_synermix.fonts'):
+    """The manifest.json of a data set of this `kind` (the icons' too), or None."""
     try:
         with open(os.path.join(out_dir, _MANIFEST), encoding='utf-8') as f:
             manifest = json.load(f)
     except (OSError, ValueError):
         return None
-    return manifest if isinstance(manifest, dict) and manifest.get('kind') == 'timm_synermix.fonts' else None
+    return manifest if isinstance(manifest, dict) and manifest.get('kind') == kind else None
 
 
 def _result(out_dir, manifest, reused):

@@ -46,7 +46,7 @@ import tempfile
 
 import numpy as np
 
-from .fonts import _sha256
+from .fonts import _read_manifest, _sha256
 
 __all__ = ['DEFAULT_VAL_FAMILIES', 'LINEAGE', 'read_theme', 'find_themes', 'theme_icons', 'theme_packages',
            'render_icon', 'build_icon_dataset', 'read_icon_dataset', 'main']
@@ -649,18 +649,9 @@ def _write_tree(out_dir, manifest, pixels, background):
         raise
 
 
-def _read_manifest(out_dir):
-    try:
-        with open(os.path.join(out_dir, _MANIFEST), encoding='utf-8') as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) and manifest.get('kind') == _KIND else None
-
-
 def read_icon_dataset(out_dir):
     """ The data set `build_icon_dataset` wrote in `out_dir` (as it returns it, `reused` True), or None; reads only. """
-    manifest = _read_manifest(os.path.abspath(out_dir))
+    manifest = _read_manifest(os.path.abspath(out_dir), _KIND)
     return None if manifest is None else _result(os.path.abspath(out_dir), manifest, reused=True)
 
 
@@ -724,7 +715,7 @@ def build_icon_dataset(out_dir, roots=('/usr/share/icons',), size=64, background
     index = _index(settings)
     digest = _digest(index, settings)
     out_dir = os.path.abspath(out_dir)
-    existing = _read_manifest(out_dir)
+    existing = _read_manifest(out_dir, _KIND)
     if existing is not None and existing.get('digest') == digest:
         return _result(out_dir, existing, reused=True)
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or (os.listdir(out_dir) and existing is None)):
