@@ -69,5 +69,10 @@ def test_every_documented_command_parses(monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
     commands = [(path.name, c) for path in DOCS for c in _commands(path)]
     assert len(commands) > 20
+    variables = {}   # a page's NAME="..." lines, expanded in its later commands as the shell would
     for name, command in commands:
-        _check(command)
+        assignment = re.fullmatch(r'(\w+)="(.*)"', command)
+        if assignment:
+            variables[assignment[1]] = assignment[2]
+            continue
+        _check(re.sub(r'\$(\w+)', lambda m: variables[m[1]], command))

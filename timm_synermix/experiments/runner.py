@@ -433,8 +433,9 @@ class Runner:
         return RunResult(spec, folder, results, reused, wall_s)
 
     def run(self, specs: Sequence[RunSpec]) -> Dict[str, RunResult]:
-        """Train every spec not finished before (`workers` at a time, cheapest first), resuming interrupted ones;
-        returns {name: result} for all of them. SIGINT/SIGTERM stop every run at its next safe point (train.py
+        """Train every spec not finished before (`workers` at a time, seed by seed so that an interrupted plan
+        holds whole seeds, cheapest first within a seed), resuming interrupted ones; returns {name: result} for all
+        of them. SIGINT/SIGTERM stop every run at its next safe point (train.py
         checkpoints) and raise RunnerError with the command that continues."""
         resolved = self.check(specs)
         states = {s.name: self._state(s) for s in specs}
@@ -444,7 +445,7 @@ class Runner:
             return results
         cost = {s.name: s.estimated_passes(resolved[s.name], sum(self.identity(s)['train']['classes'].values()),
                                            len(self.identity(s)['train']['classes'])) for s in todo}
-        todo.sort(key=lambda s: cost[s.name])
+        todo.sort(key=lambda s: (s.seed, cost[s.name]))
         self.emit(f'runner: {len(todo)} runs to train ({len(results)} finished before), {self.workers} at a time, '
                   f'in {self.out}')
         progress = _Progress(self, [cost[s.name] for s in todo])
