@@ -435,8 +435,8 @@ class Runner:
     def run(self, specs: Sequence[RunSpec]) -> Dict[str, RunResult]:
         """Train every spec not finished before (`workers` at a time, seed by seed so that an interrupted plan
         holds whole seeds, cheapest first within a seed), resuming interrupted ones; returns {name: result} for all
-        of them. SIGINT/SIGTERM stop every run at its next safe point (train.py
-        checkpoints) and raise RunnerError with the command that continues."""
+        of them. SIGINT/SIGTERM stop every run at its next safe point (train.py checkpoints) and raise RunnerError
+        with the command that continues."""
         resolved = self.check(specs)
         states = {s.name: self._state(s) for s in specs}
         todo = [s for s in specs if states[s.name] != 'finished']
