@@ -2,6 +2,7 @@
 interrupt and to share. Runs go through a stub trainer (tests/stub_train.py) except where train.py itself is the
 point (test_study.py, test_demo.py)."""
 import io
+import re
 import math
 import os
 import signal
@@ -198,6 +199,16 @@ def test_progress_counts_runs_with_elapsed_and_eta_and_prefixes_every_worker_lin
     assert sum('done' in line and ', ETA ' in line for line in lines if line.startswith('runner: run ')) == 10
     assert all(line.startswith(('runner: ', '[')) for line in lines)
     assert sum(line.endswith('stub baseline-e2-s0') for line in lines) == 1
+
+
+def test_runs_go_seed_by_seed_cheapest_first_so_an_interrupted_plan_holds_whole_seeds(data, tmp_path):
+    stream = io.StringIO()
+    with Runner(tmp_path / 'out', train_script=STUB, stream=stream, workers=1) as runner:
+        runner.run(frontier_specs(data))
+    started = [re.search(r': (\S+) starts', line)[1] for line in stream.getvalue().splitlines()
+               if line.startswith('runner: run ') and ' starts' in line]
+    assert [name[-2:] for name in started] == ['s0'] * 5 + ['s1'] * 5
+    assert started[:2] == ['baseline-e2-s0', 'mixup-e2-s0'] and started[5] == 'baseline-e2-s1'
 
 
 def test_the_device_is_cuda_when_available_else_cpu_and_checkpoints_keep_one(monkeypatch):
