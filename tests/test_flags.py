@@ -156,11 +156,14 @@ def test_timms_mixup_settings_without_mixing_are_warned_about_in_one_line(flags,
     assert [r.getMessage() for r in caplog.records] == [line]
 
 
-def test_a_flag_at_its_default_is_never_refused_for_having_no_effect(tmp_path):
+def test_a_flag_at_its_default_is_never_refused_for_having_no_effect(caplog):
     from timm_synermix.trainer.args import option_defaults
     from timm_synermix.trainer.validation import check_no_effect
     args, given = _resolved('data', '--synermix-every', '1', '--mixup-mode', 'batch')
-    check_no_effect(args, given, option_defaults())
+    assert (args.synermix_every, args.mixup_mode) == (option_defaults()['synermix_every'], 'batch')
+    with caplog.at_level(logging.WARNING, logger='train'):
+        assert check_no_effect(args, given, option_defaults()) is None   # refusing would raise
+    assert caplog.records == []
 
 
 def test_a_config_key_with_no_effect_is_warned_about_in_one_line(caplog):
