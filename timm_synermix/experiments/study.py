@@ -50,7 +50,8 @@ from .runner import Runner, RunnerError, RunSpec
 from .scores import Score, paired_difference
 
 __all__ = ['Recipe', 'DataSet', 'Pretraining', 'Regime', 'Study', 'STUDIES', 'BETA', 'DECOMPOSITION',
-           'regime_plans', 'decomposition_table', 'run_study', 'main']
+           'regime_plans', 'close_variants', 'five_seed_rule', 'five_seed_plans', 'decomposition_table', 'run_study',
+           'main']
 
 BETA = 0.4
 
@@ -122,11 +123,19 @@ class Regime:
 
 @dataclass(frozen=True)
 class Study:
+    """Data sets, backbones and regimes, trained over `seeds`.
+
+    Args:
+        more_seeds: The five-seed rule: once `seeds` have finished, these seeds train each regime's ladder again and
+            every variant whose distance to the frontier is within 2 std of zero (`close_variants`), the rows the
+            base seeds cannot tell apart.
+    """
     name: str
     data: Dict[str, DataSet]
     pretraining: Tuple[Pretraining, ...]
     regimes: Tuple[Regime, ...]
     seeds: Tuple[int, ...] = (0, 1, 2)
+    more_seeds: Tuple[int, ...] = ()
     last_k: int = 3
     workers: int = 2
 
@@ -203,7 +212,8 @@ STUDIES = {study.name: study for study in (
           pretraining=(Pretraining('latin', 'glyphs', 12, _ICON),),
           regimes=(Regime('icons-finetune', 'Icons: fine-tuning a backbone pretrained on glyphs', 'icons', _ICON, 8,
                           (1, 2, 4), ICON_VARIANTS, backbone='latin'),
-                   Regime('icons-scratch', 'Icons from scratch', 'icons', _ICON, 8, (1, 2, 4), ICON_VARIANTS))),
+                   Regime('icons-scratch', 'Icons from scratch', 'icons', _ICON, 8, (1, 2, 4), ICON_VARIANTS)),
+          more_seeds=(3, 4)),
     # The design card's three families (ResNet, MobileNetV3, Swin-T) on the glyph fine-tuning regime.
     Study('families', data=dict(pretrain=_LATIN, finetune=_fonts(6, 4, ('greek', 'cyrillic'), expected=(372, 62))),
           pretraining=tuple(Pretraining(f'latin-{r.model}', 'pretrain', 12, r) for r in _CPU_FAMILIES),
@@ -313,6 +323,30 @@ def regime_plans(study, roots, out):
     return plans
 
 
+def close_variants(points, seeds):
+    """The variants whose distance to the frontier over all of `seeds` is within 2 std of zero: the rows the
+    five-seed rule trains on more seeds. Only the base seeds decide, so the added seeds cannot change who gets them."""
+    rows = judge([p for p in points if p['seed'] in seeds])
+    return tuple(dict.fromkeys(r['variant'] for r in rows if r['distance'] is not None and
+                               r['distance'].n == len(seeds) and abs(r['distance'].mean) < 2 * r['distance'].std))
+
+
+def five_seed_rule(study, regimes):
+    """{regime: its close variants, or None while its base runs have not all finished} (`regimes`: {regime: (points,
+    unfinished run names)} of the base seeds); {} for a study without `more_seeds`."""
+    if not study.more_seeds:
+        return {}
+    return {name: None if missing else close_variants(points, study.seeds) for name, (points, missing) in
+            regimes.items()}
+
+
+def five_seed_plans(study, roots, out, close):
+    """{regime: specs} the five-seed rule adds: `study.more_seeds` for the ladder and the close variants
+    (`five_seed_rule`) of each regime that has some."""
+    chosen = tuple(replace(r, variants=close[r.name]) for r in study.regimes if close.get(r.name))
+    return regime_plans(replace(study, seeds=study.more_seeds, regimes=chosen), roots, out) if chosen else {}
+
+
 def _union(plans):
     """Each run once: the regimes share runs (a name two different runs share is a study's mistake)."""
     runs = {}
@@ -367,7 +401,19 @@ def _describe(dataset, data):
             f'of unseen font families')
 
 
-def _section(study, regime, dataset, data, points, score, picture, missing):
+def _five_seed_note(study, close):
+    if not study.more_seeds:
+        return ''
+    base, more = ', '.join(map(str, study.seeds)), ', '.join(map(str, study.more_seeds))
+    rule = f'Five-seed rule: a variant within 2 std of the frontier after seeds {base} trains seeds {more} too'
+    if close is None:
+        return f'{rule}; it is decided once seeds {base} have finished.\n\n'
+    if not close:
+        return f'{rule}; no variant is.\n\n'
+    return f'{rule}, with the ladder: {", ".join(close)}.\n\n'
+
+
+def _section(study, regime, dataset, data, points, score, picture, missing, close):
     epochs = regime.epochs * regime.long_factor
     unfinished = (f'**Incomplete: {len(missing)} planned runs have not finished** ({", ".join(missing)}); the rows '
                   f'below hold the seeds that have, and a row with fewer than {len(study.seeds)} seeds is not a '
@@ -376,9 +422,9 @@ def _section(study, regime, dataset, data, points, score, picture, missing):
     return (f'## {regime.title} (`{regime.name}`)\n\n' + unfinished +
             f'{_describe(dataset, data)}; {regime.recipe.model} at {regime.recipe.size} px, {start}; variants '
             f'trained {epochs} epochs; seeds {", ".join(map(str, study.seeds))}; picture `{Path(picture).name}`.\n\n'
-            + frontier_table(points, score) + '\nWhat the batch composition alone buys, and what the intra term '
-            f'adds on the same batches, at {epochs} epochs (top-1 points, paired by seed: mean ± std [95% '
-            f'interval]):\n\n' + decomposition_table(points, epochs))
+            + _five_seed_note(study, close) + frontier_table(points, score) + '\nWhat the batch composition alone '
+            f'buys, and what the intra term adds on the same batches, at {epochs} epochs (top-1 points, paired by '
+            f'seed: mean ± std [95% interval]):\n\n' + decomposition_table(points, epochs))
 
 
 def _points_of(plans, results):
@@ -407,16 +453,17 @@ def _recorded_points(out, plans):
     return regimes
 
 
-def _write(out, command, study, regimes, datasets, made_by):
-    """results.md, the frontier pictures and study.json from {regime: (points, unfinished run names)}; returns
-    {regime: judge() rows}."""
+def _write(out, command, study, regimes, datasets, made_by, close):
+    """results.md, the frontier pictures and study.json from {regime: (points, unfinished run names)} and the
+    five-seed rule's {regime: close variants}; returns {regime: judge() rows}."""
     sections, everything, verdicts = [], [], {}
     for regime in study.regimes:
         points, missing = regimes[regime.name]
         data = datasets[regime.data]
         score = Score(last_k=study.last_k, val_images=data['val'], split='held-out designs')
         picture = plot_frontier(points, out / f'frontier_{regime.name}.png', regime.title)
-        sections.append(_section(study, regime, study.data[regime.data], data, points, score, picture, missing))
+        sections.append(_section(study, regime, study.data[regime.data], data, points, score, picture, missing,
+                                 close.get(regime.name)))
         verdicts[regime.name] = judge(points, score)
         everything += [dict(regime=regime.name, method=p['method'], variant=p['variant'], role=p['role'],
                             epochs=p['epochs'], seed=p['seed'], beta=p['beta'], cost=p['cost'], top1=p['top1'],
@@ -467,19 +514,30 @@ def run_study(out_dir, study='glyphs', seeds=None, workers=None, sources=None, s
         datasets = _datasets(out, study, report_only, sources, runner)
         roots = {name: data['root'] for name, data in datasets.items()}
         plans = regime_plans(study, roots, out)
-        if recorded:
-            regimes = _recorded_points(out, plans)
-            made_by = 'with --report-only, from the record study.json keeps of every finished run'
-        elif report_only:
-            regimes = _points_of(plans, runner.gather(_union(plans))[0])
-            made_by = 'with --report-only: a report of the finished runs'
-        else:
+        if not report_only:
             runner.run([_pretrain_spec(study, p, roots) for p in study.pretraining])
-            runner.emit(f'study: {len(_union(plans))} runs over {len(plans)} regimes, {study.workers} at a time')
-            regimes = _points_of(plans, runner.run(_union(plans)))
-            made_by = f'{(time.perf_counter() - start) / 60:.0f} min'
-        verdicts = _write(out, command, study, regimes, datasets, made_by)
+        regimes = _collect(runner, out, plans, recorded, report_only)
+        close = five_seed_rule(study, regimes)
+        more = five_seed_plans(study, roots, out, close)
+        if more:
+            plans = {name: specs + more.get(name, []) for name, specs in plans.items()}
+            regimes = _collect(runner, out, plans, recorded, report_only)
+        made_by = ('with --report-only, from the record study.json keeps of every finished run' if recorded else
+                   'with --report-only: a report of the finished runs' if report_only else
+                   f'{(time.perf_counter() - start) / 60:.0f} min')
+        verdicts = _write(out, command, study, regimes, datasets, made_by, close)
     return dict(table=str(out / 'results.md'), verdicts=verdicts, wall_s=time.perf_counter() - start)
+
+
+def _collect(runner, out, plans, recorded, report_only):
+    """{regime: (points, unfinished run names)}: from the record (`recorded`), the finished runs (`report_only`), or
+    by training what has not finished."""
+    if recorded:
+        return _recorded_points(out, plans)
+    if report_only:
+        return _points_of(plans, runner.gather(_union(plans))[0])
+    runner.emit(f'study: {len(_union(plans))} runs over {len(plans)} regimes, {runner.workers} at a time')
+    return _points_of(plans, runner.run(_union(plans)))
 
 
 # The GPU plan's estimate, from bench/results_gpu.txt (an H200): resnet18 at 64 px trained 2,960 images/s plain and
@@ -510,6 +568,11 @@ def dry_run(study, out, stream=None):
         f'; on one GPU at about {GPU_IMAGES_PER_S} images/s and {GPU_RUN_OVERHEAD_S} s per run outside training: '
         f'{serial / 60:.1f} min one run at a time, {serial / 60 / study.workers:.1f} min at {study.workers} at a time '
         f'if the GPU keeps up (small batches leave it launch-bound)' if gpu else ''), file=stream)
+    if study.more_seeds:
+        most = len(_union(five_seed_plans(study, roots, out, {r.name: r.variants for r in study.regimes})))
+        print(f'# then the five-seed rule: seeds {" ".join(map(str, study.more_seeds))} for each regime\'s ladder '
+              f'and its variants within 2 std of the frontier after the base seeds, at most {most} runs more',
+              file=stream)
     return serial
 
 
