@@ -198,6 +198,7 @@ def test_two_different_runs_under_one_name_are_a_study_mistake():
 
 
 def test_a_variant_within_two_std_of_the_frontier_trains_two_more_seeds_with_its_ladder():
+    from dataclasses import replace
     from timm_synermix.experiments.study import close_variants, five_seed_plans, five_seed_rule
     points = [dict(p, seed=s) for s in (0, 1, 2) for p in LADDER]   # the frontier at cost 1000: 50
     points += [variant_point('synermix', 10, s, 1000, 50 - s) for s in (0, 1, 2)]            # -1 ± 1: close
@@ -207,6 +208,8 @@ def test_a_variant_within_two_std_of_the_frontier_trains_two_more_seeds_with_its
     study = STUDIES['icons']
     close = five_seed_rule(study, {'icons-finetune': (points, []), 'icons-scratch': (points, ['unfinished-s2'])})
     assert close == {'icons-finetune': ('synermix',), 'icons-scratch': None}
+    one_seed = replace(study, seeds=(2,))   # no std to be within: the rule needs two base seeds
+    assert five_seed_rule(one_seed, {'icons-finetune': (points, []), 'icons-scratch': (points, [])}) == {}
     (specs,) = five_seed_plans(study, {'icons': 'icons', 'glyphs': 'glyphs'}, pathlib.Path('out'), close).values()
     assert {s.seed for s in specs} == {3, 4} and {s.variant for s in specs if s.role == 'variant'} == {'synermix'}
     assert len([s for s in specs if s.role == 'ladder']) == 12 and len(specs) == 14

@@ -136,6 +136,11 @@ class Study:
     regimes: Tuple[Regime, ...]
     seeds: Tuple[int, ...] = (0, 1, 2)
     more_seeds: Tuple[int, ...] = ()
+
+    @property
+    def has_five_seed_rule(self) -> bool:
+        """Whether the rule applies: it adds seeds and has at least two base seeds to measure a std on."""
+        return bool(self.more_seeds) and len(self.seeds) > 1
     last_k: int = 3
     workers: int = 2
 
@@ -334,7 +339,7 @@ def close_variants(points, seeds):
 def five_seed_rule(study, regimes):
     """{regime: its close variants, or None while its base runs have not all finished} (`regimes`: {regime: (points,
     unfinished run names)} of the base seeds); {} for a study without `more_seeds`."""
-    if not study.more_seeds:
+    if not study.has_five_seed_rule:
         return {}
     return {name: None if missing else close_variants(points, study.seeds) for name, (points, missing) in
             regimes.items()}
@@ -402,7 +407,7 @@ def _describe(dataset, data):
 
 
 def _five_seed_note(study, close):
-    if not study.more_seeds:
+    if not study.has_five_seed_rule:
         return ''
     base, more = ', '.join(map(str, study.seeds)), ', '.join(map(str, study.more_seeds))
     rule = f'Five-seed rule: a variant within 2 std of the frontier after seeds {base} trains seeds {more} too'
@@ -504,6 +509,7 @@ def run_study(out_dir, study='glyphs', seeds=None, workers=None, sources=None, s
     start = time.perf_counter()
     study = STUDIES[study] if isinstance(study, str) else study
     study = replace(study, **{k: v for k, v in dict(seeds=tuple(seeds or ()), workers=workers).items() if v})
+    study = replace(study, more_seeds=tuple(s for s in study.more_seeds if s not in study.seeds))
     out = Path(out_dir).resolve()
     recorded = report_only and not (out / 'runs').is_dir()
     if recorded and not (out / 'study.json').is_file():
@@ -568,7 +574,7 @@ def dry_run(study, out, stream=None):
         f'; on one GPU at about {GPU_IMAGES_PER_S} images/s and {GPU_RUN_OVERHEAD_S} s per run outside training: '
         f'{serial / 60:.1f} min one run at a time, {serial / 60 / study.workers:.1f} min at {study.workers} at a time '
         f'if the GPU keeps up (small batches leave it launch-bound)' if gpu else ''), file=stream)
-    if study.more_seeds:
+    if study.has_five_seed_rule:
         most = len(_union(five_seed_plans(study, roots, out, {r.name: r.variants for r in study.regimes})))
         print(f'# then the five-seed rule: seeds {" ".join(map(str, study.more_seeds))} for each regime\'s ladder '
               f'and its variants within 2 std of the frontier after the base seeds, at most {most} runs more',
