@@ -338,7 +338,7 @@ def close_variants(points, seeds):
 
 def five_seed_rule(study, regimes):
     """{regime: its close variants, or None while its base runs have not all finished} (`regimes`: {regime: (points,
-    unfinished run names)} of the base seeds); {} for a study without `more_seeds`."""
+    unfinished run names)} of the base seeds); {} where the rule does not apply (`Study.has_five_seed_rule`)."""
     if not study.has_five_seed_rule:
         return {}
     return {name: None if missing else close_variants(points, study.seeds) for name, (points, missing) in
