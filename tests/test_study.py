@@ -213,3 +213,9 @@ def test_a_variant_within_two_std_of_the_frontier_trains_two_more_seeds_with_its
     (specs,) = five_seed_plans(study, {'icons': 'icons', 'glyphs': 'glyphs'}, pathlib.Path('out'), close).values()
     assert {s.seed for s in specs} == {3, 4} and {s.variant for s in specs if s.role == 'variant'} == {'synermix'}
     assert len([s for s in specs if s.role == 'ladder']) == 12 and len(specs) == 14
+
+
+def test_a_picture_of_unfinished_runs_without_a_plain_run_draws_no_frontier(tmp_path):
+    from timm_synermix.experiments.frontier import plot_frontier
+    for name, points in (('variant-only.png', [variant_point('synermix', 10, 0, 2000, 63)]), ('empty.png', [])):
+        assert pathlib.Path(plot_frontier(points, tmp_path / name, 'unfinished')).read_bytes()[:4] == b'\x89PNG'

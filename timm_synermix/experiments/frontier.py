@@ -275,10 +275,11 @@ def plot_frontier(points, path, title):
     ax = fig.subplots()
     rungs = _rungs(points)
     costs = sorted(c for ladder in rungs.values() for c, _, _, _ in ladder)
-    top = max([costs[-1]] + [p['cost'] for p in points]) * 1.05
-    grid = np.exp(np.linspace(math.log(costs[0]), math.log(top), 200))
-    ax.plot(grid / 1e3, [frontier_at(rungs, c) for c in grid], color='black', lw=1.5,
-            label='plain-training frontier (mean over seeds)')
+    if costs:  # a report of unfinished runs may hold no plain run yet: no frontier to draw
+        top = max([costs[-1]] + [p['cost'] for p in points]) * 1.05
+        grid = np.exp(np.linspace(math.log(costs[0]), math.log(top), 200))
+        ax.plot(grid / 1e3, [frontier_at(rungs, c) for c in grid], color='black', lw=1.5,
+                label='plain-training frontier (mean over seeds)')
     for method, ladder in rungs.items():
         ax.errorbar([c / 1e3 for c, _, _, _ in ladder], [a for _, a, _, _ in ladder],
                     yerr=[0 if math.isnan(s) else s for _, _, s, _ in ladder], fmt='--o', ms=5, capsize=3,
