@@ -136,13 +136,13 @@ class Study:
     regimes: Tuple[Regime, ...]
     seeds: Tuple[int, ...] = (0, 1, 2)
     more_seeds: Tuple[int, ...] = ()
+    last_k: int = 3
+    workers: int = 2
 
     @property
     def has_five_seed_rule(self) -> bool:
         """Whether the rule applies: it adds seeds and has at least two base seeds to measure a std on."""
         return bool(self.more_seeds) and len(self.seeds) > 1
-    last_k: int = 3
-    workers: int = 2
 
 
 # Every variant and control (frontier.VARIANTS) in the short regimes; the long schedule takes the subset the
