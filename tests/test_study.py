@@ -219,3 +219,12 @@ def test_a_picture_of_unfinished_runs_without_a_plain_run_draws_no_frontier(tmp_
     from timm_synermix.experiments.frontier import plot_frontier
     for name, points in (('variant-only.png', [variant_point('synermix', 10, 0, 2000, 63)]), ('empty.png', [])):
         assert pathlib.Path(plot_frontier(points, tmp_path / name, 'unfinished')).read_bytes()[:4] == b'\x89PNG'
+
+
+def test_the_report_says_which_rows_the_five_seed_rule_chose_or_that_it_waits():
+    from timm_synermix.experiments.study import _five_seed_note
+    study = STUDIES['icons']
+    assert 'decided once seeds 0, 1, 2 have finished' in _five_seed_note(study, None)
+    assert _five_seed_note(study, ()).endswith('trains seeds 3, 4 too; no variant is.\n\n')
+    assert _five_seed_note(study, ('clean-view',)).endswith('with the ladder: clean-view.\n\n')
+    assert _five_seed_note(STUDIES['families'], ('clean-view',)) == ''   # a study without the rule

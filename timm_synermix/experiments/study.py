@@ -525,9 +525,10 @@ def run_study(out_dir, study='glyphs', seeds=None, workers=None, sources=None, s
         regimes = _collect(runner, out, plans, recorded, report_only)
         close = five_seed_rule(study, regimes)
         more = five_seed_plans(study, roots, out, close)
-        if more:
-            plans = {name: specs + more.get(name, []) for name, specs in plans.items()}
-            regimes = _collect(runner, out, plans, recorded, report_only)
+        if more:  # only the added runs: the base runs were gathered above
+            added = _collect(runner, out, more, recorded, report_only)
+            regimes = {name: (points + added[name][0], missing + added[name][1]) if name in added else
+                       (points, missing) for name, (points, missing) in regimes.items()}
         made_by = ('with --report-only, from the record study.json keeps of every finished run' if recorded else
                    'with --report-only: a report of the finished runs' if report_only else
                    f'{(time.perf_counter() - start) / 60:.0f} min')
